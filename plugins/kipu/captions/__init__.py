@@ -1,0 +1,1 @@
+"""Per-platform caption rules (limits in each platform's own counting) and the offline rewriter."""

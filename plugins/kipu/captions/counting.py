@@ -1,0 +1,62 @@
+"""Length counting as each platform counts: code points, graphemes, UTF-8 bytes, and X's weighted length."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import regex
+
+_GRAPHEME = regex.compile(r"\X")
+_EMOJI = regex.compile(r"\p{Extended_Pictographic}|\p{Regional_Indicator}")
+# The URL shape X's t.co shortener replaces; every match weighs 23 characters.
+URL_RE = regex.compile(r"(?i)\bhttps?://[^\s<>\"']+[^\s<>\"'.,;:!?)\]]")
+
+# twitter-text v3 configuration: weight 100 inside these ranges, 200 elsewhere, scale 100.
+_X_LIGHT_RANGES = ((0, 4351), (8192, 8205), (8208, 8223), (8242, 8247))
+X_URL_WEIGHT = 23
+
+
+def graphemes(text: str) -> list[str]:
+    """User-perceived characters (extended grapheme clusters)."""
+    return _GRAPHEME.findall(text)
+
+
+def grapheme_count(text: str) -> int:
+    return len(graphemes(text))
+
+
+def utf8_len(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def is_emoji(cluster: str) -> bool:
+    return bool(_EMOJI.search(cluster))
+
+
+def _x_cluster_weight(cluster: str) -> int:
+    if is_emoji(cluster):
+        return 2
+    return sum(1 if any(lo <= ord(ch) <= hi for lo, hi in _X_LIGHT_RANGES) else 2 for ch in cluster)
+
+
+def x_weighted_length(text: str) -> int:
+    """X's weighted length: URLs count 23, emoji 2, CJK and other heavy code points 2, the rest 1."""
+    text = unicodedata.normalize("NFC", text)
+    total, pos = 0, 0
+    for match in URL_RE.finditer(text):
+        total += sum(_x_cluster_weight(c) for c in graphemes(text[pos : match.start()]))
+        total += X_URL_WEIGHT
+        pos = match.end()
+    total += sum(_x_cluster_weight(c) for c in graphemes(text[pos:]))
+    return total
+
+
+def codepoint_count(text: str) -> int:
+    return len(text)
+
+
+COUNTERS = {
+    "chars": codepoint_count,
+    "graphemes": grapheme_count,
+    "x_weighted": x_weighted_length,
+}

@@ -1,0 +1,38 @@
+"""Unicode-aware hashtag extraction and normalisation (``#Café`` and ``#café`` are the same tag)."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import regex
+
+# A tag starts after a non-word character, holds letters, marks, digits or underscores, and is not all digits.
+HASHTAG_RE = regex.compile(r"(?<![\p{L}\p{M}\p{N}_&#])#([\p{L}\p{M}\p{N}_]*[\p{L}\p{M}][\p{L}\p{M}\p{N}_]*)")
+
+
+def normalise_tag(tag: str) -> str:
+    """The comparison key of a tag: NFC, case-folded, without the leading ``#``."""
+    return unicodedata.normalize("NFC", tag.lstrip("#")).casefold()
+
+
+def extract_hashtags(text: str) -> list[str]:
+    """Tags in order of first appearance, without ``#``, de-duplicated case-insensitively."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for m in HASHTAG_RE.finditer(unicodedata.normalize("NFC", text)):
+        key = normalise_tag(m.group(1))
+        if key not in seen:
+            seen.add(key)
+            out.append(m.group(1))
+    return out
+
+
+def dedupe_tags(tags: list[str], limit: int | None = None) -> list[str]:
+    seen: set[str] = set()
+    out: list[str] = []
+    for tag in tags:
+        key = normalise_tag(tag)
+        if key and key not in seen:
+            seen.add(key)
+            out.append(tag.lstrip("#"))
+    return out[:limit] if limit is not None else out

@@ -1,0 +1,77 @@
+"""Caption limits per target platform, each in that platform's own counting (see shared PLATFORMS.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kipu.captions.counting import COUNTERS, utf8_len
+
+
+@dataclass(frozen=True)
+class CaptionRules:
+    platform: str
+    max_length: int
+    counting: str  # a key of COUNTERS
+    max_bytes: int | None = None
+    max_hashtags: int | None = None
+    # How many hashtags the rewriter adds by default: a house style, not a platform limit.
+    suggested_hashtags: int = 3
+    professional: bool = False
+
+    @property
+    def counter(self) -> Callable[[str], int]:
+        return COUNTERS[self.counting]
+
+    def measure(self, text: str) -> int:
+        return self.counter(text)
+
+    def violations(self, text: str, max_length: int | None = None) -> list[str]:
+        """Every limit the text breaks, worded with the limit and the platform's counting."""
+        limit = min(self.max_length, max_length) if max_length else self.max_length
+        problems = []
+        length = self.measure(text)
+        if length > limit:
+            problems.append(f"{self.platform} caption is {length} {self.unit}, over the limit of {limit}")
+        if self.max_bytes is not None and utf8_len(text) > self.max_bytes:
+            problems.append(
+                f"{self.platform} caption is {utf8_len(text)} UTF-8 bytes, over the limit of {self.max_bytes}"
+            )
+        if self.max_hashtags is not None:
+            from kipu.captions.hashtags import extract_hashtags
+
+            n = len(extract_hashtags(text))
+            if n > self.max_hashtags:
+                problems.append(f"{self.platform} caption has {n} hashtags, over the limit of {self.max_hashtags}")
+        return problems
+
+    @property
+    def unit(self) -> str:
+        return {"chars": "characters", "graphemes": "graphemes", "x_weighted": "weighted characters"}[
+            self.counting
+        ]
+
+
+RULES: dict[str, CaptionRules] = {
+    r.platform: r
+    for r in (
+        CaptionRules("x", 280, "x_weighted", suggested_hashtags=2),
+        CaptionRules("bluesky", 300, "graphemes", max_bytes=3000, suggested_hashtags=2),
+        CaptionRules("threads", 500, "chars", max_hashtags=1, suggested_hashtags=1),
+        CaptionRules("instagram", 2200, "chars", max_hashtags=30, suggested_hashtags=5),
+        CaptionRules("facebook", 63206, "chars", suggested_hashtags=3),
+        CaptionRules("tiktok", 2200, "chars", suggested_hashtags=5),
+        CaptionRules("youtube", 5000, "chars", suggested_hashtags=3),
+        CaptionRules("linkedin", 3000, "chars", suggested_hashtags=3, professional=True),
+        CaptionRules("pinterest", 500, "chars", suggested_hashtags=3),
+        # Kipu's own account-free targets: a generous limit so the demo shows rewriting, not truncation.
+        CaptionRules("outbox", 5000, "chars", suggested_hashtags=5),
+    )
+}
+
+
+def rules_for(platform: str) -> CaptionRules:
+    try:
+        return RULES[platform]
+    except KeyError:
+        raise ValueError(f"no caption rules for platform {platform!r}; known: {', '.join(sorted(RULES))}") from None

@@ -1,0 +1,1 @@
+"""Platform hooks: one module per platform on a shared interface (list new posts, publish once)."""

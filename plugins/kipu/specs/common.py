@@ -1,0 +1,59 @@
+"""Shared spec types: platforms, tones, weekdays and the FilterCondition used by filter and condition steps."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+SOCIAL_PLATFORMS = (
+    "tiktok", "youtube", "instagram", "facebook", "threads", "pinterest", "bluesky", "linkedin", "x",
+)
+# Kipu's account-free source and target, which make the demo and tests real without a network.
+LOCAL_PLATFORMS = ("feed", "outbox")
+
+
+def _platform_alias(value: object) -> object:
+    # The seed calls X "twitter".
+    return "x" if value == "twitter" else value
+
+
+Platform = Annotated[
+    Literal["tiktok", "youtube", "instagram", "facebook", "threads", "pinterest", "bluesky", "linkedin", "x",
+            "feed", "outbox"],
+    BeforeValidator(_platform_alias),
+]
+ContentKind = Literal["video", "image", "text", "carousel"]
+Tone = Literal["professional", "casual", "funny", "educational"]
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+WEEKDAYS: tuple[str, ...] = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+StepKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors: a typo must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class FilterCondition(Strict):
+    """One test on the item, as in the seed: ``field`` ``operator`` ``value``."""
+
+    field: Literal["caption", "hashtags", "duration", "type", "title"]
+    operator: Literal["contains", "not_contains", "gt", "lt", "eq"]
+    value: str | float
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FilterCondition:
+        if self.operator in ("gt", "lt") and self.field != "duration":
+            raise ValueError(f"operator '{self.operator}' compares numbers and only applies to field 'duration'")
+        if self.field == "duration" and not isinstance(self.value, float | int):
+            raise ValueError(f"field 'duration' needs a number of seconds, got {self.value!r}")
+        if self.field == "type" and self.value not in ("video", "image", "text", "carousel"):
+            raise ValueError(f"field 'type' takes video, image, text or carousel, got {self.value!r}")
+        return self
+
+
+class ConditionSet(Strict):
+    conditions: list[FilterCondition] = Field(min_length=1)
+    operator: Literal["and", "or"] = "and"

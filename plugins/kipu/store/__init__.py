@@ -1,0 +1,1 @@
+"""The Kipu store: SQLAlchemy tables for the seed schema, sessions, migrations and token encryption."""

@@ -1,0 +1,256 @@
+"""SQLAlchemy 2 tables of the seed schema (DiamondKJ/kipu docs/ARCHITECTURE.md), plus Kipu's additions.
+
+Every column, default, unique constraint, foreign key and cascade of the seed is kept; the columns Kipu
+adds are listed in docs/store.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from kipu.store.types import GUID, JSONB, TextArray, UTCDateTime, utcnow
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _id() -> Mapped[uuid.UUID]:
+    return mapped_column(GUID(), primary_key=True, default=uuid.uuid4)
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(UTCDateTime(), default=utcnow, server_default=text("CURRENT_TIMESTAMP"))
+
+
+class Profile(Base):
+    __tablename__ = "profiles"
+
+    id: Mapped[uuid.UUID] = _id()
+    name: Mapped[str | None] = mapped_column(Text)
+    avatar_url: Mapped[str | None] = mapped_column(Text)
+    plan: Mapped[str | None] = mapped_column(Text, default="free", server_default="free")
+    created_at: Mapped[datetime] = _created()
+    # Kipu: the seed kept e-mail in auth.users; here it is the login, and the Airflow user answers HITL.
+    email: Mapped[str | None] = mapped_column(Text, unique=True)
+    airflow_username: Mapped[str | None] = mapped_column(Text)
+
+
+class Team(Base):
+    __tablename__ = "teams"
+
+    id: Mapped[uuid.UUID] = _id()
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("profiles.id"))
+    created_at: Mapped[datetime] = _created()
+    # Kipu: a stable handle for tags, DAG ids and the CLI.
+    slug: Mapped[str | None] = mapped_column(Text, unique=True)
+
+    members: Mapped[list[TeamMember]] = relationship(back_populates="team")
+
+
+class TeamMember(Base):
+    __tablename__ = "team_members"
+    __table_args__ = (PrimaryKeyConstraint("team_id", "user_id"),)
+
+    team_id: Mapped[uuid.UUID] = mapped_column(GUID(), ForeignKey("teams.id"))
+    user_id: Mapped[uuid.UUID] = mapped_column(GUID(), ForeignKey("profiles.id"))
+    role: Mapped[str | None] = mapped_column(Text, default="member", server_default="member")
+
+    team: Mapped[Team] = relationship(back_populates="members")
+    profile: Mapped[Profile] = relationship()
+
+
+class Connection(Base):
+    """A connected account; tokens are MultiFernet ciphertext, never plaintext."""
+
+    __tablename__ = "connections"
+    __table_args__ = (UniqueConstraint("team_id", "platform", "platform_user_id"),)
+
+    id: Mapped[uuid.UUID] = _id()
+    team_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("teams.id"))
+    platform: Mapped[str] = mapped_column(Text, nullable=False)
+    platform_user_id: Mapped[str] = mapped_column(Text, nullable=False)
+    platform_username: Mapped[str | None] = mapped_column(Text)
+    access_token: Mapped[str | None] = mapped_column(Text)
+    refresh_token: Mapped[str | None] = mapped_column(Text)
+    token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    scopes: Mapped[list[str] | None] = mapped_column(TextArray())
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB())
+    created_at: Mapped[datetime] = _created()
+    # Kipu: health for polling and reconnect flags.
+    status: Mapped[str] = mapped_column(Text, default="healthy", server_default="healthy")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:  # tokens are never part of a repr
+        return f"Connection(id={self.id}, platform={self.platform!r}, user={self.platform_user_id!r})"
+
+
+class Workflow(Base):
+    __tablename__ = "workflows"
+
+    id: Mapped[uuid.UUID] = _id()
+    team_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("teams.id"))
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str | None] = mapped_column(Text, default="inactive", server_default="inactive")
+    trigger_config: Mapped[dict[str, Any]] = mapped_column(JSONB(), nullable=False)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), default=utcnow, onupdate=utcnow, server_default=text("CURRENT_TIMESTAMP")
+    )
+    # Kipu: the DAG id is kipu_<slug>; the time zone applies to day and time rules only.
+    slug: Mapped[str | None] = mapped_column(Text, unique=True)
+    timezone: Mapped[str] = mapped_column(Text, default="UTC", server_default="UTC")
+
+    steps: Mapped[list[WorkflowStep]] = relationship(
+        back_populates="workflow", cascade="all, delete-orphan", order_by="WorkflowStep.order_index"
+    )
+
+
+class WorkflowStep(Base):
+    __tablename__ = "workflow_steps"
+    __table_args__ = (UniqueConstraint("workflow_id", "step_key"),)
+
+    id: Mapped[uuid.UUID] = _id()
+    workflow_id: Mapped[uuid.UUID | None] = mapped_column(
+        GUID(), ForeignKey("workflows.id", ondelete="CASCADE"), index=True
+    )
+    order_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    step_type: Mapped[str] = mapped_column(Text, nullable=False)
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB(), nullable=False)
+    created_at: Mapped[datetime] = _created()
+    # Kipu: the step's name in the spec, its Airflow task id and what conditions point at.
+    step_key: Mapped[str] = mapped_column(Text, nullable=False)
+
+    workflow: Mapped[Workflow] = relationship(back_populates="steps")
+
+
+class WorkflowRun(Base):
+    __tablename__ = "workflow_runs"
+    __table_args__ = (
+        UniqueConstraint("workflow_id", "platform_post_id"),
+        Index("ix_workflow_runs_status", "status"),
+    )
+
+    id: Mapped[uuid.UUID] = _id()
+    workflow_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("workflows.id"))
+    trigger_data: Mapped[dict[str, Any] | None] = mapped_column(JSONB())
+    status: Mapped[str | None] = mapped_column(Text, default="pending", server_default="pending")
+    started_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), default=utcnow, server_default=text("CURRENT_TIMESTAMP")
+    )
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    error_message: Mapped[str | None] = mapped_column(Text)
+    # Kipu: the item's identity (dedup across poll, webhook and manual) and the Airflow run.
+    platform_post_id: Mapped[str | None] = mapped_column(Text)
+    dag_id: Mapped[str | None] = mapped_column(Text)
+    dag_run_id: Mapped[str | None] = mapped_column(Text)
+
+    step_runs: Mapped[list[WorkflowStepRun]] = relationship(back_populates="run", cascade="all, delete-orphan")
+
+
+class WorkflowStepRun(Base):
+    __tablename__ = "workflow_step_runs"
+    __table_args__ = (UniqueConstraint("run_id", "step_id"),)
+
+    id: Mapped[uuid.UUID] = _id()
+    run_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("workflow_runs.id", ondelete="CASCADE"))
+    step_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("workflow_steps.id"))
+    status: Mapped[str | None] = mapped_column(Text, default="pending", server_default="pending")
+    input_data: Mapped[dict[str, Any] | None] = mapped_column(JSONB())
+    output_data: Mapped[dict[str, Any] | None] = mapped_column(JSONB())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    error_message: Mapped[str | None] = mapped_column(Text)
+    # Kipu: Airflow's try number, so a retry updates the row instead of adding one.
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+    run: Mapped[WorkflowRun] = relationship(back_populates="step_runs")
+
+
+class Post(Base):
+    """One publish to one target: written before the platform is called, completed after."""
+
+    __tablename__ = "posts"
+    __table_args__ = (
+        UniqueConstraint("workflow_run_id", "step_id", "connection_id"),
+        Index("ix_posts_status", "status"),
+    )
+
+    id: Mapped[uuid.UUID] = _id()
+    team_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("teams.id"))
+    workflow_run_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("workflow_runs.id"))
+    connection_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("connections.id"))
+    platform: Mapped[str] = mapped_column(Text, nullable=False)
+    platform_post_id: Mapped[str | None] = mapped_column(Text)
+    content_type: Mapped[str | None] = mapped_column(Text)
+    caption: Mapped[str | None] = mapped_column(Text)
+    media_urls: Mapped[list[str] | None] = mapped_column(TextArray())
+    status: Mapped[str | None] = mapped_column(Text, default="draft", server_default="draft")
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB())
+    created_at: Mapped[datetime] = _created()
+    # Kipu: which publish step made it, its error, and where it lives on the platform.
+    step_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("workflow_steps.id"))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    platform_url: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class MediaFolder(Base):
+    __tablename__ = "media_folders"
+
+    id: Mapped[uuid.UUID] = _id()
+    team_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("teams.id"))
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("media_folders.id"))
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _created()
+
+
+class Media(Base):
+    __tablename__ = "media"
+
+    id: Mapped[uuid.UUID] = _id()
+    team_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("teams.id"))
+    folder_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("media_folders.id"))
+    filename: Mapped[str] = mapped_column(Text, nullable=False)
+    storage_path: Mapped[str] = mapped_column(Text, nullable=False)
+    mime_type: Mapped[str | None] = mapped_column(Text)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB())
+    created_at: Mapped[datetime] = _created()
+
+
+__all__ = [
+    "Base", "Connection", "Media", "MediaFolder", "Post", "Profile", "Team", "TeamMember",
+    "Workflow", "WorkflowRun", "WorkflowStep", "WorkflowStepRun",
+]
