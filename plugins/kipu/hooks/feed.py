@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlparse
+from urllib.parse import urljoin, urlparse
 
 import feedparser
 import httpx
@@ -203,6 +203,12 @@ class FeedHook(SourceHook):
             raise
         except Exception as exc:  # a malformed feed must name itself, not crash the caller
             raise FeedError(f"feed {self.location} cannot be parsed: {exc}") from None
+        base = self.location if urlparse(self.location).scheme in ("http", "https", "file") else (
+            Path(self.location).resolve().as_uri())
+        for item in items:  # enclosures relative to the feed resolve like a browser would
+            for media in item.media:
+                if not urlparse(media.url).scheme:
+                    media.url = urljoin(base, media.url)
         if since_id is not None:
             ids = [i.platform_post_id for i in items]
             if since_id in ids:

@@ -83,6 +83,9 @@ def build_graph(steps: list[StepBase]) -> tuple[StepGraph, list[str]]:
             nxt = next_in_scope(step.id)
             if nxt:
                 graph.downstream[step.id].append(nxt)
+    for i, step in enumerate(steps):
+        if step.type in ("filter", "approval") and not graph.downstream[step.id]:  # type: ignore[attr-defined]
+            errors.append(f"{where(i, step)}: a {step.type} step must be followed by a step it gates")  # type: ignore[attr-defined]
     try:
         tuple(TopologicalSorter({k: graph.upstream[k] for k in order}).static_order())
     except CycleError as exc:

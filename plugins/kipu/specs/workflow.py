@@ -91,7 +91,8 @@ class WorkflowSpec(BaseModel):
 
     def to_document(self) -> dict[str, Any]:
         """The file form: what ``kipu workflow export`` writes and ``import`` reads."""
-        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+        return self.model_dump(mode="json", exclude_none=True, exclude_unset=True) | {
+            "status": self.status, "timezone": self.timezone}
 
 
 def parse_workflow(data: Any) -> WorkflowSpec:

@@ -1,0 +1,208 @@
+"""The ``kipu`` command: store migrations, workflow validate/import/export, keys, teams and connections."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _load_file(path: str) -> Any:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    try:
+        return json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {exc}") from None
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from kipu.config import database_url
+    from kipu.store.migrate import current, upgrade
+
+    upgrade()
+    url = database_url()
+    print(f"Kipu store at revision {current()} ({url.split('@')[-1]})")
+    return 0
+
+
+def cmd_workflow_validate(args: argparse.Namespace) -> int:
+    from kipu.specs.workflow import WorkflowSpecError
+    from kipu.store.workflows import validate_document
+
+    data = _load_file(args.file)
+    try:
+        if args.offline:
+            validate_document(None, data)
+        else:
+            from kipu.store.engine import session_scope
+
+            with session_scope() as session:
+                validate_document(session, data)
+    except WorkflowSpecError as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: valid")
+    return 0
+
+
+def cmd_workflow_import(args: argparse.Namespace) -> int:
+    from kipu.specs.workflow import WorkflowSpecError
+    from kipu.store.engine import session_scope
+    from kipu.store.workflows import save_workflow
+
+    data = _load_file(args.file)
+    if args.team:
+        data["team"] = args.team
+    try:
+        with session_scope() as session:
+            wf = save_workflow(session, data)
+            print(wf.id)
+    except WorkflowSpecError as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_workflow_export(args: argparse.Namespace) -> int:
+    from kipu.store.engine import session_scope
+    from kipu.store.workflows import export_workflow
+
+    with session_scope() as session:
+        try:
+            doc = export_workflow(session, args.id)
+        except LookupError as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+    text = json.dumps(doc, indent=2, ensure_ascii=False) if args.format == "json" else yaml.safe_dump(
+        doc, sort_keys=False, allow_unicode=True)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from kipu.store.crypto import generate_key
+
+    print(generate_key())
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from kipu.store.accounts import rotate_tokens
+    from kipu.store.engine import session_scope
+
+    with session_scope() as session:
+        n = rotate_tokens(session)
+    print(f"re-encrypted the tokens of {n} connection(s) under the primary key")
+    return 0
+
+
+def cmd_team_create(args: argparse.Namespace) -> int:
+    from kipu.store.accounts import add_member, get_or_create_profile, get_or_create_team
+    from kipu.store.engine import session_scope
+
+    with session_scope() as session:
+        owner = get_or_create_profile(session, args.owner, airflow_username=args.owner_airflow_user)
+        team = get_or_create_team(session, args.name, owner, args.slug)
+        for spec in args.member or []:
+            email, _, role = spec.partition(":")
+            add_member(session, team, get_or_create_profile(session, email), role or "member")
+        print(team.id)
+    return 0
+
+
+def cmd_connection_add(args: argparse.Namespace) -> int:
+    from kipu.store.accounts import find_team, upsert_connection
+    from kipu.store.engine import session_scope
+
+    with session_scope() as session:
+        team = find_team(session, args.team)
+        if team is None:
+            print(f"team '{args.team}' does not exist", file=sys.stderr)
+            return 1
+        meta = dict(kv.split("=", 1) for kv in args.meta or [])
+        conn = upsert_connection(session, team, args.platform, args.user_id, username=args.username,
+                                 access_token=args.access_token, metadata=meta)
+        print(conn.id)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kipu.demo import main as demo_main
+
+    return demo_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kipu", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="the Kipu store").add_subparsers(dest="sub", required=True)
+    db.add_parser("upgrade", help="migrate the store to the latest schema (idempotent)").set_defaults(fn=cmd_db_upgrade)
+
+    wf = sub.add_parser("workflow", help="workflow specs").add_subparsers(dest="sub", required=True)
+    v = wf.add_parser("validate", help="validate a YAML/JSON workflow file; prints every error")
+    v.add_argument("file")
+    v.add_argument("--offline", action="store_true", help="check the spec only, not team members and connections")
+    v.set_defaults(fn=cmd_workflow_validate)
+    i = wf.add_parser("import", help="store a workflow file and print its id")
+    i.add_argument("file")
+    i.add_argument("--team", help="team slug or id (overrides the file's 'team')")
+    i.set_defaults(fn=cmd_workflow_import)
+    e = wf.add_parser("export", help="write a stored workflow back out")
+    e.add_argument("id", help="workflow id or slug")
+    e.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    e.add_argument("-o", "--output")
+    e.set_defaults(fn=cmd_workflow_export)
+
+    keys = sub.add_parser("keys", help="token encryption keys").add_subparsers(dest="sub", required=True)
+    keys.add_parser("generate", help="print a new Fernet key").set_defaults(fn=cmd_keys_generate)
+    keys.add_parser("rotate", help="re-encrypt every token under the first key of ENCRYPTION_KEY").set_defaults(
+        fn=cmd_keys_rotate)
+
+    team = sub.add_parser("team", help="teams").add_subparsers(dest="sub", required=True)
+    t = team.add_parser("create", help="create a team (idempotent) and print its id")
+    t.add_argument("name")
+    t.add_argument("--slug")
+    t.add_argument("--owner", required=True, help="owner e-mail")
+    t.add_argument("--owner-airflow-user", help="the owner's Airflow username (answers approvals)")
+    t.add_argument("--member", action="append", help="EMAIL[:ROLE], repeatable")
+    t.set_defaults(fn=cmd_team_create)
+
+    conn = sub.add_parser("connection", help="connected accounts").add_subparsers(dest="sub", required=True)
+    c = conn.add_parser("add", help="add or update a connection and print its id")
+    c.add_argument("--team", required=True)
+    c.add_argument("--platform", required=True)
+    c.add_argument("--user-id", required=True, help="platform user id (feed: its URL or path)")
+    c.add_argument("--username")
+    c.add_argument("--access-token", help="stored encrypted")
+    c.add_argument("--meta", action="append", help="KEY=VALUE metadata, repeatable")
+    c.set_defaults(fn=cmd_connection_add)
+
+    d = sub.add_parser("demo", help="run the end-to-end demo (make demo)")
+    d.add_argument("--no-airflow", action="store_true", help=argparse.SUPPRESS)
+    d.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except Exception as exc:
+        from kipu.store.crypto import EncryptionKeyError
+
+        if isinstance(exc, EncryptionKeyError):
+            print(f"kipu: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

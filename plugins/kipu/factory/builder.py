@@ -1,0 +1,111 @@
+"""Build one DAG from one validated workflow: a task per step, branches, joins and the finalize task."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Param, TriggerRule
+
+from kipu.factory.docs import describe
+from kipu.operators.approval import KipuApprovalOperator
+from kipu.operators.condition import KipuConditionOperator
+from kipu.operators.delay import KipuDelayOperator
+from kipu.operators.filter import KipuFilterOperator
+from kipu.operators.finalize import KipuFinalizeOperator
+from kipu.operators.publish import KipuPublishOperator
+from kipu.operators.rewrite import KipuRewriteOperator
+from kipu.specs.steps import ApprovalStep, ConditionStep, PublishStep
+from kipu.specs.workflow import WorkflowSpec
+from kipu.store.workflows import WorkflowRecord
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+OPERATORS: dict[str, type] = {
+    "filter": KipuFilterOperator,
+    "condition": KipuConditionOperator,
+    "ai_rewrite": KipuRewriteOperator,
+    "delay": KipuDelayOperator,
+    "approval": KipuApprovalOperator,
+    "publish": KipuPublishOperator,
+}
+FINALIZE = "finalize"
+
+
+def dag_id_for(slug: str) -> str:
+    return f"kipu_{slug}"
+
+
+def _tags(spec: WorkflowSpec, record: WorkflowRecord) -> list[str]:
+    platforms = {getattr(spec.trigger, "platform", None)}
+    for step in spec.steps:
+        if isinstance(step, PublishStep):
+            platforms.update(t.platform for t in step.targets)
+    team = f"team:{record.team_slug}" if record.team_slug else "team:none"
+    return ["kipu", team, *sorted(p for p in platforms if p)]
+
+
+def build_dag(spec: WorkflowSpec, record: WorkflowRecord) -> DAG:
+    graph = spec.graph()
+    dag = DAG(
+        dag_id=dag_id_for(record.slug),
+        description=(spec.description or spec.name)[:200],
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        max_active_runs=32,
+        tags=_tags(spec, record),
+        doc_md=describe(spec, record.id),
+        is_paused_upon_creation=False,  # Kipu's own status gates the workflow; inactive ones have no DAG
+        default_args={
+            "owner": record.owner or record.team_slug or "kipu",
+            "retries": 3,
+            "retry_delay": timedelta(seconds=20),
+            "retry_exponential_backoff": 2.0,
+            "max_retry_delay": timedelta(minutes=15),
+        },
+        params={
+            "workflow_run_id": Param(None, type=["null", "string"], description="workflow_runs.id of the item"),
+            "item": Param({}, type="object", description="The content item (used when workflow_run_id is absent)"),
+        },
+        render_template_as_native_obj=False,
+    )
+    common: dict[str, Any] = {"workflow_id": record.id, "team_id": record.team_id, "workflow_timezone": spec.timezone}
+    tasks: dict[str, Any] = {}
+    with dag:
+        for step in spec.steps:
+            body = step.model_dump(mode="json", exclude={"id", "type", "name"}, exclude_none=True)
+            kwargs: dict[str, Any] = {
+                "task_id": step.id, "step_id": record.step_ids.get(step.id, ""), "step_config": body,
+                "doc_md": f"{step.type} step `{step.id}`",  # type: ignore[attr-defined]
+                **common,
+            }
+            if step.id != graph.root:
+                # A join after a branch runs if any branch reached it and none failed; for one upstream
+                # this is the same as all_success.
+                kwargs["trigger_rule"] = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+            if isinstance(step, ConditionStep):
+                # A branch that ends the item goes straight to finalize, which must never be skipped.
+                kwargs["true_task"], kwargs["false_task"] = (t or FINALIZE for t in graph.branches[step.id])
+                kwargs["retries"] = 0
+            elif isinstance(step, ApprovalStep):
+                kwargs["assigned_users"] = [
+                    record.approvers.get(a, {"id": a, "name": a}) for a in step.config.approvers
+                ]
+                kwargs["subject"] = f"{spec.name}: approve this item?"
+                kwargs["body"] = (
+                    "Item `{{ (dag_run.conf.get('item') or {}).get('platform_post_id', 'see run') }}`: "
+                    "{{ ((dag_run.conf.get('item') or {}).get('caption') or '')[:500] }}"
+                )
+                kwargs["retries"] = 0
+            elif step.type in ("filter",):  # type: ignore[attr-defined]
+                kwargs["retries"] = 0
+            tasks[step.id] = OPERATORS[step.type](**kwargs)  # type: ignore[attr-defined]
+        finalize = KipuFinalizeOperator(task_id=FINALIZE, workflow_id=record.id)
+        for key, downs in graph.downstream.items():
+            for down in downs:
+                tasks[key] >> tasks[down]
+        for key in graph.order:
+            ends_here = isinstance(spec.step(key), ConditionStep) and None in graph.branches[key]
+            if not graph.downstream.get(key) or ends_here:
+                tasks[key] >> finalize
+    return dag

@@ -1,0 +1,93 @@
+"""The ``outbox`` target: each published post becomes ``<key>.json`` plus its media in a folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import ClassVar
+from urllib.parse import urlparse
+
+import httpx
+
+from kipu.hooks.base import Capabilities, PublishRequest, PublishResult, Rejected, TargetHook, Transient
+from kipu.store.types import utcnow
+
+MAX_MEDIA_BYTES = 2 * 1024**3
+
+
+class OutboxHook(TargetHook):
+    """Writes atomically (temp file, then rename), so a post exists completely or not at all."""
+
+    platform: ClassVar[str] = "outbox"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        text=True, image=True, video=True, carousel=True, alt_text=True, max_images=20
+    )
+    conn_type = "kipu_outbox"
+    hook_name = "Kipu outbox (folder)"
+
+    def __init__(self, folder: str | Path) -> None:
+        super().__init__()
+        self.folder = Path(folder)
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"{key}.json"
+
+    def find_published(self, idempotency_key: str) -> PublishResult | None:
+        path = self._path(idempotency_key)
+        if not path.exists():
+            return None
+        return PublishResult(platform_post_id=idempotency_key, url=path.resolve().as_uri())
+
+    def _copy_media(self, url: str, dest: Path) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme in ("http", "https"):
+            try:
+                with httpx.stream("GET", url, timeout=30, follow_redirects=True) as resp:
+                    resp.raise_for_status()
+                    written = 0
+                    with dest.open("wb") as fh:
+                        for chunk in resp.iter_bytes(1 << 20):
+                            written += len(chunk)
+                            if written > MAX_MEDIA_BYTES:
+                                raise Rejected(f"media {url} is over {MAX_MEDIA_BYTES} bytes")
+                            fh.write(chunk)
+            except httpx.HTTPError as exc:
+                raise Transient(f"media {url} cannot be fetched: {exc.__class__.__name__}") from None
+            return
+        src = Path(parsed.path if parsed.scheme == "file" else url)
+        if not src.is_file():
+            raise Rejected(f"media file {src} does not exist")
+        shutil.copyfile(src, dest)  # streams in chunks
+
+    def publish(self, request: PublishRequest) -> PublishResult:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        key = request.idempotency_key
+        media_dir = self.folder / key
+        media_dir.mkdir(exist_ok=True)
+        files = []
+        for i, media in enumerate(request.media):
+            name = f"{i:02d}_{Path(urlparse(media.url).path).name or 'media'}"
+            self._copy_media(media.url, media_dir / name)
+            files.append({"file": f"{key}/{name}", "mime_type": media.mime_type, "alt_text": media.alt_text})
+        if not files:
+            media_dir.rmdir()
+        document = {
+            "id": key,
+            "published_at": utcnow().isoformat(),
+            "content_type": request.content_type,
+            "title": request.title,
+            "caption": request.caption,
+            "link": request.link,
+            "media": files,
+            "options": request.options,
+        }
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(document, fh, ensure_ascii=False, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self._path(key))
+        return PublishResult(platform_post_id=key, url=self._path(key).resolve().as_uri())

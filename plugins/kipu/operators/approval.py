@@ -1,0 +1,64 @@
+"""The approval step: the standard provider's HITL ``ApprovalOperator``, recording the decision in the store."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.standard.exceptions import HITLTimeoutError
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowSkipException
+
+from kipu.operators.base import KipuStepOperator
+from kipu.store.engine import session_scope
+from kipu.store.runs import finish_step, start_step
+
+
+class KipuApprovalOperator(KipuStepOperator, ApprovalOperator):
+    """``approvers`` → ``assigned_users``; ``timeout_hours`` → ``response_timeout``; auto-approve → defaults.
+
+    Without auto-approve, a timeout ends the item as skipped with the reason recorded.
+    """
+
+    ui_color = "#ffe6e6"
+    template_fields = ("subject", "body")
+
+    def __init__(self, *, assigned_users: list[dict[str, str]], **kwargs: Any) -> None:
+        cfg = kwargs["step_config"]["config"]
+        super().__init__(
+            subject=kwargs.pop("subject", "Approve this post?"),
+            body=kwargs.pop("body", None),
+            assigned_users=assigned_users or None,
+            response_timeout=timedelta(hours=float(cfg.get("timeout_hours", 24))),
+            defaults=["Approve"] if cfg.get("auto_approve_on_timeout") else None,
+            **kwargs,
+        )
+
+    def execute(self, context: Context) -> Any:
+        state = self.resolve_run(context)
+        with self.recorded(context, state):
+            state.output["awaiting"] = [u["id"] for u in self.assigned_users or []]
+            return ApprovalOperator.execute(self, context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        state = self.resolve_run(context)
+        step_id = uuid.UUID(self.step_id)
+        try:
+            result = ApprovalOperator.execute_complete(self, context, event)
+        except HITLTimeoutError:
+            reason = f"approval '{self.task_id}' timed out after {self.response_timeout} with no answer"
+            with session_scope() as session:
+                finish_step(session, state.run_id, step_id, "skipped",
+                            {"decision": "timeout", "dropped": reason}, reason)
+            raise AirflowSkipException(reason) from None
+        chosen = result["chosen_options"][0]
+        who = (result.get("responded_by_user") or {}).get("name") or "the timeout default"
+        output = {"decision": chosen, "responded_by": who}
+        if chosen != self.APPROVE:
+            output["dropped"] = f"rejected by {who} at '{self.task_id}'"
+        with session_scope() as session:
+            start_step(session, state.run_id, step_id, self.step_input(state), context["ti"].try_number)
+            finish_step(session, state.run_id, step_id, "completed", output)
+        return {"decision": chosen}

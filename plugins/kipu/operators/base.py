@@ -1,0 +1,136 @@
+"""The step-operator base: resolves the run and its item, and records the step's row around ``run_step``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
+from sqlalchemy import select
+
+from kipu.specs.items import ContentItem
+from kipu.store.engine import session_scope
+from kipu.store.models import WorkflowStep, WorkflowStepRun
+from kipu.store.runs import finish_step, get_run, record_run, start_step
+
+try:  # Airflow 3.3 parks HITL tasks with this exception; it is not a failure.
+    from airflow.sdk.exceptions import TaskAwaitingInput
+except ImportError:  # pragma: no cover
+    TaskAwaitingInput = TaskDeferred  # type: ignore[misc,assignment]
+
+
+@dataclass
+class RunState:
+    """What a step sees: the run, its item, and the captions rewritten so far (per platform)."""
+
+    run_id: uuid.UUID
+    workflow_id: uuid.UUID
+    team_id: uuid.UUID | None
+    item: ContentItem
+    captions: dict[str, str] = field(default_factory=dict)
+    output: dict[str, Any] = field(default_factory=dict)
+
+
+def _conf(context: Context) -> dict[str, Any]:
+    dag_run = context.get("dag_run")
+    conf = dict(getattr(dag_run, "conf", None) or {})
+    params = context.get("params") or {}
+    for key in ("workflow_run_id", "item"):
+        if not conf.get(key) and params.get(key):
+            conf[key] = params[key]
+    return conf
+
+
+def resolve_run(context: Context, workflow_id: str, team_id: str | None, dag_id: str) -> RunState:
+    """The run this DAG run processes; a run started without a ``workflow_run_id`` is recorded now."""
+    conf = _conf(context)
+    wf_id = uuid.UUID(workflow_id)
+    with session_scope() as session:
+        run = get_run(session, conf["workflow_run_id"]) if conf.get("workflow_run_id") else None
+        if run is None:
+            item = dict(conf.get("item") or {})
+            if not item:
+                raise ValueError("dag_run.conf.item is required: the content item this run processes")
+            item.setdefault("platform", "manual")
+            item.setdefault("platform_post_id", f"manual:{context['dag_run'].run_id}")
+            item = ContentItem.model_validate(item).model_dump(mode="json")
+            run, _ = record_run(session, wf_id, item, dag_id=dag_id)
+        if run.workflow_id != wf_id:
+            raise ValueError(f"workflow_run_id {run.id} belongs to another workflow")
+        run.dag_id, run.dag_run_id = dag_id, context["dag_run"].run_id
+        item = ContentItem.model_validate(run.trigger_data or {})
+        rewrites = session.execute(
+            select(WorkflowStepRun.output_data)
+            .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
+            .where(WorkflowStepRun.run_id == run.id, WorkflowStepRun.status == "completed",
+                   WorkflowStep.step_type == "ai_rewrite")
+            .order_by(WorkflowStepRun.completed_at)
+        ).scalars()
+        captions = {o["target_platform"]: o["caption"] for o in rewrites if o and "caption" in o}
+        return RunState(run_id=run.id, workflow_id=wf_id, team_id=uuid.UUID(team_id) if team_id else None,
+                        item=item, captions=captions)
+
+
+class KipuStepOperator(BaseOperator):
+    """Base of every Kipu step; subclasses implement ``run_step``."""
+
+    template_fields = ()
+    ui_color = "#e8f4fd"
+
+    def __init__(self, *, workflow_id: str, step_id: str, step_config: dict[str, Any],
+                 team_id: str | None = None, workflow_timezone: str = "UTC", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.workflow_id = workflow_id
+        self.step_id = step_id
+        self.step_config = step_config
+        self.team_id = team_id
+        self.workflow_timezone = workflow_timezone
+
+    def resolve_run(self, context: Context) -> RunState:
+        return resolve_run(context, self.workflow_id, self.team_id, self.dag_id)
+
+    # -- bookkeeping ----------------------------------------------------------------------------------
+    def step_input(self, state: RunState) -> dict[str, Any]:
+        return {"platform_post_id": state.item.platform_post_id, "config": self.step_config}
+
+    @contextmanager
+    def recorded(self, context: Context, state: RunState) -> Iterator[RunState]:
+        step_id = uuid.UUID(self.step_id)
+        with session_scope() as session:
+            row = start_step(session, state.run_id, step_id, self.step_input(state), context["ti"].try_number)
+            state.output = dict(row.output_data or {})
+        try:
+            yield state
+        except (TaskDeferred, TaskAwaitingInput):
+            self._save_output(state)
+            raise
+        except AirflowSkipException as exc:
+            with session_scope() as session:
+                finish_step(session, state.run_id, step_id, "skipped", state.output, str(exc) or None)
+            raise
+        except Exception as exc:
+            with session_scope() as session:
+                finish_step(session, state.run_id, step_id, "failed", state.output, f"{type(exc).__name__}: {exc}")
+            raise
+        else:
+            with session_scope() as session:
+                finish_step(session, state.run_id, step_id, "completed", state.output)
+
+    def _save_output(self, state: RunState) -> None:
+        with session_scope() as session:
+            row = session.scalar(select(WorkflowStepRun).where(
+                WorkflowStepRun.run_id == state.run_id, WorkflowStepRun.step_id == uuid.UUID(self.step_id)))
+            if row is not None:
+                row.output_data = dict(state.output)
+
+    def execute(self, context: Context) -> Any:
+        state = self.resolve_run(context)
+        with self.recorded(context, state):
+            return self.run_step(context, state)
+
+    def run_step(self, context: Context, state: RunState) -> Any:
+        raise NotImplementedError

@@ -1,0 +1,62 @@
+"""The last task of every workflow DAG: writes the run's outcome to ``workflow_runs``."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context, TriggerRule
+from airflow.sdk.exceptions import AirflowFailException
+from sqlalchemy import select
+
+from kipu.operators.base import resolve_run
+from kipu.store.engine import session_scope
+from kipu.store.models import WorkflowStep, WorkflowStepRun
+from kipu.store.posts import posts_for_run
+from kipu.store.runs import finish_run
+
+
+def run_outcome(step_rows: list[tuple[str, WorkflowStepRun]], published: int, failed_posts: int) -> tuple[str, str | None]:
+    """``(status, reason)`` of a run from its step rows and posts."""
+    failed = [(key, r) for key, r in step_rows if r.status == "failed"]
+    if failed:
+        key, row = failed[0]
+        reason = f"step '{key}' failed: {row.error_message}"
+        return ("partially_published" if published else "failed"), reason
+    if failed_posts and published:
+        return "partially_published", f"{failed_posts} target(s) failed"
+    dropped = [(r.output_data or {}).get("dropped") for _, r in step_rows if (r.output_data or {}).get("dropped")]
+    if dropped and not published:
+        return "skipped", dropped[0]
+    return "completed", None
+
+
+class KipuFinalizeOperator(BaseOperator):
+    """Runs whatever happened upstream (``all_done``) and fails the DAG run when the item failed."""
+
+    ui_color = "#dddddd"
+
+    def __init__(self, *, workflow_id: str, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
+        kwargs.setdefault("retries", 0)
+        super().__init__(**kwargs)
+        self.workflow_id = workflow_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        state = resolve_run(context, self.workflow_id, None, self.dag_id)
+        with session_scope() as session:
+            rows = list(session.execute(
+                select(WorkflowStep.step_key, WorkflowStepRun)
+                .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
+                .where(WorkflowStepRun.run_id == state.run_id)
+                .order_by(WorkflowStep.order_index)
+            ).tuples())
+            posts = posts_for_run(session, state.run_id)
+            published = sum(1 for p in posts if p.status == "published")
+            failed_posts = sum(1 for p in posts if p.status == "failed")
+            status, reason = run_outcome(rows, published, failed_posts)
+            finish_run(session, uuid.UUID(str(state.run_id)), status, reason)
+        self.log.info("Run %s ended %s%s", state.run_id, status, f": {reason}" if reason else "")
+        if status in ("failed", "partially_published"):
+            raise AirflowFailException(f"item ended {status}: {reason}")
+        return {"status": status, "reason": reason}

@@ -1,0 +1,98 @@
+"""The publish step: one ``posts`` intent per target, written before the call, so a retry never re-posts."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from kipu.hooks.base import PlatformError, PublishRequest
+from kipu.hooks.registry import target_hook
+from kipu.operators.base import KipuStepOperator, RunState
+from kipu.specs.steps import PublishStep
+from kipu.store.accounts import resolve_connection
+from kipu.store.engine import session_scope
+from kipu.store.posts import claim_intent, mark_failed, mark_published
+
+
+class KipuPublishOperator(KipuStepOperator):
+    """Publishes to each target once; a retry touches only targets not yet published."""
+
+    ui_color = "#d6f5d6"
+
+    def caption_for(self, step: PublishStep, platform: str, state: RunState) -> str:
+        cfg = step.config
+        if cfg.custom_caption is not None:
+            return cfg.custom_caption
+        if cfg.use_original_caption:
+            return state.item.caption
+        if platform in state.captions:
+            return state.captions[platform]
+        # Otherwise the latest rewrite, which the limit check below holds to this platform's rules.
+        return next(reversed(state.captions.values()), state.item.caption)
+
+    def run_step(self, context: Context, state: RunState) -> Any:
+        step = PublishStep.model_validate({"id": self.task_id, "type": "publish", **self.step_config})
+        results: dict[str, dict[str, Any]] = dict(state.output.get("targets") or {})
+        failures: list[tuple[str, PlatformError | Exception]] = []
+        for target in step.targets:
+            caption = self.caption_for(step, target.platform, state)
+            request_media = list(state.item.media)
+            with session_scope() as session:
+                conn = resolve_connection(session, state.team_id, target.connection_id)
+                if conn is None:
+                    raise AirflowFailException(
+                        f"{self.task_id}: connection '{target.connection_id}' no longer exists in this team")
+                post = claim_intent(
+                    session, team_id=state.team_id, run_id=state.run_id, step_id=uuid.UUID(self.step_id),
+                    connection_id=conn.id, platform=target.platform, content_type=state.item.content_type,
+                    caption=caption, media_urls=[m.url for m in request_media],
+                    metadata={"source_post_id": state.item.platform_post_id, "source_url": state.item.url},
+                )
+                post_id, already = str(post.id), post.status == "published"
+                hook = target_hook(conn)
+            key = target.connection_id
+            if already:
+                self.log.info("%s: already published as post %s; not publishing again", target.platform, post_id)
+                results[key] = {**results.get(key, {}), "status": "published", "post_id": post_id}
+                continue
+            request = PublishRequest(
+                idempotency_key=post_id, content_type=state.item.content_type, caption=caption,
+                title=step.config.title or state.item.title, media=request_media, link=state.item.url,
+                options=step.config.model_dump(mode="json", exclude_none=True, exclude={"custom_caption"}),
+            )
+            try:
+                # A previous attempt may have reached the platform before crashing: ask before posting.
+                existing = hook.find_published(post_id)
+                if existing is None:
+                    problems = hook.check(request)
+                    if problems:
+                        raise _Invalid("; ".join(problems))
+                    existing = hook.publish(request)
+                with session_scope() as session:
+                    post = session.get(type(post), uuid.UUID(post_id))
+                    mark_published(session, post, existing.platform_post_id, existing.url)
+                results[key] = {"status": "published", "post_id": post_id, "url": existing.url}
+                self.log.info("%s: published as %s", target.platform, existing.platform_post_id)
+            except Exception as exc:
+                with session_scope() as session:
+                    post = session.get(type(post), uuid.UUID(post_id))
+                    mark_failed(session, post, f"{type(exc).__name__}: {exc}")
+                results[key] = {"status": "failed", "post_id": post_id, "error": str(exc)}
+                failures.append((target.platform, exc))
+        state.output["targets"] = results
+        if failures:
+            message = "; ".join(f"{p}: {e}" for p, e in failures)
+            retryable = any(getattr(e, "retryable", True) and not isinstance(e, _Invalid) for _, e in failures)
+            published = sum(1 for r in results.values() if r["status"] == "published")
+            state.output["partially_published"] = published > 0
+            if not retryable:
+                raise AirflowFailException(f"publish rejected: {message}")
+            raise RuntimeError(f"publish failed for {len(failures)} target(s), will retry: {message}")
+        return {"published": len(results)}
+
+
+class _Invalid(PlatformError):
+    """The post breaks a platform limit; checked before any call, never retried."""

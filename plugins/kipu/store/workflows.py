@@ -1,0 +1,191 @@
+"""Store and load workflows as specs: import/export, the bulk read behind the DAG factory, store-level checks."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from slugify import slugify
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kipu.specs.steps import ApprovalStep, PublishStep
+from kipu.specs.workflow import WorkflowSpec, WorkflowSpecError, parse_workflow
+from kipu.store.accounts import find_team, resolve_connection
+from kipu.store.models import Profile, Team, TeamMember, Workflow, WorkflowStep
+
+
+def _step_document(step: WorkflowStep) -> dict[str, Any]:
+    """The spec form of a stored step: the seed keeps everything but order and type in ``config``."""
+    body = dict(step.config or {})
+    return {"id": step.step_key, "type": step.step_type, **body}
+
+
+def workflow_document(wf: Workflow, steps: list[WorkflowStep], team_slug: str | None) -> dict[str, Any]:
+    return {
+        "name": wf.name,
+        "description": wf.description,
+        "slug": wf.slug,
+        "team": team_slug,
+        "status": wf.status or "inactive",
+        "timezone": wf.timezone or "UTC",
+        "trigger": wf.trigger_config,
+        "steps": [_step_document(s) for s in sorted(steps, key=lambda s: s.order_index)],
+    }
+
+
+def store_errors(session: Session, spec: WorkflowSpec, team: Team) -> list[str]:
+    """Checks that need the store: publish connections belong to the team, approvers are members."""
+    errors: list[str] = []
+    members = {
+        key
+        for m, p in session.execute(
+            select(TeamMember, Profile).join(Profile, Profile.id == TeamMember.user_id).where(TeamMember.team_id == team.id)
+        )
+        for key in (str(p.id), p.email, p.airflow_username)
+        if key
+    }
+    trigger_conn = getattr(spec.trigger, "connection_id", None)
+    if trigger_conn and resolve_connection(session, team.id, trigger_conn) is None:
+        errors.append(f"trigger.connection_id: '{trigger_conn}' is not a connection of team '{team.slug}'")
+    for i, step in enumerate(spec.steps):
+        label = f"steps[{i}] ({step.type} '{step.id}')"
+        if isinstance(step, PublishStep):
+            for j, target in enumerate(step.targets):
+                where = "connection_id" if j == 0 else f"additional_targets[{j - 1}].connection_id"
+                conn = resolve_connection(session, team.id, target.connection_id)
+                if conn is None:
+                    errors.append(f"{label}.{where}: '{target.connection_id}' is not a connection of team '{team.slug}'")
+                elif conn.platform != target.platform:
+                    errors.append(f"{label}.{where}: connection is a {conn.platform} account, not {target.platform}")
+        if isinstance(step, ApprovalStep):
+            for j, approver in enumerate(step.config.approvers):
+                if approver not in members:
+                    errors.append(f"{label}.config.approvers[{j}]: '{approver}' is not a member of team '{team.slug}'")
+    return errors
+
+
+def validate_document(session: Session | None, data: Any) -> tuple[WorkflowSpec, Team | None]:
+    """Spec validation, then store checks when a session is given; raises WorkflowSpecError."""
+    spec = parse_workflow(data)
+    if session is None:
+        return spec, None
+    if not spec.team:
+        raise WorkflowSpecError(["team: required to store a workflow (a team slug or id)"], spec.name)
+    team = find_team(session, spec.team)
+    if team is None:
+        raise WorkflowSpecError([f"team: '{spec.team}' does not exist"], spec.name)
+    errors = store_errors(session, spec, team)
+    if errors:
+        raise WorkflowSpecError(errors, spec.name)
+    return spec, team
+
+
+def save_workflow(session: Session, data: Any) -> Workflow:
+    """Validate and store a workflow document; a document with an existing slug replaces that workflow."""
+    spec, team = validate_document(session, data)
+    assert team is not None
+    slug = spec.slug or slugify(spec.name, separator="_", max_length=60)
+    wf = session.scalar(select(Workflow).where(Workflow.slug == slug))
+    if wf is not None and wf.team_id != team.id:
+        raise WorkflowSpecError([f"slug: '{slug}' is taken by another team's workflow"], spec.name)
+    if wf is None:
+        wf = Workflow(id=uuid.uuid4(), slug=slug, team_id=team.id, name=spec.name, trigger_config={})
+        session.add(wf)
+    doc = spec.to_document()
+    wf.name, wf.description, wf.status, wf.timezone = spec.name, spec.description, spec.status, spec.timezone
+    wf.trigger_config = doc["trigger"]
+    existing = {s.step_key: s for s in wf.steps}
+    keep: list[WorkflowStep] = []
+    for order, step_doc in enumerate(doc["steps"]):
+        key, stype = step_doc.pop("id"), step_doc.pop("type")
+        row = existing.pop(key, None) or WorkflowStep(id=uuid.uuid4(), step_key=key)
+        row.order_index, row.step_type, row.config = order, stype, step_doc
+        keep.append(row)
+    wf.steps = keep  # steps no longer in the document are deleted (delete-orphan)
+    session.flush()
+    return wf
+
+
+def export_workflow(session: Session, workflow_id: str) -> dict[str, Any]:
+    wf = session.get(Workflow, uuid.UUID(workflow_id)) if _is_uuid(workflow_id) else None
+    if wf is None:
+        wf = session.scalar(select(Workflow).where(Workflow.slug == workflow_id))
+    if wf is None:
+        raise LookupError(f"no workflow with id or slug {workflow_id!r}")
+    team = session.get(Team, wf.team_id) if wf.team_id else None
+    doc = workflow_document(wf, list(wf.steps), team.slug if team else None)
+    return parse_workflow(doc).to_document()
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class WorkflowRecord:
+    """One active workflow as the factory sees it: its document plus ids, from a single bulk read."""
+
+    id: str
+    slug: str
+    team_id: str | None
+    team_slug: str | None
+    owner: str | None
+    document: dict[str, Any]
+    step_ids: dict[str, str] = field(default_factory=dict)
+    approvers: dict[str, dict[str, str]] = field(default_factory=dict)
+    connection_platforms: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def load_active(session: Session) -> list[WorkflowRecord]:
+    """Every active workflow with its steps, team and approver identities, in one joined query."""
+    rows = session.execute(
+        select(Workflow, WorkflowStep, Team.slug, Profile.email)
+        .join(WorkflowStep, WorkflowStep.workflow_id == Workflow.id)
+        .outerjoin(Team, Team.id == Workflow.team_id)
+        .outerjoin(Profile, Profile.id == Team.owner_id)
+        .where(Workflow.status == "active")
+        .order_by(Workflow.slug, WorkflowStep.order_index)
+    ).all()
+    records: dict[str, WorkflowRecord] = {}
+    steps: dict[str, list[WorkflowStep]] = {}
+    for wf, step, team_slug, owner_email in rows:
+        key = str(wf.id)
+        if key not in records:
+            records[key] = WorkflowRecord(
+                id=key, slug=wf.slug or key, team_id=str(wf.team_id) if wf.team_id else None, team_slug=team_slug,
+                owner=owner_email, document={},
+            )
+            records[key].document = workflow_document(wf, [], team_slug)
+            steps[key] = []
+        steps[key].append(step)
+        records[key].document["steps"].append(_step_document(step))
+        records[key].step_ids[step.step_key] = str(step.id)
+    # Approver identities for HITL, for all workflows at once.
+    wanted = {
+        a for r in records.values() for s in r.document["steps"] if s["type"] == "approval"
+        for a in (s.get("config") or {}).get("approvers", [])
+    }
+    if wanted:
+        profiles = session.scalars(select(Profile)).all() if len(wanted) > 500 else session.scalars(
+            select(Profile).where(
+                Profile.email.in_(wanted) | Profile.airflow_username.in_(wanted)
+                | Profile.id.in_([uuid.UUID(w) for w in wanted if _is_uuid(w)])
+            )
+        ).all()
+        index = {k: p for p in profiles for k in (str(p.id), p.email, p.airflow_username) if k}
+        for r in records.values():
+            for s in r.document["steps"]:
+                for a in (s.get("config") or {}).get("approvers", []) if s["type"] == "approval" else []:
+                    p = index.get(a)
+                    if p is not None:
+                        r.approvers[a] = {"id": p.airflow_username or p.email or str(p.id), "name": p.name or a}
+    return list(records.values())
