@@ -134,9 +134,9 @@ def cmd_connection_add(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from kipu.demo import main as demo_main
+    from kipu import demo
 
-    return demo_main(args)
+    return demo.main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

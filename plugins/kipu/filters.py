@@ -44,9 +44,11 @@ def check_condition(cond: FilterCondition, item: ContentItem) -> tuple[bool, str
 
 
 def check_all(rules: ConditionSet, item: ContentItem) -> tuple[bool, list[str]]:
+    """Whether the item passes, with the reasons that decided it (the failing ones when it does not)."""
     results = [check_condition(c, item) for c in rules.conditions]
     passed = all(r[0] for r in results) if rules.operator == "and" else any(r[0] for r in results)
-    return passed, [r[1] for r in results]
+    deciding = [r[1] for r in results if r[0] == passed] or [r[1] for r in results]
+    return passed, deciding
 
 
 def trigger_filter_reason(filters: TriggerFilters, item: ContentItem) -> str | None:

@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from kipu.operators.base import KipuStepOperator
 from kipu.store.engine import session_scope
-from kipu.store.runs import finish_step, start_step
+from kipu.store.runs import finish_step
 
 
 class KipuApprovalOperator(KipuStepOperator, ApprovalOperator):
@@ -45,20 +45,20 @@ class KipuApprovalOperator(KipuStepOperator, ApprovalOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         state = self.resolve_run(context)
         step_id = uuid.UUID(self.step_id)
+        if "error" not in event:
+            chosen = (event.get("chosen_options") or ["?"])[0]
+            who = (event.get("responded_by_user") or {}).get("name") or "the timeout default"
+            output = {"decision": chosen, "responded_by": who}
+            if chosen != self.APPROVE:
+                output["dropped"] = f"rejected by {who} at '{self.task_id}'"
+            # Recorded first: on Reject the provider signals the skip by raising.
+            with session_scope() as session:
+                finish_step(session, state.run_id, step_id, "completed", output)
         try:
-            result = ApprovalOperator.execute_complete(self, context, event)
+            return ApprovalOperator.execute_complete(self, context, event)
         except HITLTimeoutError:
             reason = f"approval '{self.task_id}' timed out after {self.response_timeout} with no answer"
             with session_scope() as session:
                 finish_step(session, state.run_id, step_id, "skipped",
                             {"decision": "timeout", "dropped": reason}, reason)
             raise AirflowSkipException(reason) from None
-        chosen = result["chosen_options"][0]
-        who = (result.get("responded_by_user") or {}).get("name") or "the timeout default"
-        output = {"decision": chosen, "responded_by": who}
-        if chosen != self.APPROVE:
-            output["dropped"] = f"rejected by {who} at '{self.task_id}'"
-        with session_scope() as session:
-            start_step(session, state.run_id, step_id, self.step_input(state), context["ti"].try_number)
-            finish_step(session, state.run_id, step_id, "completed", output)
-        return {"decision": chosen}

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
+from airflow.sdk.exceptions import AirflowSkipException, DownstreamTasksSkipped, TaskDeferred
 from sqlalchemy import select
 
 from kipu.specs.items import ContentItem
@@ -107,6 +107,10 @@ class KipuStepOperator(BaseOperator):
             yield state
         except (TaskDeferred, TaskAwaitingInput):
             self._save_output(state)
+            raise
+        except DownstreamTasksSkipped:  # how Airflow 3 short-circuits: this step itself succeeded
+            with session_scope() as session:
+                finish_step(session, state.run_id, step_id, "completed", state.output)
             raise
         except AirflowSkipException as exc:
             with session_scope() as session:

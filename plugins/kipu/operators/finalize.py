@@ -16,12 +16,18 @@ from kipu.store.posts import posts_for_run
 from kipu.store.runs import finish_run
 
 
-def run_outcome(step_rows: list[tuple[str, WorkflowStepRun]], published: int, failed_posts: int) -> tuple[str, str | None]:
-    """``(status, reason)`` of a run from its step rows and posts."""
+def run_outcome(
+    step_rows: list[tuple[str, WorkflowStepRun]], published: int, failed_posts: int,
+    failed_tasks: list[str] | None = None,
+) -> tuple[str, str | None]:
+    """``(status, reason)`` of a run from its step rows, its posts and the Airflow task states."""
     failed = [(key, r) for key, r in step_rows if r.status == "failed"]
     if failed:
         key, row = failed[0]
         reason = f"step '{key}' failed: {row.error_message}"
+        return ("partially_published" if published else "failed"), reason
+    if failed_tasks:  # failed outside Kipu's own bookkeeping: killed, timed out, marked failed in the UI
+        reason = f"task '{failed_tasks[0]}' failed in Airflow; see its log"
         return ("partially_published" if published else "failed"), reason
     if failed_posts and published:
         return "partially_published", f"{failed_posts} target(s) failed"
@@ -29,6 +35,9 @@ def run_outcome(step_rows: list[tuple[str, WorkflowStepRun]], published: int, fa
     if dropped and not published:
         return "skipped", dropped[0]
     return "completed", None
+
+
+FAILED_STATES = ("failed", "upstream_failed")
 
 
 class KipuFinalizeOperator(BaseOperator):
@@ -42,6 +51,15 @@ class KipuFinalizeOperator(BaseOperator):
         super().__init__(**kwargs)
         self.workflow_id = workflow_id
 
+    def _failed_tasks(self, context: Context) -> list[str]:
+        run_id = context["dag_run"].run_id
+        try:
+            states = context["ti"].get_task_states(dag_id=self.dag_id, run_ids=[run_id]).get(run_id, {})
+        except Exception as exc:  # the store's view still stands if Airflow cannot be asked
+            self.log.warning("Could not read task states: %s", exc)
+            return []
+        return [t for t, st in states.items() if t != self.task_id and st in FAILED_STATES]
+
     def execute(self, context: Context) -> dict[str, Any]:
         state = resolve_run(context, self.workflow_id, None, self.dag_id)
         with session_scope() as session:
@@ -54,7 +72,7 @@ class KipuFinalizeOperator(BaseOperator):
             posts = posts_for_run(session, state.run_id)
             published = sum(1 for p in posts if p.status == "published")
             failed_posts = sum(1 for p in posts if p.status == "failed")
-            status, reason = run_outcome(rows, published, failed_posts)
+            status, reason = run_outcome(rows, published, failed_posts, self._failed_tasks(context))
             finish_run(session, uuid.UUID(str(state.run_id)), status, reason)
         self.log.info("Run %s ended %s%s", state.run_id, status, f": {reason}" if reason else "")
         if status in ("failed", "partially_published"):

@@ -1,0 +1,98 @@
+"""A small client for the Airflow 3 REST API: trigger runs idempotently and answer HITL approvals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+
+class AirflowAPIError(RuntimeError):
+    pass
+
+
+@dataclass
+class PendingApproval:
+    dag_id: str
+    dag_run_id: str
+    task_id: str
+    map_index: int
+    subject: str
+
+
+class AirflowAPI:
+    """Token auth against ``/auth/token`` (SimpleAuthManager) or a given bearer token."""
+
+    def __init__(self, base_url: str, *, username: str | None = None, password: str | None = None,
+                 token: str | None = None, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self._username, self._password, self._token = username, password, token
+
+    def __repr__(self) -> str:
+        return f"AirflowAPI({self.base_url!r})"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _auth(self) -> dict[str, str]:
+        if self._token is None:
+            resp = self._client.post("/auth/token", json={"username": self._username, "password": self._password})
+            if resp.status_code >= 300:
+                raise AirflowAPIError(f"Airflow login as {self._username!r} failed: HTTP {resp.status_code}")
+            self._token = resp.json()["access_token"]
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        resp = self._client.request(method, "/api/v2" + path, headers=self._auth(), **kwargs)
+        if resp.status_code == 401:  # token expired: log in once more
+            self._token = None
+            resp = self._client.request(method, "/api/v2" + path, headers=self._auth(), **kwargs)
+        return resp
+
+    def healthy(self) -> bool:
+        try:
+            return self._client.get("/api/v2/monitor/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def dag_exists(self, dag_id: str) -> bool:
+        return self.request("GET", f"/dags/{dag_id}").status_code == 200
+
+    def unpause(self, dag_id: str) -> None:
+        self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any]) -> bool:
+        """Start a run with a deterministic id; False if that run already exists (a no-op)."""
+        resp = self.request("POST", f"/dags/{dag_id}/dagRuns",
+                            json={"dag_run_id": run_id, "logical_date": None, "conf": conf})
+        if resp.status_code == 409:
+            return False
+        if resp.status_code >= 300:
+            raise AirflowAPIError(f"triggering {dag_id}/{run_id} failed: HTTP {resp.status_code} {resp.text[:300]}")
+        return True
+
+    def run_state(self, dag_id: str, run_id: str) -> str | None:
+        resp = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        return resp.json().get("state") if resp.status_code == 200 else None
+
+    def pending_approvals(self, dag_id: str) -> list[PendingApproval]:
+        resp = self.request("GET", f"/dags/{dag_id}/dagRuns/~/hitlDetails", params={"response_received": False})
+        if resp.status_code >= 300:
+            raise AirflowAPIError(f"listing approvals failed: HTTP {resp.status_code} {resp.text[:300]}")
+        out = []
+        for d in resp.json().get("hitl_details", []):
+            ti = d.get("task_instance") or {}
+            if d.get("response_received"):
+                continue
+            out.append(PendingApproval(ti.get("dag_id", dag_id), ti["dag_run_id"], ti["task_id"],
+                                       ti.get("map_index", -1), d.get("subject", "")))
+        return out
+
+    def answer(self, approval: PendingApproval, option: str) -> None:
+        path = (f"/dags/{approval.dag_id}/dagRuns/{approval.dag_run_id}/taskInstances/"
+                f"{approval.task_id}/{approval.map_index}/hitlDetails")
+        resp = self.request("PATCH", path, json={"chosen_options": [option], "params_input": {}})
+        if resp.status_code >= 300:
+            raise AirflowAPIError(f"answering {approval.task_id} failed: HTTP {resp.status_code} {resp.text[:300]}")
