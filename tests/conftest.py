@@ -1,0 +1,97 @@
+"""Test settings: an isolated AIRFLOW_HOME and KIPU_HOME, a test encryption key, and store fixtures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+REPO = Path(__file__).resolve().parents[1]
+_TMP = Path(tempfile.mkdtemp(prefix="kipu-tests-"))
+# Airflow reads these at import time, so they are set before anything imports it.
+os.environ.update({
+    "AIRFLOW_HOME": str(_TMP / "airflow"),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(_TMP / "airflow" / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+    "KIPU_HOME": str(_TMP / "kipu"),
+    "ENCRYPTION_KEY": Fernet.generate_key().decode(),
+})
+os.environ.pop("KIPU_DATABASE_URL", None)
+os.environ.pop("ENCRYPTION_KEY_FILE", None)
+(_TMP / "airflow" / "plugins").mkdir(parents=True, exist_ok=True)
+
+from tests import pg  # noqa: E402
+
+
+def use_store(url: str) -> None:
+    """Point every Kipu component at ``url``."""
+    from kipu.store.engine import reset_engines
+
+    os.environ["KIPU_DATABASE_URL"] = url
+    reset_engines()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    from kipu.store.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'kipu.db'}"
+    upgrade(url)
+    use_store(url)
+    yield url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    from kipu.store.engine import reset_engines
+    from kipu.store.migrate import upgrade
+
+    url = pg.create_database()
+    upgrade(url)
+    use_store(url)
+    yield url
+    reset_engines()
+    pg.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The store on SQLite and on real PostgreSQL."""
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated Airflow metadata database (SQLite) in the test AIRFLOW_HOME."""
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    return Path(os.environ["AIRFLOW_HOME"])
+
+
+@pytest.fixture
+def demo_team(store_url: str):  # type: ignore[no-untyped-def]
+    """A team with an owner (Airflow user 'admin'), a member and a viewer, a feed and an outbox."""
+    from kipu.store.accounts import add_member, get_or_create_profile, get_or_create_team, upsert_connection
+    from kipu.store.engine import session_scope
+
+    outbox = Path(os.environ["KIPU_HOME"]) / "outbox" / os.urandom(4).hex()
+    with session_scope() as s:
+        owner = get_or_create_profile(s, "owner@demo.test", "Owner", airflow_username="admin")
+        team = get_or_create_team(s, "Demo", owner, "demo")
+        add_member(s, team, get_or_create_profile(s, "editor@demo.test"), "member")
+        add_member(s, team, get_or_create_profile(s, "viewer@demo.test"), "viewer")
+        upsert_connection(s, team, "feed", "demo", metadata={"url": str(REPO / "include/demo/feed.xml")})
+        upsert_connection(s, team, "outbox", "demo", metadata={"path": str(outbox)},
+                          access_token="tok-OUTBOX-SECRET-0001")
+        other = get_or_create_team(s, "Other", get_or_create_profile(s, "boss@other.test"), "other")
+        upsert_connection(s, other, "outbox", "theirs", metadata={"path": str(outbox) + "-other"})
+    return {"team": "demo", "outbox": outbox}
