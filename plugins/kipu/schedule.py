@@ -15,11 +15,9 @@ def _local_to_utc(day: datetime, at: time, tz: ZoneInfo) -> datetime:
     A wall time in the spring-forward gap moves forward by the gap (02:30 becomes 03:30); a wall time
     that occurs twice in autumn means its first occurrence.
     """
-    local = datetime.combine(day.date(), at, tzinfo=tz)
-    as_utc = local.astimezone(UTC)
-    if as_utc.astimezone(tz).replace(tzinfo=None) != local.replace(tzinfo=None):  # in the gap
-        as_utc = local.replace(fold=1).astimezone(UTC)
-    return as_utc
+    # fold=0 (PEP 495) reads a gap time with the offset before the change, which moves it forward,
+    # and an ambiguous time as its first occurrence.
+    return datetime.combine(day.date(), at, tzinfo=tz).astimezone(UTC)
 
 
 def delay_target(config: DelayConfig, timezone: str, now: datetime) -> datetime:

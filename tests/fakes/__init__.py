@@ -1,0 +1,1 @@
+"""Local HTTP fakes of external services, implementing their documented contracts and errors."""
