@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import sys
@@ -26,10 +27,15 @@ os.environ.update({
     "ENCRYPTION_KEY": Fernet.generate_key().decode(),
 })
 os.environ.pop("KIPU_DATABASE_URL", None)
-os.environ.pop("ENCRYPTION_KEY_FILE", None)
-(_TMP / "airflow" / "plugins").mkdir(parents=True, exist_ok=True)
 
 from tests import pg  # noqa: E402
+
+# Airflow's metadata database is real PostgreSQL too: dag.test() and a concurrent HITL answer need row locks.
+_AIRFLOW_DB = pg.create_database()
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = _AIRFLOW_DB
+atexit.register(pg.drop_database, _AIRFLOW_DB)
+os.environ.pop("ENCRYPTION_KEY_FILE", None)
+(_TMP / "airflow" / "plugins").mkdir(parents=True, exist_ok=True)
 
 
 def use_store(url: str) -> None:
@@ -71,14 +77,25 @@ def store_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
-    """A migrated Airflow metadata database (SQLite) in the test AIRFLOW_HOME."""
+    """A migrated Airflow metadata database (PostgreSQL) for this test session."""
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     return Path(os.environ["AIRFLOW_HOME"])
 
 
 @pytest.fixture
-def demo_team(store_url: str):  # type: ignore[no-untyped-def]
+def demo_team(store_url: str) -> dict:
+    """The demo team on SQLite and on PostgreSQL."""
+    return seed_demo_team()
+
+
+@pytest.fixture
+def pg_demo_team(pg_url: str) -> dict:
+    """The demo team on PostgreSQL only (for the slower end-to-end runs)."""
+    return seed_demo_team()
+
+
+def seed_demo_team() -> dict:
     """A team with an owner (Airflow user 'admin'), a member and a viewer, a feed and an outbox."""
     from kipu.store.accounts import add_member, get_or_create_profile, get_or_create_team, upsert_connection
     from kipu.store.engine import session_scope

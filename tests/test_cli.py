@@ -1,0 +1,76 @@
+"""The kipu command as a user runs it: db upgrade, workflow validate/import/export, keys."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.helpers import REPO, demo_doc
+
+
+def kipu(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kipu.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=REPO, timeout=120)
+
+
+def test_db_upgrade_can_run_twice(tmp_path: Path) -> None:
+    env = {"KIPU_DATABASE_URL": f"sqlite:///{tmp_path / 'k.db'}"}
+    for _ in range(2):
+        out = kipu("db", "upgrade", env=env)
+        assert out.returncode == 0, out.stderr
+        assert "revision 0001" in out.stdout
+
+
+def test_validate_ok_and_errors(tmp_path: Path) -> None:
+    ok = kipu("workflow", "validate", "--offline", "include/demo/workflow.yaml")
+    assert ok.returncode == 0 and "valid" in ok.stdout
+    doc = demo_doc()
+    doc["steps"][3] = {"id": "wait_morning", "type": "delay", "config": {"delay_until_time": "25:00"}}
+    doc["steps"][2]["config"]["if_true_steps"] = ["wait_morning", "team_review"]
+    doc["timezone"] = "Nowhere/Land"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    out = kipu("workflow", "validate", "--offline", str(bad))
+    assert out.returncode == 1
+    assert "steps[3] (delay 'wait_morning').config.delay_until_time: '25:00' is not a valid HH:MM time" in out.stderr
+    assert "timezone: 'Nowhere/Land' is not a valid IANA time zone name" in out.stderr
+
+
+def test_import_checks_team_connections_and_approvers(tmp_path: Path, sqlite_url: str) -> None:
+    env = {"KIPU_DATABASE_URL": sqlite_url}
+    assert kipu("team", "create", "Demo", "--slug", "demo", "--owner", "owner@demo.test",
+                "--owner-airflow-user", "admin", env=env).returncode == 0
+    out = kipu("workflow", "import", "include/demo/workflow.yaml", env=env)
+    assert out.returncode == 1
+    assert "trigger.connection_id: 'feed:demo' is not a connection of team 'demo'" in out.stderr
+    assert "steps[6] (publish 'publish_outbox').connection_id: 'outbox:demo' is not a connection" in out.stderr
+    kipu("connection", "add", "--team", "demo", "--platform", "feed", "--user-id", "demo", env=env)
+    kipu("connection", "add", "--team", "demo", "--platform", "outbox", "--user-id", "demo", env=env)
+    doc = demo_doc()
+    doc["steps"][4]["config"]["approvers"] = ["admin", "stranger@evil.test"]
+    f = tmp_path / "w.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    out = kipu("workflow", "import", str(f), env=env)
+    assert "config.approvers[1]: 'stranger@evil.test' is not a member of team 'demo'" in out.stderr
+
+    out = kipu("workflow", "import", "include/demo/workflow.yaml", env=env)
+    assert out.returncode == 0, out.stderr
+    wf_id = out.stdout.strip()
+    exported = kipu("workflow", "export", wf_id, "-o", str(tmp_path / "out.yaml"), env=env)
+    assert exported.returncode == 0
+    reimported = kipu("workflow", "import", str(tmp_path / "out.yaml"), env=env)
+    assert reimported.stdout.strip() == wf_id
+    from kipu.specs.workflow import parse_workflow
+
+    assert yaml.safe_load((tmp_path / "out.yaml").read_text()) == parse_workflow(demo_doc()).to_document()
+
+
+def test_missing_key_is_a_startup_error(sqlite_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ENCRYPTION_KEY"} | {"KIPU_DATABASE_URL": sqlite_url}
+    out = subprocess.run([sys.executable, "-m", "kipu.cli", "keys", "rotate"], capture_output=True, text=True,
+                         env=env, cwd=REPO, timeout=60)
+    assert out.returncode == 2 and "ENCRYPTION_KEY is not set" in out.stderr

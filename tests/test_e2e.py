@@ -1,0 +1,208 @@
+"""Workflows end to end through real Airflow (``dag.test()``), checking the store's run, step and post rows.
+
+The Kipu store is real PostgreSQL; Airflow's metadata database is SQLite in a temporary AIRFLOW_HOME.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from kipu.captions.counting import grapheme_count
+from kipu.hooks.feed import FeedHook
+from kipu.ingest import record_item
+from kipu.store.engine import session_scope
+from kipu.store.models import Post, Workflow, WorkflowRun, WorkflowStep, WorkflowStepRun
+from kipu.store.workflows import save_workflow
+from tests.conftest import REPO
+from tests.helpers import demo_doc, step
+from tests.hitl import Responder
+
+pytestmark = pytest.mark.slow
+DAG_ID = "kipu_demo_crosspost"
+ITEMS = {i.platform_post_id: i for i in FeedHook(str(REPO / "include/demo/feed.xml")).list_posts()}
+SECRET = "tok-OUTBOX-SECRET-0001"
+
+
+@pytest.fixture
+def flow(pg_demo_team: dict, airflow_db: Path) -> dict:
+    return pg_demo_team
+
+
+def store(doc: dict[str, Any]) -> None:
+    with session_scope() as s:
+        save_workflow(s, doc)
+
+
+def run_item(item_id: str, responder: Responder | None = None, workflow_run_id: str | None = None) -> dict:
+    """Record the item (the record-then-start path) and run its DAG run with ``dag.test()``."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags[DAG_ID]
+    if workflow_run_id is None:
+        with session_scope() as s:
+            wf = s.scalar(select(Workflow).where(Workflow.slug == "demo_crosspost"))
+            workflow_run_id = str(record_item(s, wf, ITEMS[item_id]).workflow_run_id)
+    if responder:
+        responder.start()
+    dag_run = dag.test(run_conf={"workflow_run_id": workflow_run_id})
+    if responder:
+        responder.join(5)
+    with session_scope() as s:
+        run = s.get(WorkflowRun, uuid.UUID(workflow_run_id))
+        steps = {k: r for k, r in s.execute(
+            select(WorkflowStep.step_key, WorkflowStepRun)
+            .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
+            .where(WorkflowStepRun.run_id == run.id)).tuples()}
+        posts = s.scalars(select(Post).where(Post.workflow_run_id == run.id)).all()
+        return {"dag_run": dag_run, "run": run, "steps": steps, "posts": posts, "id": workflow_run_id}
+
+
+def outbox_files(team: dict) -> list[Path]:
+    return sorted(team["outbox"].glob("*.json"))
+
+
+def test_short_video_takes_the_false_branch_and_publishes(flow: dict) -> None:
+    store(demo_doc())
+    out = run_item("ana-001")
+    assert out["dag_run"].state == "success"
+    assert out["run"].status == "completed" and out["run"].completed_at is not None
+    steps = out["steps"]
+    assert set(steps) == {"skip_ads_and_text", "rewrite_for_bluesky", "long_or_short", "quick_pause", "publish_outbox"}
+    assert all(r.status == "completed" and r.started_at and r.completed_at for r in steps.values())
+    assert steps["long_or_short"].output_data["branch"] == "if_false"
+    assert steps["skip_ads_and_text"].input_data["platform_post_id"] == "ana-001"
+    caption = steps["rewrite_for_bluesky"].output_data["caption"]
+    assert grapheme_count(caption) <= 300 and "#fyp" not in caption and "#Pasta" in caption
+    (post,) = out["posts"]
+    assert post.status == "published" and post.caption == caption and post.platform == "outbox"
+    (file,) = outbox_files(flow)
+    written = json.loads(file.read_text())
+    assert written["caption"] == caption and written["media"][0]["file"].endswith("pasta.mp4")
+    assert (flow["outbox"] / written["media"][0]["file"]).stat().st_size == 88
+
+
+def test_long_video_waits_then_is_approved_and_published(flow: dict) -> None:
+    store(demo_doc())
+    responder = Responder(DAG_ID, "Approve")
+    out = run_item("ana-002", responder)
+    assert responder.answered.is_set() and responder.assigned_users == [{"id": "admin", "name": "Owner"}]
+    assert out["run"].status == "completed"
+    steps = out["steps"]
+    assert "quick_pause" not in steps and steps["long_or_short"].output_data["branch"] == "if_true"
+    assert steps["cool_down"].output_data["target_utc"] <= steps["cool_down"].output_data["waited_until"]
+    assert steps["team_review"].output_data["decision"] == "Approve"
+    assert [p.status for p in out["posts"]] == ["published"]
+
+
+def test_rejected_item_ends_skipped_with_the_reason(flow: dict) -> None:
+    store(demo_doc())
+    out = run_item("ana-006", Responder(DAG_ID, "Reject"))
+    assert out["dag_run"].state == "success"
+    assert out["run"].status == "skipped" and out["run"].error_message == "rejected by admin at 'team_review'"
+    assert "publish_outbox" not in out["steps"] and out["posts"] == [] and outbox_files(flow) == []
+
+
+def _short_timeout(auto: bool) -> dict:
+    doc = demo_doc()
+    step(doc, "team_review")["config"] = {"approvers": ["admin"], "timeout_hours": 0.0005,
+                                          "auto_approve_on_timeout": auto}
+    return doc
+
+
+def test_timeout_without_auto_approve_skips_the_item(flow: dict) -> None:
+    store(_short_timeout(auto=False))
+    out = run_item("ana-002", Responder(DAG_ID, None))
+    assert out["run"].status == "skipped"
+    assert "approval 'team_review' timed out after 0:00:01.8" in out["run"].error_message
+    assert out["steps"]["team_review"].status == "skipped" and out["posts"] == []
+
+
+def test_timeout_with_auto_approve_publishes(flow: dict) -> None:
+    store(_short_timeout(auto=True))
+    out = run_item("ana-002", Responder(DAG_ID, None))
+    assert out["run"].status == "completed"
+    assert out["steps"]["team_review"].output_data == {"awaiting": ["admin"], "decision": "Approve",
+                                                       "responded_by": "the timeout default"}
+    assert [p.status for p in out["posts"]] == ["published"]
+
+
+@pytest.mark.parametrize("item_id,reason", [
+    ("ana-004", "filtered out by 'skip_ads_and_text': hashtag #ad is present"),
+    ("ana-003", "filtered out by 'skip_ads_and_text': type is text"),
+])
+def test_filter_drops_the_item(flow: dict, item_id: str, reason: str) -> None:
+    store(demo_doc())
+    out = run_item(item_id)
+    assert out["dag_run"].state == "success"
+    assert out["run"].status == "skipped" and out["run"].error_message == reason
+    assert list(out["steps"]) == ["skip_ads_and_text"] and out["posts"] == []
+
+
+def test_a_second_run_of_the_same_item_publishes_nothing_twice(flow: dict) -> None:
+    store(demo_doc())
+    first = run_item("ana-005")
+    second = run_item("ana-005", workflow_run_id=first["id"])
+    assert second["run"].status == "completed"
+    assert second["steps"]["publish_outbox"].output_data["targets"]["outbox:demo"]["status"] == "published"
+    assert len(second["posts"]) == 1 and len(outbox_files(flow)) == 1
+
+
+def test_crash_after_the_platform_accepted_is_not_reposted(flow: dict) -> None:
+    store(demo_doc())
+    first = run_item("ana-001")
+    with session_scope() as s:  # as if the worker died after the outbox write, before Kipu recorded it
+        post = s.get(Post, first["posts"][0].id)
+        post.status, post.platform_post_id = "publishing", None
+    again = run_item("ana-001", workflow_run_id=first["id"])
+    (post,) = again["posts"]
+    assert post.status == "published" and post.platform_post_id == str(post.id)
+    assert len(outbox_files(flow)) == 1
+
+
+def test_a_caption_over_the_limit_fails_before_any_call(flow: dict) -> None:
+    doc = demo_doc()
+    step(doc, "publish_outbox")["config"] = {"custom_caption": "x" * 5001}
+    store(doc)
+    out = run_item("ana-001")
+    assert out["dag_run"].state == "failed"
+    assert out["run"].status == "failed"
+    assert "outbox caption is 5001 characters, over the limit of 5000" in out["run"].error_message
+    (post,) = out["posts"]
+    assert post.status == "failed" and "over the limit of 5000" in post.error_message
+    assert outbox_files(flow) == []
+
+
+def test_manual_run_without_a_recorded_row_records_one(flow: dict) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    store(demo_doc())
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags[DAG_ID]
+    dag_run = dag.test(run_conf={"item": ITEMS["ana-001"].model_dump(mode="json")})
+    assert dag_run.state == "success"
+    with session_scope() as s:
+        (run,) = s.scalars(select(WorkflowRun)).all()
+        assert run.platform_post_id == "ana-001" and run.status == "completed"
+        assert run.dag_run_id == dag_run.run_id
+
+
+def test_tokens_never_reach_logs_xcom_or_history(flow: dict, capfd: pytest.CaptureFixture[str],
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    store(demo_doc())
+    out = run_item("ana-001")
+    assert out["run"].status == "completed"
+    captured = capfd.readouterr()
+    assert SECRET not in captured.out + captured.err + caplog.text
+    with create_session() as session:
+        values = [str(x.value) for x in session.scalars(select(XComModel))]
+    assert values and all(SECRET not in v for v in values)
+    rows = json.dumps([r.output_data for r in out["steps"].values()] + [r.input_data for r in out["steps"].values()])
+    assert SECRET not in rows

@@ -1,0 +1,98 @@
+"""The DAG factory through a real DagBag: ids, tags, docs, a broken workflow, and the snapshot fallback."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from kipu.store.engine import session_scope
+from kipu.store.models import Workflow, WorkflowStep
+from kipu.store.workflows import save_workflow
+from tests.conftest import REPO, use_store
+from tests.helpers import demo_doc
+
+
+def dagbag():  # type: ignore[no-untyped-def]
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags"))
+
+
+def _store_three(broken: bool = True) -> None:
+    with session_scope() as s:
+        save_workflow(s, demo_doc())
+        save_workflow(s, demo_doc(name="Second", slug="second"))
+        save_workflow(s, demo_doc(name="Paused", slug="paused", status="paused"))
+        if broken:
+            wf = save_workflow(s, demo_doc(name="Broken", slug="broken"))
+            # Written around the validation, as an old version or a manual edit could.
+            step = s.scalar(select(WorkflowStep).where(WorkflowStep.workflow_id == wf.id,
+                                                       WorkflowStep.step_key == "cool_down"))
+            step.config = {"config": {"delay_until_time": "25:00"}}
+
+
+def test_dagbag_loads_every_active_workflow_without_import_errors(demo_team: dict) -> None:
+    _store_three()
+    bag = dagbag()
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {"kipu_demo_crosspost", "kipu_second", "kipu_broken"}
+    dag = bag.dags["kipu_demo_crosspost"]
+    assert dag.schedule is None and type(dag.timetable).__name__ == "NullTimetable"
+    assert set(dag.tags) == {"kipu", "team:demo", "feed", "outbox"}
+    assert dag.default_args["owner"] == "owner@demo.test"
+    assert "rewrite the caption for bluesky" in dag.doc_md and "go to `cool_down`" in dag.doc_md
+    assert set(dag.task_ids) == {"skip_ads_and_text", "rewrite_for_bluesky", "long_or_short", "cool_down",
+                                 "team_review", "quick_pause", "publish_outbox", "finalize"}
+    assert dag.get_task("publish_outbox").trigger_rule == "none_failed_min_one_success"
+    assert dag.get_task("finalize").trigger_rule == "all_done"
+    review = dag.get_task("team_review")
+    assert review.assigned_users == [{"id": "admin", "name": "Owner"}]
+    assert review.defaults == ["Approve"] and review.response_timeout.total_seconds() == 180
+
+
+def test_broken_workflow_is_its_own_clear_error(demo_team: dict) -> None:
+    _store_three()
+    broken = dagbag().dags["kipu_broken"]
+    assert "kipu:invalid" in broken.tags
+    assert "steps[3] (delay 'cool_down').config.delay_until_time: '25:00' is not a valid HH:MM time" in broken.doc_md
+    assert broken.task_ids == ["invalid_workflow"]
+
+
+def test_store_unreachable_serves_last_snapshot(demo_team: dict, store_url: str) -> None:
+    _store_three(broken=False)
+    assert set(dagbag().dag_ids) == {"kipu_demo_crosspost", "kipu_second"}
+    use_store("postgresql+psycopg2://postgres@127.0.0.1:1/nowhere?connect_timeout=1")
+    try:
+        assert set(dagbag().dag_ids) == {"kipu_demo_crosspost", "kipu_second"}
+    finally:
+        use_store(store_url)
+
+
+def test_parsing_context_builds_only_the_running_dag(demo_team: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    _store_three(broken=False)
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "kipu_second")
+    assert dagbag().dag_ids == ["kipu_second"]
+
+
+def test_inactive_workflows_have_no_dag(demo_team: dict) -> None:
+    _store_three(broken=False)
+    with session_scope() as s:
+        for wf in s.scalars(select(Workflow)):
+            wf.status = "inactive"
+    assert dagbag().dag_ids == []
+
+
+def test_invalid_json_in_store_does_not_break_others(demo_team: dict) -> None:
+    _store_three(broken=False)
+    with session_scope() as s:
+        wf = s.scalar(select(Workflow).where(Workflow.slug == "second"))
+        wf.trigger_config = {"type": "carrier-pigeon"}
+    bag = dagbag()
+    assert bag.import_errors == {}
+    assert "kipu:invalid" in bag.dags["kipu_second"].tags
+    assert "kipu:invalid" not in bag.dags["kipu_demo_crosspost"].tags
+    assert os.environ["KIPU_DATABASE_URL"]
+    assert uuid.UUID(bag.dags["kipu_demo_crosspost"].get_task("finalize").workflow_id)
