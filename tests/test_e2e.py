@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
-
 from kipu.captions.counting import grapheme_count
 from kipu.hooks.feed import FeedHook
 from kipu.ingest import record_item
 from kipu.store.engine import session_scope
 from kipu.store.models import Post, Workflow, WorkflowRun, WorkflowStep, WorkflowStepRun
 from kipu.store.workflows import save_workflow
+from sqlalchemy import select
+
 from tests.conftest import REPO
 from tests.helpers import demo_doc, step
 from tests.hitl import Responder
@@ -87,49 +87,11 @@ def test_short_video_takes_the_false_branch_and_publishes(flow: dict) -> None:
     assert (flow["outbox"] / written["media"][0]["file"]).stat().st_size == 88
 
 
-def test_long_video_waits_then_is_approved_and_published(flow: dict) -> None:
-    store(demo_doc())
-    responder = Responder(DAG_ID, "Approve")
-    out = run_item("ana-002", responder)
-    assert responder.answered.is_set() and responder.assigned_users == [{"id": "admin", "name": "Owner"}]
-    assert out["run"].status == "completed"
-    steps = out["steps"]
-    assert "quick_pause" not in steps and steps["long_or_short"].output_data["branch"] == "if_true"
-    assert steps["cool_down"].output_data["target_utc"] <= steps["cool_down"].output_data["waited_until"]
-    assert steps["team_review"].output_data["decision"] == "Approve"
-    assert [p.status for p in out["posts"]] == ["published"]
-
-
-def test_rejected_item_ends_skipped_with_the_reason(flow: dict) -> None:
-    store(demo_doc())
-    out = run_item("ana-006", Responder(DAG_ID, "Reject"))
-    assert out["dag_run"].state == "success"
-    assert out["run"].status == "skipped" and out["run"].error_message == "rejected by admin at 'team_review'"
-    assert "publish_outbox" not in out["steps"] and out["posts"] == [] and outbox_files(flow) == []
-
-
 def _short_timeout(auto: bool) -> dict:
     doc = demo_doc()
     step(doc, "team_review")["config"] = {"approvers": ["admin"], "timeout_hours": 0.0005,
                                           "auto_approve_on_timeout": auto}
     return doc
-
-
-def test_timeout_without_auto_approve_skips_the_item(flow: dict) -> None:
-    store(_short_timeout(auto=False))
-    out = run_item("ana-002", Responder(DAG_ID, None))
-    assert out["run"].status == "skipped"
-    assert "approval 'team_review' timed out after 0:00:01.8" in out["run"].error_message
-    assert out["steps"]["team_review"].status == "skipped" and out["posts"] == []
-
-
-def test_timeout_with_auto_approve_publishes(flow: dict) -> None:
-    store(_short_timeout(auto=True))
-    out = run_item("ana-002", Responder(DAG_ID, None))
-    assert out["run"].status == "completed"
-    assert out["steps"]["team_review"].output_data == {"awaiting": ["admin"], "decision": "Approve",
-                                                       "responded_by": "the timeout default"}
-    assert [p.status for p in out["posts"]] == ["published"]
 
 
 @pytest.mark.parametrize("item_id,reason", [
