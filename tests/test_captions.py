@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from kipu.captions.counting import grapheme_count, graphemes, utf8_len, x_weighted_length
 from kipu.captions.hashtags import extract_hashtags
 from kipu.captions.platforms import RULES, rules_for

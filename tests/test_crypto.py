@@ -7,11 +7,10 @@ import os
 
 import pytest
 from cryptography.fernet import Fernet
-from pydantic import SecretStr
-from sqlalchemy import text
-
 from kipu.store import crypto
 from kipu.store.crypto import EncryptionKeyError, TokenCipher, TokenDecryptError
+from pydantic import SecretStr
+from sqlalchemy import text
 
 TOKEN = "tok-VERY-SECRET-abc123"
 
@@ -50,8 +49,13 @@ def test_key_file_is_created_0600(tmp_path) -> None:  # type: ignore[no-untyped-
 
 
 def test_rotation_reencrypts_every_token(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kipu.store.accounts import connection_tokens, get_or_create_profile, get_or_create_team, rotate_tokens
-    from kipu.store.accounts import upsert_connection
+    from kipu.store.accounts import (
+        connection_tokens,
+        get_or_create_profile,
+        get_or_create_team,
+        rotate_tokens,
+        upsert_connection,
+    )
     from kipu.store.engine import get_engine, session_scope
     from kipu.store.models import Connection
 
@@ -83,7 +87,12 @@ def test_wrong_key_error_does_not_leak(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_tokens_never_print(store_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    from kipu.store.accounts import connection_tokens, get_or_create_profile, get_or_create_team, upsert_connection
+    from kipu.store.accounts import (
+        connection_tokens,
+        get_or_create_profile,
+        get_or_create_team,
+        upsert_connection,
+    )
     from kipu.store.engine import session_scope
 
     caplog.set_level(logging.DEBUG)
@@ -98,7 +107,12 @@ def test_tokens_never_print(store_url: str, caplog: pytest.LogCaptureFixture) ->
 
 
 def test_empty_refresh_token_never_overwrites_a_good_one(store_url: str) -> None:
-    from kipu.store.accounts import connection_tokens, get_or_create_profile, get_or_create_team, upsert_connection
+    from kipu.store.accounts import (
+        connection_tokens,
+        get_or_create_profile,
+        get_or_create_team,
+        upsert_connection,
+    )
     from kipu.store.engine import session_scope
 
     with session_scope() as s:

@@ -6,11 +6,11 @@ import os
 import uuid
 
 import pytest
-from sqlalchemy import select
-
 from kipu.store.engine import session_scope
 from kipu.store.models import Workflow, WorkflowStep
 from kipu.store.workflows import save_workflow
+from sqlalchemy import select
+
 from tests.conftest import REPO, use_store
 from tests.helpers import demo_doc
 

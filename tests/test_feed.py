@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-
 from kipu.hooks.base import Transient
 from kipu.hooks.feed import FeedError, FeedHook, parse_feed
+
 from tests.fakes.feed_server import FeedServer, Route
 from tests.helpers import REPO
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from kipu.schedule import delay_target
 from kipu.specs.steps import DelayConfig
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from kipu.specs.steps import ApprovalStep, DelayStep, PublishStep
 from kipu.specs.triggers import PollTrigger
 from kipu.specs.workflow import WorkflowSpecError, parse_workflow
+
 from tests.helpers import demo_doc, step
 
 

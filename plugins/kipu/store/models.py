@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-
     ForeignKey,
     Index,
     Integer,

@@ -7,11 +7,9 @@ Create Date: 2026-11-25 20:50:01.120889
 
 from __future__ import annotations
 
+import kipu.store.types
 import sqlalchemy as sa
 from alembic import op
-
-import kipu.store.types
-
 
 revision = '0001'
 down_revision = None
