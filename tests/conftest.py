@@ -16,16 +16,18 @@ from cryptography.fernet import Fernet
 REPO = Path(__file__).resolve().parents[1]
 _TMP = Path(tempfile.mkdtemp(prefix="kipu-tests-"))
 # Airflow reads these at import time, so they are set before anything imports it.
-os.environ.update({
-    "AIRFLOW_HOME": str(_TMP / "airflow"),
-    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-    "AIRFLOW__CORE__PLUGINS_FOLDER": str(_TMP / "airflow" / "plugins"),
-    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-    "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-    "KIPU_HOME": str(_TMP / "kipu"),
-    "ENCRYPTION_KEY": Fernet.generate_key().decode(),
-})
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_TMP / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(_TMP / "airflow" / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "KIPU_HOME": str(_TMP / "kipu"),
+        "ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    }
+)
 os.environ.pop("KIPU_DATABASE_URL", None)
 
 from tests import pg  # noqa: E402
@@ -78,8 +80,13 @@ def store_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated Airflow metadata database (PostgreSQL) for this test session."""
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ.copy(),
+    )
     return Path(os.environ["AIRFLOW_HOME"])
 
 
@@ -107,8 +114,9 @@ def seed_demo_team() -> dict:
         add_member(s, team, get_or_create_profile(s, "editor@demo.test"), "member")
         add_member(s, team, get_or_create_profile(s, "viewer@demo.test"), "viewer")
         upsert_connection(s, team, "feed", "demo", metadata={"url": str(REPO / "include/demo/feed.xml")})
-        upsert_connection(s, team, "outbox", "demo", metadata={"path": str(outbox)},
-                          access_token="tok-OUTBOX-SECRET-0001")
+        upsert_connection(
+            s, team, "outbox", "demo", metadata={"path": str(outbox)}, access_token="tok-OUTBOX-SECRET-0001"
+        )
         other = get_or_create_team(s, "Other", get_or_create_profile(s, "boss@other.test"), "other")
         upsert_connection(s, other, "outbox", "theirs", metadata={"path": str(outbox) + "-other"})
     return {"team": "demo", "outbox": outbox}

@@ -50,7 +50,8 @@ class Responder(threading.Thread):
 
                             session.commit()
                             SchedulerJobRunner.check_awaiting_input_timeouts(
-                                SimpleNamespace(log=logging.getLogger("test.sweep")))
+                                SimpleNamespace(log=logging.getLogger("test.sweep"))
+                            )
                             self.answered.set()
                             return
                     else:
@@ -59,8 +60,9 @@ class Responder(threading.Thread):
                         detail.chosen_options = [self.option]
                         detail.params_input = {}
                         session.add(detail)
-                        handle_event_submit(TriggerEvent(detail.as_resume_event_payload()), task_instance=ti,
-                                            session=session)
+                        handle_event_submit(
+                            TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session
+                        )
                         self.answered.set()
                         return
             time.sleep(0.5)

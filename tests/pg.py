@@ -44,7 +44,8 @@ def _as_postgres_user() -> list[str]:
 
 def _start_cluster() -> tuple[str, int]:
     initdb = shutil.which("initdb") or next(
-        (p for p in sorted(__import__("glob").glob("/usr/lib/postgresql/*/bin/initdb"))[::-1]), None)
+        (p for p in sorted(__import__("glob").glob("/usr/lib/postgresql/*/bin/initdb"))[::-1]), None
+    )
     if not initdb:
         raise RuntimeError("no PostgreSQL answers on 127.0.0.1:5432 and initdb is not installed")
     pg_ctl = os.path.join(os.path.dirname(initdb), "pg_ctl")
@@ -53,10 +54,27 @@ def _start_cluster() -> tuple[str, int]:
     if prefix:
         shutil.chown(data, prefix[2])
     port = _free_port()
-    subprocess.run([*prefix, initdb, "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                   check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([*prefix, pg_ctl, "-D", data, "-o", f"-p {port} -k {data} -h 127.0.0.1", "-l",
-                    f"{data}/log", "-w", "start"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*prefix, initdb, "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        [
+            *prefix,
+            pg_ctl,
+            "-D",
+            data,
+            "-o",
+            f"-p {port} -k {data} -h 127.0.0.1",
+            "-l",
+            f"{data}/log",
+            "-w",
+            "start",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
     def stop() -> None:
         subprocess.run([*prefix, pg_ctl, "-D", data, "-m", "fast", "stop"], stdout=subprocess.DEVNULL, check=False)

@@ -21,27 +21,34 @@ def test_grapheme_counting() -> None:
     assert utf8_len(FAMILY) == 25
 
 
-@pytest.mark.parametrize("text,weight", [
-    ("hello", 5),
-    ("日本語", 6),
-    ("😀", 2),
-    (FAMILY, 2),
-    ("see https://example.com/a/very/long/path?with=query", 4 + 23),
-    ("é", 1),
-])
+@pytest.mark.parametrize(
+    "text,weight",
+    [
+        ("hello", 5),
+        ("日本語", 6),
+        ("😀", 2),
+        (FAMILY, 2),
+        ("see https://example.com/a/very/long/path?with=query", 4 + 23),
+        ("é", 1),
+    ],
+)
 def test_x_weighted_length(text: str, weight: int) -> None:
     assert x_weighted_length(text) == weight
 
 
 def test_hashtags_are_unicode_aware_and_deduplicated() -> None:
-    assert extract_hashtags("Love #Café and #café, #日本 #123 and a#b #snake_case") == ["Café", "日本", "snake_case"]
+    assert extract_hashtags("Love #Café and #café, #日本 #123 and a#b #snake_case") == [
+        "Café",
+        "日本",
+        "snake_case",
+    ]
 
 
 def test_truncate_cuts_at_a_word_and_never_splits_a_grapheme() -> None:
     text = "one two three " + FAMILY * 3 + " four"
     out, cut = truncate(text, lambda s: grapheme_count(s) <= 16)
     assert cut and out.endswith("…") and grapheme_count(out) <= 16
-    assert all(g in graphemes(text) + ["…"] for g in graphemes(out))
+    assert all(g in [*graphemes(text), "…"] for g in graphemes(out))
 
 
 def test_rewrite_fits_bluesky_and_keeps_hashtags() -> None:
@@ -53,14 +60,20 @@ def test_rewrite_fits_bluesky_and_keeps_hashtags() -> None:
 
 
 def test_rewrite_for_linkedin_is_professional() -> None:
-    r = rewrite(RewriteRequest(text="new video 🎉 about pasta #Pasta", target_platform="linkedin",
-                               tone="professional"))
+    r = rewrite(RewriteRequest(text="new video 🎉 about pasta #Pasta", target_platform="linkedin", tone="professional"))
     assert r.caption == "New video about pasta.\n\n#Pasta"
 
 
 def test_rewrite_options() -> None:
-    r = rewrite(RewriteRequest(text="Yum 😋 #Food", target_platform="threads", include_hashtags=False,
-                               include_emojis=False, custom_instructions="prefix: New:\nsuffix: Link in bio"))
+    r = rewrite(
+        RewriteRequest(
+            text="Yum 😋 #Food",
+            target_platform="threads",
+            include_hashtags=False,
+            include_emojis=False,
+            custom_instructions="prefix: New:\nsuffix: Link in bio",
+        )
+    )
     assert r.caption == "New: Yum\n\nLink in bio"
     assert rewrite(RewriteRequest(text="a b c", target_platform="x", max_length=3)).caption == "a…"
 
@@ -84,7 +97,11 @@ text_strategy = st.lists(
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(text=text_strategy, platform=st.sampled_from(sorted(RULES)), max_length=st.one_of(st.none(), st.integers(1, 400)))
+@given(
+    text=text_strategy,
+    platform=st.sampled_from(sorted(RULES)),
+    max_length=st.one_of(st.none(), st.integers(1, 400)),
+)
 def test_rewrite_always_fits(text: str, platform: str, max_length: int | None) -> None:
     result = rewrite(RewriteRequest(text=text, target_platform=platform, max_length=max_length))
     assert rules_for(platform).violations(result.caption, max_length) == []

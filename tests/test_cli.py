@@ -13,8 +13,14 @@ from tests.helpers import REPO, demo_doc
 
 
 def kipu(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kipu.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "kipu.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+        timeout=120,
+    )
 
 
 def test_db_upgrade_can_run_twice(tmp_path: Path) -> None:
@@ -42,8 +48,21 @@ def test_validate_ok_and_errors(tmp_path: Path) -> None:
 
 def test_import_checks_team_connections_and_approvers(tmp_path: Path, sqlite_url: str) -> None:
     env = {"KIPU_DATABASE_URL": sqlite_url}
-    assert kipu("team", "create", "Demo", "--slug", "demo", "--owner", "owner@demo.test",
-                "--owner-airflow-user", "admin", env=env).returncode == 0
+    assert (
+        kipu(
+            "team",
+            "create",
+            "Demo",
+            "--slug",
+            "demo",
+            "--owner",
+            "owner@demo.test",
+            "--owner-airflow-user",
+            "admin",
+            env=env,
+        ).returncode
+        == 0
+    )
     out = kipu("workflow", "import", "include/demo/workflow.yaml", env=env)
     assert out.returncode == 1
     assert "trigger.connection_id: 'feed:demo' is not a connection of team 'demo'" in out.stderr
@@ -71,6 +90,12 @@ def test_import_checks_team_connections_and_approvers(tmp_path: Path, sqlite_url
 
 def test_missing_key_is_a_startup_error(sqlite_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "ENCRYPTION_KEY"} | {"KIPU_DATABASE_URL": sqlite_url}
-    out = subprocess.run([sys.executable, "-m", "kipu.cli", "keys", "rotate"], capture_output=True, text=True,
-                         env=env, cwd=REPO, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "kipu.cli", "keys", "rotate"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+    )
     assert out.returncode == 2 and "ENCRYPTION_KEY is not set" in out.stderr

@@ -55,10 +55,14 @@ def run_item(item_id: str, responder: Responder | None = None, workflow_run_id: 
         responder.join(5)
     with session_scope() as s:
         run = s.get(WorkflowRun, uuid.UUID(workflow_run_id))
-        steps = {k: r for k, r in s.execute(
-            select(WorkflowStep.step_key, WorkflowStepRun)
-            .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
-            .where(WorkflowStepRun.run_id == run.id)).tuples()}
+        steps = {
+            k: r
+            for k, r in s.execute(
+                select(WorkflowStep.step_key, WorkflowStepRun)
+                .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
+                .where(WorkflowStepRun.run_id == run.id)
+            ).tuples()
+        }
         posts = s.scalars(select(Post).where(Post.workflow_run_id == run.id)).all()
         return {"dag_run": dag_run, "run": run, "steps": steps, "posts": posts, "id": workflow_run_id}
 
@@ -73,7 +77,13 @@ def test_short_video_takes_the_false_branch_and_publishes(flow: dict) -> None:
     assert out["dag_run"].state == "success"
     assert out["run"].status == "completed" and out["run"].completed_at is not None
     steps = out["steps"]
-    assert set(steps) == {"skip_ads_and_text", "rewrite_for_bluesky", "long_or_short", "quick_pause", "publish_outbox"}
+    assert set(steps) == {
+        "skip_ads_and_text",
+        "rewrite_for_bluesky",
+        "long_or_short",
+        "quick_pause",
+        "publish_outbox",
+    }
     assert all(r.status == "completed" and r.started_at and r.completed_at for r in steps.values())
     assert steps["long_or_short"].output_data["branch"] == "if_false"
     assert steps["skip_ads_and_text"].input_data["platform_post_id"] == "ana-001"
@@ -89,15 +99,21 @@ def test_short_video_takes_the_false_branch_and_publishes(flow: dict) -> None:
 
 def _short_timeout(auto: bool) -> dict:
     doc = demo_doc()
-    step(doc, "team_review")["config"] = {"approvers": ["admin"], "timeout_hours": 0.0005,
-                                          "auto_approve_on_timeout": auto}
+    step(doc, "team_review")["config"] = {
+        "approvers": ["admin"],
+        "timeout_hours": 0.0005,
+        "auto_approve_on_timeout": auto,
+    }
     return doc
 
 
-@pytest.mark.parametrize("item_id,reason", [
-    ("ana-004", "filtered out by 'skip_ads_and_text': hashtag #ad is present"),
-    ("ana-003", "filtered out by 'skip_ads_and_text': type is text"),
-])
+@pytest.mark.parametrize(
+    "item_id,reason",
+    [
+        ("ana-004", "filtered out by 'skip_ads_and_text': hashtag #ad is present"),
+        ("ana-003", "filtered out by 'skip_ads_and_text': type is text"),
+    ],
+)
 def test_filter_drops_the_item(flow: dict, item_id: str, reason: str) -> None:
     store(demo_doc())
     out = run_item(item_id)
@@ -153,8 +169,9 @@ def test_manual_run_without_a_recorded_row_records_one(flow: dict) -> None:
         assert run.dag_run_id == dag_run.run_id
 
 
-def test_tokens_never_reach_logs_xcom_or_history(flow: dict, capfd: pytest.CaptureFixture[str],
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_tokens_never_reach_logs_xcom_or_history(
+    flow: dict, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 

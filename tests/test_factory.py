@@ -29,8 +29,9 @@ def _store_three(broken: bool = True) -> None:
         if broken:
             wf = save_workflow(s, demo_doc(name="Broken", slug="broken"))
             # Written around the validation, as an old version or a manual edit could.
-            step = s.scalar(select(WorkflowStep).where(WorkflowStep.workflow_id == wf.id,
-                                                       WorkflowStep.step_key == "cool_down"))
+            step = s.scalar(
+                select(WorkflowStep).where(WorkflowStep.workflow_id == wf.id, WorkflowStep.step_key == "cool_down")
+            )
             step.config = {"config": {"delay_until_time": "25:00"}}
 
 
@@ -44,8 +45,16 @@ def test_dagbag_loads_every_active_workflow_without_import_errors(demo_team: dic
     assert set(dag.tags) == {"kipu", "team:demo", "feed", "outbox"}
     assert dag.default_args["owner"] == "owner@demo.test"
     assert "rewrite the caption for bluesky" in dag.doc_md and "go to `cool_down`" in dag.doc_md
-    assert set(dag.task_ids) == {"skip_ads_and_text", "rewrite_for_bluesky", "long_or_short", "cool_down",
-                                 "team_review", "quick_pause", "publish_outbox", "finalize"}
+    assert set(dag.task_ids) == {
+        "skip_ads_and_text",
+        "rewrite_for_bluesky",
+        "long_or_short",
+        "cool_down",
+        "team_review",
+        "quick_pause",
+        "publish_outbox",
+        "finalize",
+    }
     assert dag.get_task("publish_outbox").trigger_rule == "none_failed_min_one_success"
     assert dag.get_task("finalize").trigger_rule == "all_done"
     review = dag.get_task("team_review")

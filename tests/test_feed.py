@@ -26,17 +26,29 @@ ATOM = """<?xml version="1.0" encoding="utf-8"?>
   </entry>
 </feed>""".encode()
 
-JSONFEED = json.dumps({
-    "version": "https://jsonfeed.org/version/1.1",
-    "title": "Blog",
-    "items": [
-        {"id": "2", "content_text": "Second #two", "date_published": "2026-11-21T09:00:00Z",
-         "attachments": [{"url": "https://e.invalid/a.png", "mime_type": "image/png"},
-                         {"url": "https://e.invalid/b.png", "mime_type": "image/png"}]},
-        {"id": "1", "content_html": "<p>First <b>post</b></p>", "date_published": "2026-11-20T09:00:00Z",
-         "authors": [{"name": "Ana"}]},
-    ],
-}).encode()
+JSONFEED = json.dumps(
+    {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "Blog",
+        "items": [
+            {
+                "id": "2",
+                "content_text": "Second #two",
+                "date_published": "2026-11-21T09:00:00Z",
+                "attachments": [
+                    {"url": "https://e.invalid/a.png", "mime_type": "image/png"},
+                    {"url": "https://e.invalid/b.png", "mime_type": "image/png"},
+                ],
+            },
+            {
+                "id": "1",
+                "content_html": "<p>First <b>post</b></p>",
+                "date_published": "2026-11-20T09:00:00Z",
+                "authors": [{"name": "Ana"}],
+            },
+        ],
+    }
+).encode()
 
 
 @pytest.fixture
@@ -81,11 +93,14 @@ def test_http_feed(server: FeedServer) -> None:
     assert len(FeedHook(server.url + "/feed.json").list_posts()) == 2
 
 
-@pytest.mark.parametrize("mode,error,match", [
-    ("500", Transient, "answered HTTP 500"),
-    ("429", Transient, "answered HTTP 429"),
-    ("malformed", FeedError, "not a readable RSS or Atom feed"),
-])
+@pytest.mark.parametrize(
+    "mode,error,match",
+    [
+        ("500", Transient, "answered HTTP 500"),
+        ("429", Transient, "answered HTTP 429"),
+        ("malformed", FeedError, "not a readable RSS or Atom feed"),
+    ],
+)
 def test_http_errors_are_classified(server: FeedServer, mode: str, error: type, match: str) -> None:
     server.routes["/f"] = Route(b"", mode=mode)
     with pytest.raises(error, match=match):

@@ -50,7 +50,9 @@ def test_autumn_back_day_uses_the_old_offset_after_the_change() -> None:
 def test_ambiguous_autumn_time_means_its_first_occurrence() -> None:
     # 02:30 happens twice on 2026-10-25; the first is 02:30 CEST = 00:30 UTC.
     now = datetime(2026, 10, 24, 22, 0, tzinfo=UTC)
-    assert delay_target(cfg(delay_until_time="02:30"), "Europe/Berlin", now) == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+    assert delay_target(cfg(delay_until_time="02:30"), "Europe/Berlin", now) == datetime(
+        2026, 10, 25, 0, 30, tzinfo=UTC
+    )
 
 
 def test_us_spring_forward() -> None:
@@ -59,11 +61,14 @@ def test_us_spring_forward() -> None:
     assert delay_target(cfg(delay_until_time="09:00"), "America/New_York", now) == datetime(2026, 3, 8, 13, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("day,expected", [
-    ("wednesday", datetime(2026, 12, 1, 23, 0, tzinfo=UTC)),  # today's midnight has passed: next week
-    ("thursday", datetime(2026, 11, 25, 23, 0, tzinfo=UTC)),
-    ("monday", datetime(2026, 11, 29, 23, 0, tzinfo=UTC)),
-])
+@pytest.mark.parametrize(
+    "day,expected",
+    [
+        ("wednesday", datetime(2026, 12, 1, 23, 0, tzinfo=UTC)),  # today's midnight has passed: next week
+        ("thursday", datetime(2026, 11, 25, 23, 0, tzinfo=UTC)),
+        ("monday", datetime(2026, 11, 29, 23, 0, tzinfo=UTC)),
+    ],
+)
 def test_until_weekday_starts_at_local_midnight(day: str, expected: datetime) -> None:
     now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # a Wednesday, 13:00 in Berlin
     assert delay_target(cfg(delay_until_day=day), "Europe/Berlin", now) == expected

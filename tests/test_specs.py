@@ -18,7 +18,14 @@ def errors_of(doc: dict) -> list[str]:
 
 def test_demo_workflow_parses_with_every_step_type() -> None:
     spec = parse_workflow(demo_doc())
-    assert {s.type for s in spec.steps} == {"filter", "ai_rewrite", "condition", "delay", "approval", "publish"}
+    assert {s.type for s in spec.steps} == {
+        "filter",
+        "ai_rewrite",
+        "condition",
+        "delay",
+        "approval",
+        "publish",
+    }
     assert isinstance(spec.trigger, PollTrigger)
     assert spec.trigger.poll_interval_minutes == 5
     assert spec.trigger.backfill == "none"
@@ -32,7 +39,9 @@ def test_error_names_step_and_field() -> None:
     doc = demo_doc()
     doc["steps"][3] = {"id": "wait_morning", "type": "delay", "config": {"delay_until_time": "25:00"}}
     doc["steps"][2]["config"]["if_true_steps"] = ["wait_morning", "team_review"]
-    assert errors_of(doc) == ["steps[3] (delay 'wait_morning').config.delay_until_time: '25:00' is not a valid HH:MM time"]
+    assert errors_of(doc) == [
+        "steps[3] (delay 'wait_morning').config.delay_until_time: '25:00' is not a valid HH:MM time"
+    ]
 
 
 def test_every_error_is_reported_at_once() -> None:
@@ -96,22 +105,29 @@ def test_duplicate_step_ids() -> None:
 
 def test_filter_at_the_end_gates_nothing() -> None:
     doc = demo_doc()
-    doc["steps"].append({"id": "late_filter", "type": "filter",
-                         "config": {"conditions": [{"field": "type", "operator": "eq", "value": "video"}]}})
+    doc["steps"].append(
+        {
+            "id": "late_filter",
+            "type": "filter",
+            "config": {"conditions": [{"field": "type", "operator": "eq", "value": "video"}]},
+        }
+    )
     assert errors_of(doc) == ["steps[7] (filter 'late_filter'): a filter step must be followed by a step it gates"]
 
 
 def test_filter_condition_operators_must_fit_fields() -> None:
     doc = demo_doc()
-    step(doc, "skip_ads_and_text")["config"]["conditions"].append(
-        {"field": "caption", "operator": "gt", "value": 3})
+    step(doc, "skip_ads_and_text")["config"]["conditions"].append({"field": "caption", "operator": "gt", "value": 3})
     assert any("only applies to field 'duration'" in e for e in errors_of(doc))
 
 
-@pytest.mark.parametrize("config,expected", [
-    ({"duration_minutes": 0}, 0),
-    ({"duration_minutes": 1.5, "duration_seconds": 3}, 93),
-])
+@pytest.mark.parametrize(
+    "config,expected",
+    [
+        ({"duration_minutes": 0}, 0),
+        ({"duration_minutes": 1.5, "duration_seconds": 3}, 93),
+    ],
+)
 def test_delay_durations(config: dict, expected: float) -> None:
     assert DelayStep.model_validate({"id": "d", "config": config}).config.total_seconds == expected
 
@@ -149,4 +165,8 @@ def test_document_round_trip_is_stable() -> None:
     doc = demo_doc()
     once = parse_workflow(doc).to_document()
     assert parse_workflow(once).to_document() == once
-    assert once["steps"][4]["config"] == {"approvers": ["admin"], "timeout_hours": 0.05, "auto_approve_on_timeout": True}
+    assert once["steps"][4]["config"] == {
+        "approvers": ["admin"],
+        "timeout_hours": 0.05,
+        "auto_approve_on_timeout": True,
+    }

@@ -18,8 +18,17 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from tests.helpers import demo_doc
 
 SEED_TABLES = {
-    "profiles", "teams", "team_members", "connections", "workflows", "workflow_steps", "workflow_runs",
-    "workflow_step_runs", "posts", "media", "media_folders",
+    "profiles",
+    "teams",
+    "team_members",
+    "connections",
+    "workflows",
+    "workflow_steps",
+    "workflow_runs",
+    "workflow_step_runs",
+    "posts",
+    "media",
+    "media_folders",
 }
 
 
@@ -35,17 +44,77 @@ def test_seed_columns_are_kept(store_url: str) -> None:
     cols = {t: {c["name"] for c in insp.get_columns(t)} for t in SEED_TABLES}
     assert {"id", "name", "avatar_url", "plan", "created_at"} <= cols["profiles"]
     assert {"team_id", "user_id", "role"} <= cols["team_members"]
-    assert {"id", "team_id", "platform", "platform_user_id", "platform_username", "access_token", "refresh_token",
-            "token_expires_at", "scopes", "metadata", "created_at"} <= cols["connections"]
-    assert {"id", "team_id", "name", "description", "status", "trigger_config", "created_at", "updated_at"} <= cols["workflows"]
+    assert {
+        "id",
+        "team_id",
+        "platform",
+        "platform_user_id",
+        "platform_username",
+        "access_token",
+        "refresh_token",
+        "token_expires_at",
+        "scopes",
+        "metadata",
+        "created_at",
+    } <= cols["connections"]
+    assert {
+        "id",
+        "team_id",
+        "name",
+        "description",
+        "status",
+        "trigger_config",
+        "created_at",
+        "updated_at",
+    } <= cols["workflows"]
     assert {"id", "workflow_id", "order_index", "step_type", "config", "created_at"} <= cols["workflow_steps"]
-    assert {"id", "workflow_id", "trigger_data", "status", "started_at", "completed_at", "error_message"} <= cols["workflow_runs"]
-    assert {"id", "run_id", "step_id", "status", "input_data", "output_data", "started_at", "completed_at",
-            "error_message"} <= cols["workflow_step_runs"]
-    assert {"id", "team_id", "workflow_run_id", "connection_id", "platform", "platform_post_id", "content_type",
-            "caption", "media_urls", "status", "scheduled_at", "published_at", "metadata", "created_at"} <= cols["posts"]
-    assert {"id", "team_id", "folder_id", "filename", "storage_path", "mime_type", "size_bytes", "metadata",
-            "created_at"} <= cols["media"]
+    assert {
+        "id",
+        "workflow_id",
+        "trigger_data",
+        "status",
+        "started_at",
+        "completed_at",
+        "error_message",
+    } <= cols["workflow_runs"]
+    assert {
+        "id",
+        "run_id",
+        "step_id",
+        "status",
+        "input_data",
+        "output_data",
+        "started_at",
+        "completed_at",
+        "error_message",
+    } <= cols["workflow_step_runs"]
+    assert {
+        "id",
+        "team_id",
+        "workflow_run_id",
+        "connection_id",
+        "platform",
+        "platform_post_id",
+        "content_type",
+        "caption",
+        "media_urls",
+        "status",
+        "scheduled_at",
+        "published_at",
+        "metadata",
+        "created_at",
+    } <= cols["posts"]
+    assert {
+        "id",
+        "team_id",
+        "folder_id",
+        "filename",
+        "storage_path",
+        "mime_type",
+        "size_bytes",
+        "metadata",
+        "created_at",
+    } <= cols["media"]
     assert {"id", "team_id", "parent_id", "name", "created_at"} <= cols["media_folders"]
     assert insp.get_pk_constraint("team_members")["constrained_columns"] == ["team_id", "user_id"]
 
@@ -54,8 +123,13 @@ def test_seed_defaults(store_url: str) -> None:
     with session_scope() as s:
         owner = get_or_create_profile(s, "o@t.test")
         team = get_or_create_team(s, "T", owner)
-        s.execute(text("INSERT INTO workflows (id, team_id, name, trigger_config) VALUES (:i, :t, 'w', '{}')"),
-                  {"i": str(uuid.uuid4()) if s.bind.dialect.name == "sqlite" else uuid.uuid4(), "t": str(team.id) if s.bind.dialect.name == "sqlite" else team.id})
+        s.execute(
+            text("INSERT INTO workflows (id, team_id, name, trigger_config) VALUES (:i, :t, 'w', '{}')"),
+            {
+                "i": str(uuid.uuid4()) if s.bind.dialect.name == "sqlite" else uuid.uuid4(),
+                "t": str(team.id) if s.bind.dialect.name == "sqlite" else team.id,
+            },
+        )
         wf = s.scalars(select(Workflow)).one()
         s.refresh(owner)
         assert (wf.status, owner.plan) == ("inactive", "free")
@@ -64,9 +138,14 @@ def test_seed_defaults(store_url: str) -> None:
 
 def test_native_types_on_postgres(pg_url: str) -> None:
     with get_engine().connect() as c:
-        rows = dict(c.execute(text(
-            "select table_name || '.' || column_name, udt_name from information_schema.columns "
-            "where table_schema = 'public'")).all())
+        rows = dict(
+            c.execute(
+                text(
+                    "select table_name || '.' || column_name, udt_name from information_schema.columns "
+                    "where table_schema = 'public'"
+                )
+            ).all()
+        )
     assert rows["connections.id"] == "uuid"
     assert rows["connections.scopes"] == "_text"
     assert rows["connections.metadata"] == "jsonb"

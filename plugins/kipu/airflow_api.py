@@ -24,8 +24,15 @@ class PendingApproval:
 class AirflowAPI:
     """Token auth against ``/auth/token`` (SimpleAuthManager) or a given bearer token."""
 
-    def __init__(self, base_url: str, *, username: str | None = None, password: str | None = None,
-                 token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._client = httpx.Client(base_url=self.base_url, timeout=timeout)
         self._username, self._password, self._token = username, password, token
@@ -65,8 +72,9 @@ class AirflowAPI:
 
     def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any]) -> bool:
         """Start a run with a deterministic id; False if that run already exists (a no-op)."""
-        resp = self.request("POST", f"/dags/{dag_id}/dagRuns",
-                            json={"dag_run_id": run_id, "logical_date": None, "conf": conf})
+        resp = self.request(
+            "POST", f"/dags/{dag_id}/dagRuns", json={"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        )
         if resp.status_code == 409:
             return False
         if resp.status_code >= 300:
@@ -86,13 +94,22 @@ class AirflowAPI:
             ti = d.get("task_instance") or {}
             if d.get("response_received"):
                 continue
-            out.append(PendingApproval(ti.get("dag_id", dag_id), ti["dag_run_id"], ti["task_id"],
-                                       ti.get("map_index", -1), d.get("subject", "")))
+            out.append(
+                PendingApproval(
+                    ti.get("dag_id", dag_id),
+                    ti["dag_run_id"],
+                    ti["task_id"],
+                    ti.get("map_index", -1),
+                    d.get("subject", ""),
+                )
+            )
         return out
 
     def answer(self, approval: PendingApproval, option: str) -> None:
-        path = (f"/dags/{approval.dag_id}/dagRuns/{approval.dag_run_id}/taskInstances/"
-                f"{approval.task_id}/{approval.map_index}/hitlDetails")
+        path = (
+            f"/dags/{approval.dag_id}/dagRuns/{approval.dag_run_id}/taskInstances/"
+            f"{approval.task_id}/{approval.map_index}/hitlDetails"
+        )
         resp = self.request("PATCH", path, json={"chosen_options": [option], "params_input": {}})
         if resp.status_code >= 300:
             raise AirflowAPIError(f"answering {approval.task_id} failed: HTTP {resp.status_code} {resp.text[:300]}")

@@ -77,8 +77,11 @@ def cmd_workflow_export(args: argparse.Namespace) -> int:
         except LookupError as exc:
             print(str(exc), file=sys.stderr)
             return 1
-    text = json.dumps(doc, indent=2, ensure_ascii=False) if args.format == "json" else yaml.safe_dump(
-        doc, sort_keys=False, allow_unicode=True)
+    text = (
+        json.dumps(doc, indent=2, ensure_ascii=False)
+        if args.format == "json"
+        else yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    )
     if args.output:
         Path(args.output).write_text(text)
     else:
@@ -127,8 +130,15 @@ def cmd_connection_add(args: argparse.Namespace) -> int:
             print(f"team '{args.team}' does not exist", file=sys.stderr)
             return 1
         meta = dict(kv.split("=", 1) for kv in args.meta or [])
-        conn = upsert_connection(session, team, args.platform, args.user_id, username=args.username,
-                                 access_token=args.access_token, metadata=meta)
+        conn = upsert_connection(
+            session,
+            team,
+            args.platform,
+            args.user_id,
+            username=args.username,
+            access_token=args.access_token,
+            metadata=meta,
+        )
         print(conn.id)
     return 0
 
@@ -164,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="token encryption keys").add_subparsers(dest="sub", required=True)
     keys.add_parser("generate", help="print a new Fernet key").set_defaults(fn=cmd_keys_generate)
     keys.add_parser("rotate", help="re-encrypt every token under the first key of ENCRYPTION_KEY").set_defaults(
-        fn=cmd_keys_rotate)
+        fn=cmd_keys_rotate
+    )
 
     team = sub.add_parser("team", help="teams").add_subparsers(dest="sub", required=True)
     t = team.add_parser("create", help="create a team (idempotent) and print its id")

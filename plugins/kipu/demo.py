@@ -69,10 +69,10 @@ def seed(home: Path) -> str:
         team = get_or_create_team(s, "Demo", owner, "demo")
         add_member(s, team, get_or_create_profile(s, "editor@demo.test", "Demo Editor"), "member")
         add_member(s, team, get_or_create_profile(s, "viewer@demo.test", "Demo Viewer"), "viewer")
-        upsert_connection(s, team, "feed", "demo", username="Ana's Kitchen",
-                          metadata={"url": str(DEMO / "feed.xml")})
-        upsert_connection(s, team, "outbox", "demo", username="Demo outbox",
-                          metadata={"path": os.environ["KIPU_OUTBOX"]})
+        upsert_connection(s, team, "feed", "demo", username="Ana's Kitchen", metadata={"url": str(DEMO / "feed.xml")})
+        upsert_connection(
+            s, team, "outbox", "demo", username="Demo outbox", metadata={"path": os.environ["KIPU_OUTBOX"]}
+        )
         wf = save_workflow(s, yaml.safe_load((DEMO / "workflow.yaml").read_text()))
         return str(wf.id)
 
@@ -80,8 +80,13 @@ def seed(home: Path) -> str:
 def start_airflow(home: Path) -> subprocess.Popen[bytes]:
     log = (home / "standalone.log").open("ab")
     say(f"starting Airflow standalone on http://127.0.0.1:{PORT} (log: {home / 'standalone.log'})")
-    return subprocess.Popen(["airflow", "standalone"], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, env=os.environ.copy())
+    return subprocess.Popen(
+        ["airflow", "standalone"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=os.environ.copy(),
+    )
 
 
 def stop_airflow(proc: subprocess.Popen[bytes]) -> None:
@@ -118,17 +123,21 @@ def summary(workflow_id: str, new_files: int) -> None:
     from kipu.store.models import Post, WorkflowRun, WorkflowStep, WorkflowStepRun
 
     with session_scope() as s:
-        runs = s.scalars(select(WorkflowRun).where(WorkflowRun.workflow_id == workflow_id)
-                         .order_by(WorkflowRun.platform_post_id)).all()
+        runs = s.scalars(
+            select(WorkflowRun).where(WorkflowRun.workflow_id == workflow_id).order_by(WorkflowRun.platform_post_id)
+        ).all()
         print()
         print("item       outcome")
         print("           steps: ✓ completed  – skipped  ✗ failed  … waiting")
         print("-" * 100)
         mark = {"completed": "✓", "skipped": "–", "failed": "✗", "running": "…"}
         for run in runs:
-            rows = s.execute(select(WorkflowStep.step_key, WorkflowStepRun.status)
-                             .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
-                             .where(WorkflowStepRun.run_id == run.id).order_by(WorkflowStep.order_index)).all()
+            rows = s.execute(
+                select(WorkflowStep.step_key, WorkflowStepRun.status)
+                .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
+                .where(WorkflowStepRun.run_id == run.id)
+                .order_by(WorkflowStep.order_index)
+            ).all()
             posts = s.scalars(select(Post).where(Post.workflow_run_id == run.id, Post.status == "published")).all()
             outcome = run.status or "?"
             if run.error_message:

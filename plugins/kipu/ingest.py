@@ -44,11 +44,20 @@ def record_item(session: Session, workflow: Workflow, item: ContentItem) -> Reco
     spec = parse_workflow(workflow_document(workflow, list(workflow.steps), None))
     reason = trigger_filter_reason(spec.trigger.filters, item)
     run, created = record_run(
-        session, workflow.id, item.model_dump(mode="json"), status="skipped" if reason else "pending",
-        error_message=f"trigger filter: {reason}" if reason else None, dag_id=dag_id_for(workflow.slug or ""),
+        session,
+        workflow.id,
+        item.model_dump(mode="json"),
+        status="skipped" if reason else "pending",
+        error_message=f"trigger filter: {reason}" if reason else None,
+        dag_id=dag_id_for(workflow.slug or ""),
     )
-    return Recorded(run.id, dag_id_for(workflow.slug or ""), created, reason if created else run.error_message,
-                    run.status or "pending")
+    return Recorded(
+        run.id,
+        dag_id_for(workflow.slug or ""),
+        created,
+        reason if created else run.error_message,
+        run.status or "pending",
+    )
 
 
 def start(starter: RunStarter, recorded: Recorded) -> bool:

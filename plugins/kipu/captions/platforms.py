@@ -47,9 +47,7 @@ class CaptionRules:
 
     @property
     def unit(self) -> str:
-        return {"chars": "characters", "graphemes": "graphemes", "x_weighted": "weighted characters"}[
-            self.counting
-        ]
+        return {"chars": "characters", "graphemes": "graphemes", "x_weighted": "weighted characters"}[self.counting]
 
 
 RULES: dict[str, CaptionRules] = {

@@ -121,7 +121,9 @@ def rewrite(req: RewriteRequest) -> RewriteResult:
     body = _apply_tone(body, req.tone, rules)
     body = " ".join(p for p in (prefix, body) if p)
 
-    tag_cap = rules.suggested_hashtags if rules.max_hashtags is None else min(rules.suggested_hashtags, rules.max_hashtags)
+    tag_cap = (
+        rules.suggested_hashtags if rules.max_hashtags is None else min(rules.suggested_hashtags, rules.max_hashtags)
+    )
     inline_keys = {normalise_tag(t) for t in extract_hashtags(body)}
     tags = [t for t in dedupe_tags(candidates) if normalise_tag(t) not in inline_keys] if include_hashtags else []
     tags = tags[: max(0, tag_cap - len(inline_keys))] if include_hashtags else []

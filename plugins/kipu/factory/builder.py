@@ -69,13 +69,19 @@ def build_dag(spec: WorkflowSpec, record: WorkflowRecord) -> DAG:
         },
         render_template_as_native_obj=False,
     )
-    common: dict[str, Any] = {"workflow_id": record.id, "team_id": record.team_id, "workflow_timezone": spec.timezone}
+    common: dict[str, Any] = {
+        "workflow_id": record.id,
+        "team_id": record.team_id,
+        "workflow_timezone": spec.timezone,
+    }
     tasks: dict[str, Any] = {}
     with dag:
         for step in spec.steps:
             body = step.model_dump(mode="json", exclude={"id", "type", "name"}, exclude_none=True)
             kwargs: dict[str, Any] = {
-                "task_id": step.id, "step_id": record.step_ids.get(step.id, ""), "step_config": body,
+                "task_id": step.id,
+                "step_id": record.step_ids.get(step.id, ""),
+                "step_config": body,
                 "doc_md": f"{step.type} step `{step.id}`",  # type: ignore[attr-defined]
                 **common,
             }

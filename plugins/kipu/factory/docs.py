@@ -31,7 +31,8 @@ def describe_step(step: StepBase, graph: StepGraph) -> str:
     if isinstance(step, AIRewriteStep):
         c = step.config
         return f"rewrite the caption for {c.target_platform} ({c.tone} tone" + (
-            f", at most {c.max_length} characters)" if c.max_length else ")")
+            f", at most {c.max_length} characters)" if c.max_length else ")"
+        )
     if isinstance(step, DelayStep):
         c = step.config
         if c.delay_until_time or c.delay_until_day:

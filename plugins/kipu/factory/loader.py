@@ -78,8 +78,12 @@ def error_dag(record: WorkflowRecord, error: WorkflowSpecError) -> DAG:
     """A paused DAG that shows why the workflow is invalid, in place of the workflow."""
     message = str(error)
     dag = DAG(
-        dag_id=dag_id_for(record.slug), schedule=None, start_date=START, catchup=False,
-        tags=["kipu", "kipu:invalid"], is_paused_upon_creation=True,
+        dag_id=dag_id_for(record.slug),
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        tags=["kipu", "kipu:invalid"],
+        is_paused_upon_creation=True,
         description=f"INVALID: {error.errors[0][:180]}",
         doc_md="### This Kipu workflow is invalid\n\n```\n" + message + "\n```\n\nFix it with "
         "`kipu workflow validate` and re-import it; the other workflows are unaffected.",

@@ -48,8 +48,15 @@ def _content_type(media: list[MediaRef]) -> ContentType:
     return "text"
 
 
-def _item(platform_post_id: str, caption: str, title: str | None, url: str | None,
-          media: list[MediaRef], published: datetime | None, author: str | None) -> ContentItem:
+def _item(
+    platform_post_id: str,
+    caption: str,
+    title: str | None,
+    url: str | None,
+    media: list[MediaRef],
+    published: datetime | None,
+    author: str | None,
+) -> ContentItem:
     durations = [m.duration_seconds for m in media if m.duration_seconds]
     text = caption or title or ""
     return ContentItem(
@@ -88,29 +95,42 @@ def parse_xml_feed(data: bytes) -> list[ContentItem]:
             if href and href not in seen:
                 seen.add(href)
                 size = link.get("length")
-                media.append(MediaRef(
-                    url=href, mime_type=link.get("type"),
-                    size_bytes=int(size) if str(size or "").isdigit() else None,
-                    duration_seconds=duration if (link.get("type") or "").startswith(("video", "audio")) else None,
-                ))
+                media.append(
+                    MediaRef(
+                        url=href,
+                        mime_type=link.get("type"),
+                        size_bytes=int(size) if str(size or "").isdigit() else None,
+                        duration_seconds=duration if (link.get("type") or "").startswith(("video", "audio")) else None,
+                    )
+                )
         for content in entry.get("media_content", []):
             href = content.get("url")
             if href and href not in seen:
                 seen.add(href)
-                media.append(MediaRef(
-                    url=href, mime_type=content.get("type") or (f"{content['medium']}/*" if content.get("medium") else None),
-                    duration_seconds=_parse_duration(content.get("duration")),
-                    width=int(content["width"]) if str(content.get("width", "")).isdigit() else None,
-                    height=int(content["height"]) if str(content.get("height", "")).isdigit() else None,
-                ))
+                media.append(
+                    MediaRef(
+                        url=href,
+                        mime_type=content.get("type") or (f"{content['medium']}/*" if content.get("medium") else None),
+                        duration_seconds=_parse_duration(content.get("duration")),
+                        width=int(content["width"]) if str(content.get("width", "")).isdigit() else None,
+                        height=int(content["height"]) if str(content.get("height", "")).isdigit() else None,
+                    )
+                )
         post_id = entry.get("id") or entry.get("link") or entry.get("title")
         if not post_id:
             continue
         body = entry.get("summary") or entry.get("description") or ""
-        items.append(_item(
-            str(post_id), _strip_html(body), entry.get("title"), entry.get("link"), media,
-            _struct_time(entry.get("published_parsed") or entry.get("updated_parsed")), entry.get("author"),
-        ))
+        items.append(
+            _item(
+                str(post_id),
+                _strip_html(body),
+                entry.get("title"),
+                entry.get("link"),
+                media,
+                _struct_time(entry.get("published_parsed") or entry.get("updated_parsed")),
+                entry.get("author"),
+            )
+        )
     return items
 
 
@@ -137,9 +157,14 @@ def parse_json_feed(data: bytes) -> list[ContentItem]:
         if not isinstance(raw, dict) or raw.get("id") in (None, ""):
             continue
         media = [
-            MediaRef(url=a["url"], mime_type=a.get("mime_type"), size_bytes=a.get("size_in_bytes"),
-                     duration_seconds=a.get("duration_in_seconds"))
-            for a in raw.get("attachments", []) if isinstance(a, dict) and a.get("url")
+            MediaRef(
+                url=a["url"],
+                mime_type=a.get("mime_type"),
+                size_bytes=a.get("size_in_bytes"),
+                duration_seconds=a.get("duration_in_seconds"),
+            )
+            for a in raw.get("attachments", [])
+            if isinstance(a, dict) and a.get("url")
         ]
         if raw.get("image") and all(m.url != raw["image"] for m in media):
             media.append(MediaRef(url=raw["image"], mime_type="image/*"))
@@ -149,8 +174,17 @@ def parse_json_feed(data: bytes) -> list[ContentItem]:
             when = when.replace(tzinfo=UTC)
         authors = raw.get("authors") or ([raw["author"]] if raw.get("author") else [])
         text = raw.get("content_text") or _strip_html(raw.get("content_html") or raw.get("summary") or "")
-        items.append(_item(str(raw["id"]), text, raw.get("title"), raw.get("url"), media, when,
-                           authors[0].get("name") if authors and isinstance(authors[0], dict) else None))
+        items.append(
+            _item(
+                str(raw["id"]),
+                text,
+                raw.get("title"),
+                raw.get("url"),
+                media,
+                when,
+                authors[0].get("name") if authors and isinstance(authors[0], dict) else None,
+            )
+        )
     return items
 
 
@@ -178,7 +212,10 @@ class FeedHook(SourceHook):
         if scheme in ("http", "https"):
             try:
                 client = self._client or httpx.Client(timeout=FEED_TIMEOUT, follow_redirects=True)
-                response = client.get(self.location, headers={"Accept": "application/feed+json, application/atom+xml, application/rss+xml, */*"})
+                response = client.get(
+                    self.location,
+                    headers={"Accept": "application/feed+json, application/atom+xml, application/rss+xml, */*"},
+                )
             except httpx.TimeoutException:
                 raise Transient(f"feed {self.location} timed out") from None
             except httpx.HTTPError as exc:
@@ -190,7 +227,7 @@ class FeedHook(SourceHook):
             if len(response.content) > MAX_FEED_BYTES:
                 raise FeedError(f"feed {self.location} is over {MAX_FEED_BYTES} bytes")
             return response.content
-        path = Path(self.location[len("file://"):] if scheme == "file" else self.location)
+        path = Path(self.location[len("file://") :] if scheme == "file" else self.location)
         try:
             return path.read_bytes()
         except OSError as exc:
@@ -203,8 +240,11 @@ class FeedHook(SourceHook):
             raise
         except Exception as exc:  # a malformed feed must name itself, not crash the caller
             raise FeedError(f"feed {self.location} cannot be parsed: {exc}") from None
-        base = self.location if urlparse(self.location).scheme in ("http", "https", "file") else (
-            Path(self.location).resolve().as_uri())
+        base = (
+            self.location
+            if urlparse(self.location).scheme in ("http", "https", "file")
+            else (Path(self.location).resolve().as_uri())
+        )
         for item in items:  # enclosures relative to the feed resolve like a browser would
             for media in item.media:
                 if not urlparse(media.url).scheme:

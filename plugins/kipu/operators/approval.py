@@ -59,6 +59,12 @@ class KipuApprovalOperator(KipuStepOperator, ApprovalOperator):
         except HITLTimeoutError:
             reason = f"approval '{self.task_id}' timed out after {self.response_timeout} with no answer"
             with session_scope() as session:
-                finish_step(session, state.run_id, step_id, "skipped",
-                            {"decision": "timeout", "dropped": reason}, reason)
+                finish_step(
+                    session,
+                    state.run_id,
+                    step_id,
+                    "skipped",
+                    {"decision": "timeout", "dropped": reason},
+                    reason,
+                )
             raise AirflowSkipException(reason) from None

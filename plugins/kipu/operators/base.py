@@ -66,13 +66,21 @@ def resolve_run(context: Context, workflow_id: str, team_id: str | None, dag_id:
         rewrites = session.execute(
             select(WorkflowStepRun.output_data)
             .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
-            .where(WorkflowStepRun.run_id == run.id, WorkflowStepRun.status == "completed",
-                   WorkflowStep.step_type == "ai_rewrite")
+            .where(
+                WorkflowStepRun.run_id == run.id,
+                WorkflowStepRun.status == "completed",
+                WorkflowStep.step_type == "ai_rewrite",
+            )
             .order_by(WorkflowStepRun.completed_at)
         ).scalars()
         captions = {o["target_platform"]: o["caption"] for o in rewrites if o and "caption" in o}
-        return RunState(run_id=run.id, workflow_id=wf_id, team_id=uuid.UUID(team_id) if team_id else None,
-                        item=item, captions=captions)
+        return RunState(
+            run_id=run.id,
+            workflow_id=wf_id,
+            team_id=uuid.UUID(team_id) if team_id else None,
+            item=item,
+            captions=captions,
+        )
 
 
 class KipuStepOperator(BaseOperator):
@@ -81,8 +89,16 @@ class KipuStepOperator(BaseOperator):
     template_fields = ()
     ui_color = "#e8f4fd"
 
-    def __init__(self, *, workflow_id: str, step_id: str, step_config: dict[str, Any],
-                 team_id: str | None = None, workflow_timezone: str = "UTC", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        workflow_id: str,
+        step_id: str,
+        step_config: dict[str, Any],
+        team_id: str | None = None,
+        workflow_timezone: str = "UTC",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.workflow_id = workflow_id
         self.step_id = step_id
@@ -126,8 +142,11 @@ class KipuStepOperator(BaseOperator):
 
     def _save_output(self, state: RunState) -> None:
         with session_scope() as session:
-            row = session.scalar(select(WorkflowStepRun).where(
-                WorkflowStepRun.run_id == state.run_id, WorkflowStepRun.step_id == uuid.UUID(self.step_id)))
+            row = session.scalar(
+                select(WorkflowStepRun).where(
+                    WorkflowStepRun.run_id == state.run_id, WorkflowStepRun.step_id == uuid.UUID(self.step_id)
+                )
+            )
             if row is not None:
                 row.output_data = dict(state.output)
 

@@ -31,8 +31,14 @@ class KipuConditionOperator(KipuStepOperator, BaseBranchOperator):
         rules = ConditionSet.model_validate({"conditions": body["conditions"], "operator": body.get("operator", "and")})
         outcome, reasons = check_all(rules, state.item)
         target = self.true_task if outcome else self.false_task
-        state.output.update({"outcome": outcome, "branch": "if_true" if outcome else "if_false",
-                             "next_step": target, "reasons": reasons})
+        state.output.update(
+            {
+                "outcome": outcome,
+                "branch": "if_true" if outcome else "if_false",
+                "next_step": target,
+                "reasons": reasons,
+            }
+        )
         self.log.info("Condition is %s (%s); continuing at %s", outcome, "; ".join(reasons), target or "the end")
         return [target] if target else []
 

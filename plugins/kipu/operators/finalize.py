@@ -17,7 +17,9 @@ from kipu.store.runs import finish_run
 
 
 def run_outcome(
-    step_rows: list[tuple[str, WorkflowStepRun]], published: int, failed_posts: int,
+    step_rows: list[tuple[str, WorkflowStepRun]],
+    published: int,
+    failed_posts: int,
     failed_tasks: list[str] | None = None,
 ) -> tuple[str, str | None]:
     """``(status, reason)`` of a run from its step rows, its posts and the Airflow task states."""
@@ -63,12 +65,14 @@ class KipuFinalizeOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         state = resolve_run(context, self.workflow_id, None, self.dag_id)
         with session_scope() as session:
-            rows = list(session.execute(
-                select(WorkflowStep.step_key, WorkflowStepRun)
-                .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
-                .where(WorkflowStepRun.run_id == state.run_id)
-                .order_by(WorkflowStep.order_index)
-            ).tuples())
+            rows = list(
+                session.execute(
+                    select(WorkflowStep.step_key, WorkflowStepRun)
+                    .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
+                    .where(WorkflowStepRun.run_id == state.run_id)
+                    .order_by(WorkflowStep.order_index)
+                ).tuples()
+            )
             posts = posts_for_run(session, state.run_id)
             published = sum(1 for p in posts if p.status == "published")
             failed_posts = sum(1 for p in posts if p.status == "failed")

@@ -44,11 +44,18 @@ class KipuPublishOperator(KipuStepOperator):
                 conn = resolve_connection(session, state.team_id, target.connection_id)
                 if conn is None:
                     raise AirflowFailException(
-                        f"{self.task_id}: connection '{target.connection_id}' no longer exists in this team")
+                        f"{self.task_id}: connection '{target.connection_id}' no longer exists in this team"
+                    )
                 post = claim_intent(
-                    session, team_id=state.team_id, run_id=state.run_id, step_id=uuid.UUID(self.step_id),
-                    connection_id=conn.id, platform=target.platform, content_type=state.item.content_type,
-                    caption=caption, media_urls=[m.url for m in request_media],
+                    session,
+                    team_id=state.team_id,
+                    run_id=state.run_id,
+                    step_id=uuid.UUID(self.step_id),
+                    connection_id=conn.id,
+                    platform=target.platform,
+                    content_type=state.item.content_type,
+                    caption=caption,
+                    media_urls=[m.url for m in request_media],
                     metadata={"source_post_id": state.item.platform_post_id, "source_url": state.item.url},
                 )
                 post_id, already = str(post.id), post.status == "published"
@@ -59,8 +66,12 @@ class KipuPublishOperator(KipuStepOperator):
                 results[key] = {**results.get(key, {}), "status": "published", "post_id": post_id}
                 continue
             request = PublishRequest(
-                idempotency_key=post_id, content_type=state.item.content_type, caption=caption,
-                title=step.config.title or state.item.title, media=request_media, link=state.item.url,
+                idempotency_key=post_id,
+                content_type=state.item.content_type,
+                caption=caption,
+                title=step.config.title or state.item.title,
+                media=request_media,
+                link=state.item.url,
                 options=step.config.model_dump(mode="json", exclude_none=True, exclude={"custom_caption"}),
             )
             try:

@@ -7,7 +7,15 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 SOCIAL_PLATFORMS = (
-    "tiktok", "youtube", "instagram", "facebook", "threads", "pinterest", "bluesky", "linkedin", "x",
+    "tiktok",
+    "youtube",
+    "instagram",
+    "facebook",
+    "threads",
+    "pinterest",
+    "bluesky",
+    "linkedin",
+    "x",
 )
 # Kipu's account-free source and target, which make the demo and tests real without a network.
 LOCAL_PLATFORMS = ("feed", "outbox")
@@ -19,8 +27,19 @@ def _platform_alias(value: object) -> object:
 
 
 Platform = Annotated[
-    Literal["tiktok", "youtube", "instagram", "facebook", "threads", "pinterest", "bluesky", "linkedin", "x",
-            "feed", "outbox"],
+    Literal[
+        "tiktok",
+        "youtube",
+        "instagram",
+        "facebook",
+        "threads",
+        "pinterest",
+        "bluesky",
+        "linkedin",
+        "x",
+        "feed",
+        "outbox",
+    ],
     BeforeValidator(_platform_alias),
 ]
 ContentKind = Literal["video", "image", "text", "carousel"]

@@ -52,7 +52,10 @@ class PublishStep(StepBase):
 
     @property
     def targets(self) -> list[PublishTarget]:
-        return [PublishTarget(connection_id=self.connection_id, platform=self.platform), *self.additional_targets]
+        return [
+            PublishTarget(connection_id=self.connection_id, platform=self.platform),
+            *self.additional_targets,
+        ]
 
 
 class AIRewriteConfig(Strict):

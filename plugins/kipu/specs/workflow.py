@@ -92,7 +92,9 @@ class WorkflowSpec(BaseModel):
     def to_document(self) -> dict[str, Any]:
         """The file form: what ``kipu workflow export`` writes and ``import`` reads."""
         return self.model_dump(mode="json", exclude_none=True, exclude_unset=True) | {
-            "status": self.status, "timezone": self.timezone}
+            "status": self.status,
+            "timezone": self.timezone,
+        }
 
 
 def parse_workflow(data: Any) -> WorkflowSpec:
@@ -131,8 +133,14 @@ def parse_workflow(data: Any) -> WorkflowSpec:
         raise WorkflowSpecError(errors, name)
     assert header is not None
     return WorkflowSpec(
-        name=header.name, description=header.description, slug=header.slug, team=header.team,
-        status=header.status, timezone=header.timezone, trigger=header.trigger, steps=steps,  # type: ignore[arg-type]
+        name=header.name,
+        description=header.description,
+        slug=header.slug,
+        team=header.team,
+        status=header.status,
+        timezone=header.timezone,
+        trigger=header.trigger,
+        steps=steps,  # type: ignore[arg-type]
     )
 
 

@@ -17,12 +17,14 @@ from kipu.store.models import Connection, Profile, Team, TeamMember
 ROLES = ("owner", "admin", "member", "viewer")
 
 
-def get_or_create_profile(session: Session, email: str, name: str | None = None,
-                          airflow_username: str | None = None) -> Profile:
+def get_or_create_profile(
+    session: Session, email: str, name: str | None = None, airflow_username: str | None = None
+) -> Profile:
     profile = session.scalar(select(Profile).where(Profile.email == email))
     if profile is None:
-        profile = Profile(id=uuid.uuid4(), email=email, name=name or email.split("@")[0],
-                          airflow_username=airflow_username)
+        profile = Profile(
+            id=uuid.uuid4(), email=email, name=name or email.split("@")[0], airflow_username=airflow_username
+        )
         session.add(profile)
         session.flush()
     return profile
@@ -64,15 +66,26 @@ def find_team(session: Session, ref: str) -> Team | None:
 
 
 def upsert_connection(
-    session: Session, team: Team, platform: str, platform_user_id: str, *, username: str | None = None,
-    access_token: str | SecretStr | None = None, refresh_token: str | SecretStr | None = None,
-    expires_at: datetime | None = None, scopes: list[str] | None = None, metadata: dict[str, Any] | None = None,
+    session: Session,
+    team: Team,
+    platform: str,
+    platform_user_id: str,
+    *,
+    username: str | None = None,
+    access_token: str | SecretStr | None = None,
+    refresh_token: str | SecretStr | None = None,
+    expires_at: datetime | None = None,
+    scopes: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> Connection:
     """Create or update a connection; an empty refresh token never overwrites a stored one."""
     cipher = get_cipher()
     conn = session.scalar(
-        select(Connection).where(Connection.team_id == team.id, Connection.platform == platform,
-                                 Connection.platform_user_id == platform_user_id)
+        select(Connection).where(
+            Connection.team_id == team.id,
+            Connection.platform == platform,
+            Connection.platform_user_id == platform_user_id,
+        )
     )
     if conn is None:
         conn = Connection(id=uuid.uuid4(), team_id=team.id, platform=platform, platform_user_id=platform_user_id)
@@ -119,8 +132,11 @@ def resolve_connection(session: Session, team_id: uuid.UUID | None, ref: str) ->
     except ValueError:
         platform, _, user = ref.partition(":")
         conn = session.scalar(
-            select(Connection).where(Connection.team_id == team_id, Connection.platform == platform,
-                                     Connection.platform_user_id == user)
+            select(Connection).where(
+                Connection.team_id == team_id,
+                Connection.platform == platform,
+                Connection.platform_user_id == user,
+            )
         )
     if conn is not None and conn.team_id != team_id:
         return None

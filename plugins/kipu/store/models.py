@@ -250,6 +250,16 @@ class Media(Base):
 
 
 __all__ = [
-    "Base", "Connection", "Media", "MediaFolder", "Post", "Profile", "Team", "TeamMember",
-    "Workflow", "WorkflowRun", "WorkflowStep", "WorkflowStepRun",
+    "Base",
+    "Connection",
+    "Media",
+    "MediaFolder",
+    "Post",
+    "Profile",
+    "Team",
+    "TeamMember",
+    "Workflow",
+    "WorkflowRun",
+    "WorkflowStep",
+    "WorkflowStepRun",
 ]

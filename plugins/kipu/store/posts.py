@@ -14,8 +14,16 @@ from kipu.store.types import utcnow
 
 
 def claim_intent(
-    session: Session, *, team_id: uuid.UUID | None, run_id: uuid.UUID, step_id: uuid.UUID,
-    connection_id: uuid.UUID, platform: str, content_type: str, caption: str, media_urls: list[str],
+    session: Session,
+    *,
+    team_id: uuid.UUID | None,
+    run_id: uuid.UUID,
+    step_id: uuid.UUID,
+    connection_id: uuid.UUID,
+    platform: str,
+    content_type: str,
+    caption: str,
+    media_urls: list[str],
     metadata: dict[str, Any] | None = None,
 ) -> Post:
     """The intent row of this (run, step, target), created in state ``publishing`` if absent."""
@@ -23,9 +31,17 @@ def claim_intent(
     post = session.scalar(select(Post).where(*key))
     if post is None:
         post = Post(
-            id=uuid.uuid4(), team_id=team_id, workflow_run_id=run_id, step_id=step_id, connection_id=connection_id,
-            platform=platform, content_type=content_type, caption=caption, media_urls=media_urls,
-            status="publishing", metadata_=metadata or {},
+            id=uuid.uuid4(),
+            team_id=team_id,
+            workflow_run_id=run_id,
+            step_id=step_id,
+            connection_id=connection_id,
+            platform=platform,
+            content_type=content_type,
+            caption=caption,
+            media_urls=media_urls,
+            status="publishing",
+            metadata_=metadata or {},
         )
         try:
             with session.begin_nested():

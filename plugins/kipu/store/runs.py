@@ -17,8 +17,13 @@ TERMINAL_RUN = ("completed", "failed", "skipped", "partially_published")
 
 
 def record_run(
-    session: Session, workflow_id: uuid.UUID, item: dict[str, Any], *, status: str = "pending",
-    error_message: str | None = None, dag_id: str | None = None,
+    session: Session,
+    workflow_id: uuid.UUID,
+    item: dict[str, Any],
+    *,
+    status: str = "pending",
+    error_message: str | None = None,
+    dag_id: str | None = None,
 ) -> tuple[WorkflowRun, bool]:
     """The run row of ``item`` for this workflow, created if new; returns ``(row, created)``.
 
@@ -31,8 +36,13 @@ def record_run(
     if existing:
         return existing, False
     run = WorkflowRun(
-        id=uuid.uuid4(), workflow_id=workflow_id, trigger_data=item, platform_post_id=post_id, status=status,
-        error_message=error_message, dag_id=dag_id,
+        id=uuid.uuid4(),
+        workflow_id=workflow_id,
+        trigger_data=item,
+        platform_post_id=post_id,
+        status=status,
+        error_message=error_message,
+        dag_id=dag_id,
     )
     try:
         with session.begin_nested():
@@ -78,8 +88,12 @@ def start_step(
 
 
 def finish_step(
-    session: Session, run_id: uuid.UUID, step_id: uuid.UUID, status: str,
-    output: dict[str, Any] | None = None, error: str | None = None,
+    session: Session,
+    run_id: uuid.UUID,
+    step_id: uuid.UUID,
+    status: str,
+    output: dict[str, Any] | None = None,
+    error: str | None = None,
 ) -> None:
     row = step_run(session, run_id, step_id)
     if row is None:
@@ -93,8 +107,9 @@ def finish_step(
     session.flush()
 
 
-def finish_run(session: Session, run_id: uuid.UUID, status: str, error: str | None = None,
-               when: datetime | None = None) -> None:
+def finish_run(
+    session: Session, run_id: uuid.UUID, status: str, error: str | None = None, when: datetime | None = None
+) -> None:
     run = session.get(WorkflowRun, run_id)
     if run is None:
         return

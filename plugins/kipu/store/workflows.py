@@ -41,7 +41,9 @@ def store_errors(session: Session, spec: WorkflowSpec, team: Team) -> list[str]:
     members = {
         key
         for m, p in session.execute(
-            select(TeamMember, Profile).join(Profile, Profile.id == TeamMember.user_id).where(TeamMember.team_id == team.id)
+            select(TeamMember, Profile)
+            .join(Profile, Profile.id == TeamMember.user_id)
+            .where(TeamMember.team_id == team.id)
         )
         for key in (str(p.id), p.email, p.airflow_username)
         if key
@@ -56,7 +58,9 @@ def store_errors(session: Session, spec: WorkflowSpec, team: Team) -> list[str]:
                 where = "connection_id" if j == 0 else f"additional_targets[{j - 1}].connection_id"
                 conn = resolve_connection(session, team.id, target.connection_id)
                 if conn is None:
-                    errors.append(f"{label}.{where}: '{target.connection_id}' is not a connection of team '{team.slug}'")
+                    errors.append(
+                        f"{label}.{where}: '{target.connection_id}' is not a connection of team '{team.slug}'"
+                    )
                 elif conn.platform != target.platform:
                     errors.append(f"{label}.{where}: connection is a {conn.platform} account, not {target.platform}")
         if isinstance(step, ApprovalStep):
@@ -161,8 +165,12 @@ def load_active(session: Session) -> list[WorkflowRecord]:
         key = str(wf.id)
         if key not in records:
             records[key] = WorkflowRecord(
-                id=key, slug=wf.slug or key, team_id=str(wf.team_id) if wf.team_id else None, team_slug=team_slug,
-                owner=owner_email, document={},
+                id=key,
+                slug=wf.slug or key,
+                team_id=str(wf.team_id) if wf.team_id else None,
+                team_slug=team_slug,
+                owner=owner_email,
+                document={},
             )
             records[key].document = workflow_document(wf, [], team_slug)
             steps[key] = []
@@ -171,21 +179,32 @@ def load_active(session: Session) -> list[WorkflowRecord]:
         records[key].step_ids[step.step_key] = str(step.id)
     # Approver identities for HITL, for all workflows at once.
     wanted = {
-        a for r in records.values() for s in r.document["steps"] if s["type"] == "approval"
+        a
+        for r in records.values()
+        for s in r.document["steps"]
+        if s["type"] == "approval"
         for a in (s.get("config") or {}).get("approvers", [])
     }
     if wanted:
-        profiles = session.scalars(select(Profile)).all() if len(wanted) > 500 else session.scalars(
-            select(Profile).where(
-                Profile.email.in_(wanted) | Profile.airflow_username.in_(wanted)
-                | Profile.id.in_([uuid.UUID(w) for w in wanted if _is_uuid(w)])
-            )
-        ).all()
+        profiles = (
+            session.scalars(select(Profile)).all()
+            if len(wanted) > 500
+            else session.scalars(
+                select(Profile).where(
+                    Profile.email.in_(wanted)
+                    | Profile.airflow_username.in_(wanted)
+                    | Profile.id.in_([uuid.UUID(w) for w in wanted if _is_uuid(w)])
+                )
+            ).all()
+        )
         index = {k: p for p in profiles for k in (str(p.id), p.email, p.airflow_username) if k}
         for r in records.values():
             for s in r.document["steps"]:
                 for a in (s.get("config") or {}).get("approvers", []) if s["type"] == "approval" else []:
                     p = index.get(a)
                     if p is not None:
-                        r.approvers[a] = {"id": p.airflow_username or p.email or str(p.id), "name": p.name or a}
+                        r.approvers[a] = {
+                            "id": p.airflow_username or p.email or str(p.id),
+                            "name": p.name or a,
+                        }
     return list(records.values())
