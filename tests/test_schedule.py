@@ -29,36 +29,54 @@ def test_until_time_already_passed_means_tomorrow() -> None:
     assert delay_target(cfg(delay_until_time="09:00"), "Europe/Berlin", now) == datetime(2026, 11, 26, 8, tzinfo=UTC)
 
 
-def test_spring_forward_day_uses_the_new_offset() -> None:
-    # On 2026-03-29 Berlin moves from +1 to +2 at 02:00 local; 09:00 that day is 07:00 UTC.
-    now = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
-    assert delay_target(cfg(delay_until_time="09:00"), "Europe/Berlin", now) == datetime(2026, 3, 29, 7, tzinfo=UTC)
-
-
-def test_time_in_the_spring_gap_moves_forward() -> None:
-    # 02:30 does not exist on 2026-03-29 in Berlin; it becomes 03:30 CEST = 01:30 UTC.
-    now = datetime(2026, 3, 28, 23, 0, tzinfo=UTC)
-    assert delay_target(cfg(delay_until_time="02:30"), "Europe/Berlin", now) == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
-
-
-def test_autumn_back_day_uses_the_old_offset_after_the_change() -> None:
-    # On 2026-10-25 Berlin goes back from +2 to +1 at 03:00 local; 09:00 that day is 08:00 UTC.
-    now = datetime(2026, 10, 24, 12, 0, tzinfo=UTC)
-    assert delay_target(cfg(delay_until_time="09:00"), "Europe/Berlin", now) == datetime(2026, 10, 25, 8, tzinfo=UTC)
-
-
-def test_ambiguous_autumn_time_means_its_first_occurrence() -> None:
+# Each case: the wall time asked for, in a zone, across a DST change; the expected UTC target.
+DST_CASES = [
+    # Berlin moves +1 -> +2 at 02:00 on 2026-03-29; 09:00 that day is 07:00 UTC.
+    (
+        "spring forward day",
+        "Europe/Berlin",
+        datetime(2026, 3, 28, 12, tzinfo=UTC),
+        "09:00",
+        datetime(2026, 3, 29, 7, tzinfo=UTC),
+    ),
+    # 02:30 does not exist that day; it becomes 03:30 CEST = 01:30 UTC.
+    (
+        "time in the spring gap moves forward",
+        "Europe/Berlin",
+        datetime(2026, 3, 28, 23, tzinfo=UTC),
+        "02:30",
+        datetime(2026, 3, 29, 1, 30, tzinfo=UTC),
+    ),
+    # Berlin goes back +2 -> +1 at 03:00 on 2026-10-25; 09:00 that day is 08:00 UTC.
+    (
+        "autumn back day",
+        "Europe/Berlin",
+        datetime(2026, 10, 24, 12, tzinfo=UTC),
+        "09:00",
+        datetime(2026, 10, 25, 8, tzinfo=UTC),
+    ),
     # 02:30 happens twice on 2026-10-25; the first is 02:30 CEST = 00:30 UTC.
-    now = datetime(2026, 10, 24, 22, 0, tzinfo=UTC)
-    assert delay_target(cfg(delay_until_time="02:30"), "Europe/Berlin", now) == datetime(
-        2026, 10, 25, 0, 30, tzinfo=UTC
-    )
-
-
-def test_us_spring_forward() -> None:
+    (
+        "ambiguous autumn time is its first occurrence",
+        "Europe/Berlin",
+        datetime(2026, 10, 24, 22, tzinfo=UTC),
+        "02:30",
+        datetime(2026, 10, 25, 0, 30, tzinfo=UTC),
+    ),
     # New York springs forward on 2026-03-08: 09:00 EDT = 13:00 UTC (not 14:00).
-    now = datetime(2026, 3, 7, 20, 0, tzinfo=UTC)
-    assert delay_target(cfg(delay_until_time="09:00"), "America/New_York", now) == datetime(2026, 3, 8, 13, tzinfo=UTC)
+    (
+        "US spring forward",
+        "America/New_York",
+        datetime(2026, 3, 7, 20, tzinfo=UTC),
+        "09:00",
+        datetime(2026, 3, 8, 13, tzinfo=UTC),
+    ),
+]
+
+
+@pytest.mark.parametrize("case,zone,now,at,expected", DST_CASES, ids=[c[0] for c in DST_CASES])
+def test_until_time_across_dst(case: str, zone: str, now: datetime, at: str, expected: datetime) -> None:
+    assert delay_target(cfg(delay_until_time=at), zone, now) == expected
 
 
 @pytest.mark.parametrize(
