@@ -9,60 +9,92 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from types import SimpleNamespace
 
-from sqlalchemy import select
-
-
-def _awaiting(session, dag_id: str):  # type: ignore[no-untyped-def]
-    from airflow.models.taskinstance import TaskInstance as TI
-    from airflow.utils.state import TaskInstanceState
-
-    return session.scalar(select(TI).where(TI.dag_id == dag_id, TI.state == TaskInstanceState.AWAITING_INPUT))
+from sqlalchemy import select, update
 
 
 class Responder(threading.Thread):
-    """Answers the first approval of ``dag_id`` with ``option`` as ``user``; records what it saw."""
+    """Answers the first approval of ``dag_id`` with ``option`` as ``user`` (``None``: let it time out).
 
-    def __init__(self, dag_id: str, option: str | None, user: str = "admin", timeout: float = 120) -> None:
+    On any error the parked task is failed, so ``dag.test()`` ends and the test sees ``error``.
+    """
+
+    def __init__(self, dag_id: str, option: str | None, user: str = "admin", timeout: float = 90) -> None:
         super().__init__(daemon=True)
         self.dag_id, self.option, self.user, self.timeout = dag_id, option, user, timeout
         self.assigned_users: list[dict] | None = None
+        self.error: str | None = None
         self.answered = threading.Event()
 
     def run(self) -> None:
-        from airflow.models.hitl import HITLUser
+        try:
+            self._answer()
+        except Exception:
+            self.error = traceback.format_exc()
+        if not self.answered.is_set():
+            self.error = self.error or f"no approval of {self.dag_id} answered within {self.timeout}s"
+            self._fail_parked()
+
+    def _parked(self, session):  # type: ignore[no-untyped-def]
+        from airflow.models.taskinstance import TaskInstance as TI
+        from airflow.utils.state import TaskInstanceState
+
+        return session.scalar(select(TI).where(TI.dag_id == self.dag_id, TI.state == TaskInstanceState.AWAITING_INPUT))
+
+    def _answer(self) -> None:
+        from airflow.models.hitl import HITLDetail, HITLUser
+        from airflow.models.taskinstance import TaskInstance as TI
         from airflow.models.trigger import handle_event_submit
+        from airflow.sdk import timezone
         from airflow.triggers.base import TriggerEvent
-        from airflow.utils import timezone
         from airflow.utils.session import create_session
 
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             with create_session() as session:
-                ti = _awaiting(session, self.dag_id)
-                if ti is not None:
-                    detail = ti.hitl_detail
-                    self.assigned_users = list(detail.assigned_users or [])
-                    if self.option is None:  # expire: what the scheduler's timeout sweep does
-                        if ti.trigger_timeout and ti.trigger_timeout < timezone.utcnow():
-                            from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+                found = self._parked(session)
+                if found is None:
+                    time.sleep(0.5)
+                    continue
+                # The REST handler's lock order: the task instance first, then its HITL row.
+                ti = session.get(TI, found.id, with_for_update={"of": TI})
+                detail = session.scalar(
+                    select(HITLDetail).where(HITLDetail.ti_id == ti.id).with_for_update(of=HITLDetail)
+                )
+                self.assigned_users = list(detail.assigned_users or [])
+                if self.option is None:  # expire: what the scheduler's timeout sweep does
+                    if ti.trigger_timeout and ti.trigger_timeout < timezone.utcnow():
+                        from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
 
-                            session.commit()
-                            SchedulerJobRunner.check_awaiting_input_timeouts(
-                                SimpleNamespace(log=logging.getLogger("test.sweep"))
-                            )
-                            self.answered.set()
-                            return
-                    else:
-                        detail.responded_by = HITLUser(id=self.user, name=self.user)
-                        detail.responded_at = timezone.utcnow()
-                        detail.chosen_options = [self.option]
-                        detail.params_input = {}
-                        session.add(detail)
-                        handle_event_submit(
-                            TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session
+                        session.commit()
+                        SchedulerJobRunner.check_awaiting_input_timeouts(
+                            SimpleNamespace(log=logging.getLogger("test.sweep"))
                         )
                         self.answered.set()
                         return
+                else:
+                    detail.responded_by = HITLUser(id=self.user, name=self.user)
+                    detail.responded_at = timezone.utcnow()
+                    detail.chosen_options = [self.option]
+                    detail.params_input = {}
+                    session.add(detail)
+                    handle_event_submit(
+                        TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session
+                    )
+                    self.answered.set()
+                    return
             time.sleep(0.5)
+
+    def _fail_parked(self) -> None:
+        from airflow.models.taskinstance import TaskInstance as TI
+        from airflow.utils.session import create_session
+        from airflow.utils.state import TaskInstanceState
+
+        with create_session() as session:
+            session.execute(
+                update(TI)
+                .where(TI.dag_id == self.dag_id, TI.state == TaskInstanceState.AWAITING_INPUT)
+                .values(state=TaskInstanceState.FAILED)
+            )

@@ -1,12 +1,14 @@
 """Workflows end to end through real Airflow (``dag.test()``), checking the store's run, step and post rows.
 
-The Kipu store is real PostgreSQL; Airflow's metadata database is SQLite in a temporary AIRFLOW_HOME.
+Both the Kipu store and Airflow's metadata database are real PostgreSQL; approvals are answered from a thread
+the way Airflow's HITL REST handler and timeout sweep do it.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,7 @@ def run_item(item_id: str, responder: Responder | None = None, workflow_run_id: 
     dag_run = dag.test(run_conf={"workflow_run_id": workflow_run_id})
     if responder:
         responder.join(5)
+        assert responder.error is None, responder.error
     with session_scope() as s:
         run = s.get(WorkflowRun, uuid.UUID(workflow_run_id))
         steps = {
@@ -105,6 +108,55 @@ def _short_timeout(auto: bool) -> dict:
         "auto_approve_on_timeout": auto,
     }
     return doc
+
+
+def test_long_video_waits_and_publishes_once_approved(flow: dict) -> None:
+    store(demo_doc())
+    responder = Responder(DAG_ID, "Approve")
+    out = run_item("ana-002", responder)
+    assert responder.assigned_users == [{"id": "admin", "name": "Owner"}]
+    assert out["dag_run"].state == "success" and out["run"].status == "completed"
+    steps = out["steps"]
+    assert "quick_pause" not in steps and steps["long_or_short"].output_data["branch"] == "if_true"
+    assert steps["cool_down"].status == "completed"
+    assert steps["cool_down"].completed_at - steps["cool_down"].started_at >= timedelta(seconds=3)
+    review = steps["team_review"]
+    assert review.status == "completed"
+    assert review.output_data["decision"] == "Approve" and review.output_data["responded_by"] == "admin"
+    (post,) = out["posts"]
+    assert post.status == "published" and len(outbox_files(flow)) == 1
+
+
+def test_a_rejected_item_is_skipped_with_the_reason_and_never_published(flow: dict) -> None:
+    store(demo_doc())
+    out = run_item("ana-002", Responder(DAG_ID, "Reject"))
+    assert out["dag_run"].state == "success"
+    assert out["run"].status == "skipped"
+    assert out["run"].error_message == "rejected by admin at 'team_review'"
+    assert out["steps"]["team_review"].output_data["decision"] == "Reject"
+    assert "publish_outbox" not in out["steps"] or out["steps"]["publish_outbox"].status == "skipped"
+    assert out["posts"] == [] and outbox_files(flow) == []
+
+
+def test_an_unanswered_approval_times_out_to_skipped(flow: dict) -> None:
+    store(_short_timeout(auto=False))
+    out = run_item("ana-002", Responder(DAG_ID, None))
+    assert out["run"].status == "skipped"
+    assert "approval 'team_review' timed out" in out["run"].error_message
+    review = out["steps"]["team_review"]
+    assert review.status == "skipped" and review.output_data["decision"] == "timeout"
+    assert out["posts"] == [] and outbox_files(flow) == []
+
+
+def test_auto_approve_on_timeout_publishes(flow: dict) -> None:
+    store(_short_timeout(auto=True))
+    out = run_item("ana-002", Responder(DAG_ID, None))
+    assert out["dag_run"].state == "success" and out["run"].status == "completed"
+    review = out["steps"]["team_review"]
+    assert review.output_data["decision"] == "Approve"
+    assert review.output_data["responded_by"] == "the timeout default"
+    (post,) = out["posts"]
+    assert post.status == "published" and len(outbox_files(flow)) == 1
 
 
 @pytest.mark.parametrize(
