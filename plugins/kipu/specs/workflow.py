@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, TypeAdapter, ValidationError, field_validator
 
 from kipu.specs.common import Strict
 from kipu.specs.graph import StepGraph, build_graph
@@ -83,8 +83,12 @@ class WorkflowSpec(BaseModel):
     trigger: TriggerSpec
     steps: list[StepSpec]
 
+    _graph: StepGraph | None = PrivateAttr(default=None)
+
     def graph(self) -> StepGraph:
-        return build_graph(self.steps)[0]  # type: ignore[arg-type]
+        if self._graph is None:  # parse_workflow has usually built it already
+            self._graph = build_graph(self.steps)[0]  # type: ignore[arg-type]
+        return self._graph
 
     def step(self, key: str) -> StepBase:
         return next(s for s in self.steps if s.id == key)
@@ -126,13 +130,14 @@ def parse_workflow(data: Any) -> WorkflowSpec:
             continue
         seen[step.id] = i
         steps.append(step)
+    graph = None
     if len(steps) == len(raw_steps):
-        _, graph_errors = build_graph(steps)
+        graph, graph_errors = build_graph(steps)
         errors.extend(graph_errors)
     if errors:
         raise WorkflowSpecError(errors, name)
     assert header is not None
-    return WorkflowSpec(
+    spec = WorkflowSpec(
         name=header.name,
         description=header.description,
         slug=header.slug,
@@ -142,6 +147,8 @@ def parse_workflow(data: Any) -> WorkflowSpec:
         trigger=header.trigger,
         steps=steps,  # type: ignore[arg-type]
     )
+    spec._graph = graph
+    return spec
 
 
 _STEP_TYPES = ("publish", "ai_rewrite", "filter", "condition", "delay", "approval")

@@ -16,23 +16,38 @@ from kipu.store.accounts import find_team, resolve_connection
 from kipu.store.models import Profile, Team, TeamMember, Workflow, WorkflowStep
 
 
-def _step_document(step: WorkflowStep) -> dict[str, Any]:
+def _step_document(key: str, step_type: str, config: dict[str, Any] | None) -> dict[str, Any]:
     """The spec form of a stored step: the seed keeps everything but order and type in ``config``."""
-    body = dict(step.config or {})
-    return {"id": step.step_key, "type": step.step_type, **body}
+    return {"id": key, "type": step_type, **(config or {})}
+
+
+def _document(
+    name: str,
+    description: str | None,
+    slug: str | None,
+    team: str | None,
+    status: str | None,
+    tz: str | None,
+    trigger: Any,
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": description,
+        "slug": slug,
+        "team": team,
+        "status": status or "inactive",
+        "timezone": tz or "UTC",
+        "trigger": trigger,
+        "steps": [],
+    }
 
 
 def workflow_document(wf: Workflow, steps: list[WorkflowStep], team_slug: str | None) -> dict[str, Any]:
-    return {
-        "name": wf.name,
-        "description": wf.description,
-        "slug": wf.slug,
-        "team": team_slug,
-        "status": wf.status or "inactive",
-        "timezone": wf.timezone or "UTC",
-        "trigger": wf.trigger_config,
-        "steps": [_step_document(s) for s in sorted(steps, key=lambda s: s.order_index)],
-    }
+    doc = _document(wf.name, wf.description, wf.slug, team_slug, wf.status, wf.timezone, wf.trigger_config)
+    doc["steps"] = [
+        _step_document(s.step_key, s.step_type, s.config) for s in sorted(steps, key=lambda s: s.order_index)
+    ]
+    return doc
 
 
 def store_errors(session: Session, spec: WorkflowSpec, team: Team) -> list[str]:
@@ -151,60 +166,65 @@ class WorkflowRecord:
 
 def load_active(session: Session) -> list[WorkflowRecord]:
     """Every active workflow with its steps, team and approver identities, in one joined query."""
+    # Core tables, not ORM entities: this runs on every DAG parse, where configuring the ORM mappers (which
+    # makes Airflow import all of its own models) and identity-mapping thousands of rows cost more than the query.
+    w, ws, t, p = Workflow.__table__, WorkflowStep.__table__, Team.__table__, Profile.__table__
     rows = session.execute(
-        select(Workflow, WorkflowStep, Team.slug, Profile.email)
-        .join(WorkflowStep, WorkflowStep.workflow_id == Workflow.id)
-        .outerjoin(Team, Team.id == Workflow.team_id)
-        .outerjoin(Profile, Profile.id == Team.owner_id)
-        .where(Workflow.status == "active")
-        .order_by(Workflow.slug, WorkflowStep.order_index)
-    ).all()
-    records: dict[str, WorkflowRecord] = {}
-    steps: dict[str, list[WorkflowStep]] = {}
-    for wf, step, team_slug, owner_email in rows:
-        key = str(wf.id)
-        if key not in records:
-            records[key] = WorkflowRecord(
-                id=key,
-                slug=wf.slug or key,
-                team_id=str(wf.team_id) if wf.team_id else None,
-                team_slug=team_slug,
-                owner=owner_email,
-                document={},
-            )
-            records[key].document = workflow_document(wf, [], team_slug)
-            steps[key] = []
-        steps[key].append(step)
-        records[key].document["steps"].append(_step_document(step))
-        records[key].step_ids[step.step_key] = str(step.id)
-    # Approver identities for HITL, for all workflows at once.
-    wanted = {
-        a
-        for r in records.values()
-        for s in r.document["steps"]
-        if s["type"] == "approval"
-        for a in (s.get("config") or {}).get("approvers", [])
-    }
-    if wanted:
-        profiles = (
-            session.scalars(select(Profile)).all()
-            if len(wanted) > 500
-            else session.scalars(
-                select(Profile).where(
-                    Profile.email.in_(wanted)
-                    | Profile.airflow_username.in_(wanted)
-                    | Profile.id.in_([uuid.UUID(w) for w in wanted if _is_uuid(w)])
-                )
-            ).all()
+        select(
+            w.c.id,
+            w.c.slug,
+            w.c.team_id,
+            w.c.name,
+            w.c.description,
+            w.c.status,
+            w.c.timezone,
+            w.c.trigger_config,
+            t.c.slug,
+            p.c.email,
+            ws.c.id,
+            ws.c.step_key,
+            ws.c.step_type,
+            ws.c.config,
         )
-        index = {k: p for p in profiles for k in (str(p.id), p.email, p.airflow_username) if k}
+        .join(ws, ws.c.workflow_id == w.c.id)
+        .outerjoin(t, t.c.id == w.c.team_id)
+        .outerjoin(p, p.c.id == t.c.owner_id)
+        .where(w.c.status == "active")
+        .order_by(w.c.slug, ws.c.order_index)
+    ).tuples()
+    records: dict[str, WorkflowRecord] = {}
+    wanted: set[str] = set()
+    for wf_id, slug, team_id, name, description, status, tz, trigger, team_slug, owner, sid, key, stype, cfg in rows:
+        wid = str(wf_id)
+        record = records.get(wid)
+        if record is None:
+            record = records[wid] = WorkflowRecord(
+                id=wid,
+                slug=slug or wid,
+                team_id=str(team_id) if team_id else None,
+                team_slug=team_slug,
+                owner=owner,
+                document=_document(name, description, slug, team_slug, status, tz, trigger),
+            )
+        record.document["steps"].append(_step_document(key, stype, cfg))
+        record.step_ids[key] = str(sid)
+        if stype == "approval":
+            wanted.update((cfg or {}).get("config", {}).get("approvers", []))
+    # Approver identities for HITL, for all workflows at once.
+    if wanted:
+        query = select(p.c.id, p.c.email, p.c.airflow_username, p.c.name)
+        if len(wanted) <= 500:
+            uuids = [uuid.UUID(x) for x in wanted if _is_uuid(x)]
+            query = query.where(p.c.email.in_(wanted) | p.c.airflow_username.in_(wanted) | p.c.id.in_(uuids))
+        index = {
+            k: {"id": username or email or str(pid), "name": pname}
+            for pid, email, username, pname in session.execute(query).tuples()
+            for k in (str(pid), email, username)
+            if k
+        }
         for r in records.values():
             for s in r.document["steps"]:
                 for a in (s.get("config") or {}).get("approvers", []) if s["type"] == "approval" else []:
-                    p = index.get(a)
-                    if p is not None:
-                        r.approvers[a] = {
-                            "id": p.airflow_username or p.email or str(p.id),
-                            "name": p.name or a,
-                        }
+                    if a in index:
+                        r.approvers[a] = {"id": index[a]["id"], "name": index[a]["name"] or a}
     return list(records.values())
