@@ -1,0 +1,2 @@
+-- One PostgreSQL, two databases: Airflow's metadata and the Kipu store.
+CREATE DATABASE kipu OWNER airflow;
