@@ -178,9 +178,13 @@ def main() -> int:
         assert n_kipu == n_plain == args.workflows, (n_kipu, n_plain)
         kipu_times.append(t_kipu)
         plain_times.append(t_plain)
-        print(f"round {r + 1}: kipu factory {t_kipu:.2f} s, plain Airflow {t_plain:.2f} s, ratio {t_kipu / t_plain:.2f}")
+        print(
+            f"round {r + 1}: kipu factory {t_kipu:.2f} s, plain Airflow {t_plain:.2f} s, ratio {t_kipu / t_plain:.2f}"
+        )
     k, p = statistics.median(kipu_times), statistics.median(plain_times)
-    print(f"median of {args.rounds}: kipu factory {k:.2f} s, plain Airflow {p:.2f} s, ratio {k / p:.2f} (target <= 1.3)")
+    print(
+        f"median of {args.rounds}: kipu factory {k:.2f} s, plain Airflow {p:.2f} s, ratio {k / p:.2f} (target <= 1.3)"
+    )
     return 0
 
 

@@ -63,7 +63,9 @@ def test_compose_config_validates_with_the_celery_topology(filled_env: Path) -> 
 
 def test_secrets_come_from_the_env_file_only(tmp_path: Path) -> None:
     text = COMPOSE.read_text()
-    assert not re.search(r"(PASSWORD|SECRET|KEY):\s*[\"']?[A-Za-z0-9+/=_-]{8,}", text), "a literal secret is in the file"
+    assert not re.search(r"(PASSWORD|SECRET|KEY):\s*[\"']?[A-Za-z0-9+/=_-]{8,}", text), (
+        "a literal secret is in the file"
+    )
     empty = tmp_path / "empty.env"
     empty.write_text("")
     out = compose("config", env_file=empty)
