@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from kipu.hooks.base import Transient
+from kipu.hooks.base import RateLimited, Transient
 from kipu.hooks.feed import FeedError, FeedHook, parse_feed
 
 from tests.fakes.feed_server import FeedServer, Route
@@ -97,14 +97,16 @@ def test_http_feed(server: FeedServer) -> None:
     "mode,error,match",
     [
         ("500", Transient, "answered HTTP 500"),
-        ("429", Transient, "answered HTTP 429"),
+        ("429", RateLimited, "answered HTTP 429"),
         ("malformed", FeedError, "not a readable RSS or Atom feed"),
     ],
 )
 def test_http_errors_are_classified(server: FeedServer, mode: str, error: type, match: str) -> None:
     server.routes["/f"] = Route(b"", mode=mode)
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match=match) as info:
         FeedHook(server.url + "/f").list_posts()
+    if mode == "429":
+        assert info.value.retry_after == 7  # the fake's Retry-After
 
 
 def test_slow_feed_times_out(server: FeedServer) -> None:

@@ -190,9 +190,11 @@ def main(args: argparse.Namespace | None = None) -> int:
         with session_scope() as s:
             wf = s.get(Workflow, uuid.UUID(workflow_id))
             for item in items:
-                rec = record_item(s, wf, item)
+                rec = record_item(s, wf, item, source="poll")
                 s.commit()
-                if start(api, rec):
+                begun = start(api, s, rec)
+                s.commit()
+                if begun:
                     started[run_id_for(rec.workflow_run_id)] = item.platform_post_id
                     say(f"{item.platform_post_id}: new item, started run {run_id_for(rec.workflow_run_id)}")
                 elif rec.status == "skipped":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 from sqlalchemy.orm import Session
@@ -11,19 +12,15 @@ from sqlalchemy.orm import Session
 from kipu.factory.builder import dag_id_for
 from kipu.filters import trigger_filter_reason
 from kipu.specs.items import ContentItem
-from kipu.specs.workflow import parse_workflow
+from kipu.specs.triggers import parse_trigger
 from kipu.store.models import Workflow
-from kipu.store.runs import record_run
-from kipu.store.workflows import workflow_document
+from kipu.store.runs import claim_starts, record_items, run_id_for
+
+__all__ = ["Recorded", "RunStarter", "record_item", "run_id_for", "start"]
 
 
 class RunStarter(Protocol):
     def trigger(self, dag_id: str, run_id: str, conf: dict) -> bool: ...
-
-
-def run_id_for(workflow_run_id: uuid.UUID | str) -> str:
-    """The Airflow run id of a recorded item: deterministic, so a second start is a no-op."""
-    return f"kipu__{workflow_run_id}"
 
 
 @dataclass
@@ -39,29 +36,33 @@ class Recorded:
         return {"workflow_run_id": str(self.workflow_run_id)}
 
 
-def record_item(session: Session, workflow: Workflow, item: ContentItem) -> Recorded:
+def record_item(session: Session, workflow: Workflow, item: ContentItem, source: str = "manual") -> Recorded:
     """Store the item as a run row (once); an item that fails the trigger filters is stored as skipped."""
-    spec = parse_workflow(workflow_document(workflow, list(workflow.steps), None))
-    reason = trigger_filter_reason(spec.trigger.filters, item)
-    run, created = record_run(
+    reason = trigger_filter_reason(parse_trigger(workflow.trigger_config).filters, item)
+    dag_id = dag_id_for(workflow.slug or "")
+    post_id = item.platform_post_id
+    (rec,) = record_items(
         session,
         workflow.id,
-        item.model_dump(mode="json"),
-        status="skipped" if reason else "pending",
-        error_message=f"trigger filter: {reason}" if reason else None,
-        dag_id=dag_id_for(workflow.slug or ""),
+        [item.model_dump(mode="json")],
+        dag_id=dag_id,
+        source=source,
+        skip_reasons={post_id: reason} if reason else None,
     )
-    return Recorded(
-        run.id,
-        dag_id_for(workflow.slug or ""),
-        created,
-        reason if created else run.error_message,
-        run.status or "pending",
+    skipped = (
+        rec.error_message.removeprefix("trigger filter: ") if rec.status == "skipped" and rec.error_message else None
     )
+    return Recorded(rec.workflow_run_id, dag_id, rec.created, skipped, rec.status)
 
 
-def start(starter: RunStarter, recorded: Recorded) -> bool:
-    """Start the recorded item's DAG run; False if it already exists."""
-    if recorded.status == "skipped":
+def start(starter: RunStarter, session: Session, recorded: Recorded) -> bool:
+    """Start the recorded item's DAG run now (webhook and manual paths); False if it exists or is not pending.
+
+    The claim is committed with the caller's transaction; if the start call fails, the poll cycle's
+    reconciler starts the run later under the same deterministic run id.
+    """
+    claimed = claim_starts(session, datetime.now(UTC), run_ids=[recorded.workflow_run_id])
+    if not claimed:
         return False
-    return starter.trigger(recorded.dag_id, run_id_for(recorded.workflow_run_id), recorded.conf)
+    _, dag_id, run_id = claimed[0]
+    return starter.trigger(dag_id, run_id, recorded.conf)

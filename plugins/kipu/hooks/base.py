@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseHook
 from pydantic import BaseModel, ConfigDict, Field
 
 from kipu.captions.platforms import CaptionRules, rules_for
 from kipu.specs.items import ContentItem, ContentType, MediaRef
+
+if TYPE_CHECKING:
+    from kipu.hooks.http import LimitedClient
 
 
 class PlatformError(Exception):
@@ -82,6 +85,12 @@ class SourceHook(BaseHook, ABC):
     @abstractmethod
     def list_posts(self, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
         """Posts newer than ``since_id`` (all recent posts when None), oldest first."""
+
+    async def fetch_posts(self, http: LimitedClient, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
+        """``list_posts`` for the poll engine, through its shared limited client; hooks override it."""
+        import asyncio
+
+        return await asyncio.to_thread(self.list_posts, since_id, limit)
 
 
 class TargetHook(BaseHook, ABC):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,11 +13,13 @@ import feedparser
 import httpx
 
 from kipu.captions.hashtags import extract_hashtags
-from kipu.hooks.base import PlatformError, Rejected, SourceHook, Transient
+from kipu.hooks.base import PlatformError, RateLimited, Rejected, SourceHook, Transient
+from kipu.hooks.http import LimitedClient, classify
 from kipu.specs.items import ContentItem, ContentType, MediaRef
 
 FEED_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 MAX_FEED_BYTES = 20 * 1024 * 1024
+ACCEPT = {"Accept": "application/feed+json, application/atom+xml, application/rss+xml, */*"}
 
 
 class FeedError(Rejected):
@@ -207,35 +210,58 @@ class FeedHook(SourceHook):
         self.location = location
         self._client = client
 
-    def fetch(self) -> bytes:
+    @property
+    def is_remote(self) -> bool:
+        return urlparse(self.location).scheme in ("http", "https")
+
+    def _check(self, response: httpx.Response) -> bytes:
+        error = classify(response, "feed")
+        if error is not None:
+            message = f"feed {self.location} answered HTTP {response.status_code}"
+            if isinstance(error, RateLimited):
+                raise RateLimited(message, error.retry_after)
+            raise Transient(message) if isinstance(error, Transient) else FeedError(message)
+        if len(response.content) > MAX_FEED_BYTES:
+            raise FeedError(f"feed {self.location} is over {MAX_FEED_BYTES} bytes")
+        return response.content
+
+    def _read_file(self) -> bytes:
         scheme = urlparse(self.location).scheme
-        if scheme in ("http", "https"):
-            try:
-                client = self._client or httpx.Client(timeout=FEED_TIMEOUT, follow_redirects=True)
-                response = client.get(
-                    self.location,
-                    headers={"Accept": "application/feed+json, application/atom+xml, application/rss+xml, */*"},
-                )
-            except httpx.TimeoutException:
-                raise Transient(f"feed {self.location} timed out") from None
-            except httpx.HTTPError as exc:
-                raise Transient(f"feed {self.location} unreachable: {exc.__class__.__name__}") from None
-            if response.status_code >= 500 or response.status_code == 429:
-                raise Transient(f"feed {self.location} answered HTTP {response.status_code}")
-            if response.status_code >= 400:
-                raise FeedError(f"feed {self.location} answered HTTP {response.status_code}")
-            if len(response.content) > MAX_FEED_BYTES:
-                raise FeedError(f"feed {self.location} is over {MAX_FEED_BYTES} bytes")
-            return response.content
         path = Path(self.location[len("file://") :] if scheme == "file" else self.location)
         try:
             return path.read_bytes()
         except OSError as exc:
             raise FeedError(f"feed file {path} cannot be read: {exc.strerror}") from None
 
-    def list_posts(self, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
+    def fetch(self) -> bytes:
+        if not self.is_remote:
+            return self._read_file()
         try:
-            items = parse_feed(self.fetch())
+            client = self._client or httpx.Client(timeout=FEED_TIMEOUT, follow_redirects=True)
+            response = client.get(self.location, headers=ACCEPT)
+        except httpx.TimeoutException:
+            raise Transient(f"feed {self.location} timed out") from None
+        except httpx.HTTPError as exc:
+            raise Transient(f"feed {self.location} unreachable: {exc.__class__.__name__}") from None
+        return self._check(response)
+
+    async def fetch_posts(self, http: LimitedClient, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
+        if self.is_remote:
+            # A feed's "account" is its URL: per-token limits then apply per feed, not per host.
+            response = await http.request(
+                "GET", self.location, platform="feed", token_key=self.location, headers=ACCEPT
+            )
+            body = self._check(response)
+        else:
+            body = await asyncio.to_thread(self._read_file)
+        return self._items(body, since_id, limit)
+
+    def list_posts(self, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
+        return self._items(self.fetch(), since_id, limit)
+
+    def _items(self, body: bytes, since_id: str | None, limit: int) -> list[ContentItem]:
+        try:
+            items = parse_feed(body)
         except PlatformError:
             raise
         except Exception as exc:  # a malformed feed must name itself, not crash the caller

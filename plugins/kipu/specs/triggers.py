@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import AwareDatetime, Field, TypeAdapter, model_validator
 
 from kipu.specs.common import ContentKind, Platform, Strict
 
@@ -33,8 +33,10 @@ class PollTrigger(Strict):
     connection_id: str = Field(min_length=1)
     platform: Platform
     poll_interval_minutes: int = Field(default=5, ge=1, le=1440)
+    # The cursor, kept by the poll engine: items published before ``polling_since`` are history.
     last_checked_at: AwareDatetime | None = None
     last_post_id: str | None = None
+    polling_since: AwareDatetime | None = None
     filters: TriggerFilters = Field(default_factory=TriggerFilters)
     # The first poll starts from now; ``last_n`` replays the newest ``backfill_count`` items.
     backfill: Literal["none", "last_n"] = "none"
@@ -57,3 +59,10 @@ class ManualTrigger(Strict):
 
 
 TriggerSpec = Annotated[PollTrigger | WebhookTrigger | ManualTrigger, Field(discriminator="type")]
+
+_TRIGGER: TypeAdapter[PollTrigger | WebhookTrigger | ManualTrigger] = TypeAdapter(TriggerSpec)
+
+
+def parse_trigger(config: object) -> PollTrigger | WebhookTrigger | ManualTrigger:
+    """A stored ``trigger_config`` as its model (raises pydantic's ValidationError)."""
+    return _TRIGGER.validate_python(config)

@@ -33,3 +33,12 @@ def current(url: str | None = None) -> str | None:
         rev = MigrationContext.configure(conn).get_current_revision()
     engine.dispose()
     return rev
+
+
+def head() -> str:
+    """The newest migration's revision id."""
+    from alembic.script import ScriptDirectory
+
+    rev = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert rev is not None
+    return rev

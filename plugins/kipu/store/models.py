@@ -106,6 +106,8 @@ class Connection(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # Kipu: a 429's Retry-After; the poll engine leaves the account alone until then.
+    poll_backoff_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     def __repr__(self) -> str:  # tokens are never part of a repr
         return f"Connection(id={self.id}, platform={self.platform!r}, user={self.platform_user_id!r})"
@@ -113,6 +115,7 @@ class Connection(Base):
 
 class Workflow(Base):
     __tablename__ = "workflows"
+    __table_args__ = (Index("ix_workflows_status", "status"),)
 
     id: Mapped[uuid.UUID] = _id()
     team_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("teams.id"))
@@ -171,6 +174,9 @@ class WorkflowRun(Base):
     platform_post_id: Mapped[str | None] = mapped_column(Text)
     dag_id: Mapped[str | None] = mapped_column(Text)
     dag_run_id: Mapped[str | None] = mapped_column(Text)
+    # Kipu: how the item arrived (poll, webhook, manual) and when its DAG run was last asked for.
+    source: Mapped[str | None] = mapped_column(Text)
+    start_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     step_runs: Mapped[list[WorkflowStepRun]] = relationship(back_populates="run", cascade="all, delete-orphan")
 

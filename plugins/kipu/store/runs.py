@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from kipu.store.models import WorkflowRun, WorkflowStepRun
@@ -16,43 +16,133 @@ from kipu.store.types import utcnow
 TERMINAL_RUN = ("completed", "failed", "skipped", "partially_published")
 
 
-def record_run(
+@dataclass(frozen=True)
+class Recorded:
+    """One item's run row after recording: ``created`` is False when the item was already known."""
+
+    workflow_run_id: uuid.UUID
+    platform_post_id: str
+    created: bool
+    status: str
+    error_message: str | None
+
+
+def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> None:
+    """INSERT ... ON CONFLICT (workflow_id, platform_post_id) DO NOTHING, on PostgreSQL and SQLite alike."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - the store runs on PostgreSQL or SQLite only
+        raise NotImplementedError(f"the Kipu store does not support {dialect}")
+    stmt = insert(WorkflowRun.__table__).on_conflict_do_nothing(index_elements=["workflow_id", "platform_post_id"])
+    session.execute(stmt, rows)
+
+
+def record_items(
     session: Session,
     workflow_id: uuid.UUID,
-    item: dict[str, Any],
+    items: list[dict[str, Any]],
     *,
-    status: str = "pending",
-    error_message: str | None = None,
-    dag_id: str | None = None,
-) -> tuple[WorkflowRun, bool]:
-    """The run row of ``item`` for this workflow, created if new; returns ``(row, created)``.
+    dag_id: str | None,
+    source: str,
+    skip_reasons: dict[str, str] | None = None,
+) -> list[Recorded]:
+    """Record items as run rows, once each: unique on ``(workflow_id, platform_post_id)``, race-safe.
 
-    Unique on ``(workflow_id, platform_post_id)``: a second record of the same item returns the first row.
+    The one way an item becomes a run, for polls, webhooks and manual runs alike. An item with a skip reason
+    (it failed the trigger filters) is stored as ``skipped`` with the reason, so it is visible and never re-run.
     """
-    post_id = str(item["platform_post_id"])
-    existing = session.scalar(
-        select(WorkflowRun).where(WorkflowRun.workflow_id == workflow_id, WorkflowRun.platform_post_id == post_id)
+    if not items:
+        return []
+    reasons = skip_reasons or {}
+    now = utcnow()
+    mine: dict[str, uuid.UUID] = {}
+    rows = []
+    for item in items:
+        post_id = str(item["platform_post_id"])
+        if post_id in mine:
+            continue
+        mine[post_id] = uuid.uuid4()
+        reason = reasons.get(post_id)
+        rows.append(
+            {
+                "id": mine[post_id],
+                "workflow_id": workflow_id,
+                "trigger_data": item,
+                "platform_post_id": post_id,
+                "status": "skipped" if reason else "pending",
+                "error_message": f"trigger filter: {reason}" if reason else None,
+                "completed_at": now if reason else None,
+                "started_at": now,
+                "dag_id": dag_id,
+                "source": source,
+            }
+        )
+    _insert_ignoring_duplicates(session, rows)
+    stored = session.execute(
+        select(WorkflowRun.id, WorkflowRun.platform_post_id, WorkflowRun.status, WorkflowRun.error_message).where(
+            WorkflowRun.workflow_id == workflow_id, WorkflowRun.platform_post_id.in_(list(mine))
+        )
+    ).tuples()
+    found = {post_id: (run_id, status, error) for run_id, post_id, status, error in stored}
+    return [
+        Recorded(found[p][0], p, found[p][0] == mine[p], found[p][1] or "pending", found[p][2])
+        for p in mine
+        if p in found
+    ]
+
+
+def record_run(
+    session: Session, workflow_id: uuid.UUID, item: dict[str, Any], *, dag_id: str | None = None, source: str = "manual"
+) -> tuple[WorkflowRun, bool]:
+    """The run row of one item, created if new; returns ``(row, created)``."""
+    (rec,) = record_items(session, workflow_id, [item], dag_id=dag_id, source=source)
+    run = session.get(WorkflowRun, rec.workflow_run_id)
+    assert run is not None
+    return run, rec.created
+
+
+def claim_starts(
+    session: Session,
+    now: datetime,
+    *,
+    run_ids: list[uuid.UUID] | None = None,
+    grace: timedelta = timedelta(minutes=10),
+    limit: int = 500,
+) -> list[tuple[uuid.UUID, str, str]]:
+    """Pending runs to start now, as ``(workflow_run_id, dag_id, run_id)``; each is marked as asked for.
+
+    A run asked for less than ``grace`` ago is left alone (it is probably queued); an older one is asked for again,
+    which is a no-op if its DAG run exists, because the Airflow run id is deterministic.
+    """
+    query = (
+        select(WorkflowRun)
+        .where(
+            WorkflowRun.status == "pending",
+            WorkflowRun.dag_id.is_not(None),
+            or_(WorkflowRun.start_requested_at.is_(None), WorkflowRun.start_requested_at < now - grace),
+        )
+        .order_by(WorkflowRun.started_at)
+        .limit(limit)
     )
-    if existing:
-        return existing, False
-    run = WorkflowRun(
-        id=uuid.uuid4(),
-        workflow_id=workflow_id,
-        trigger_data=item,
-        platform_post_id=post_id,
-        status=status,
-        error_message=error_message,
-        dag_id=dag_id,
-    )
-    try:
-        with session.begin_nested():
-            session.add(run)
-    except IntegrityError:  # a concurrent recorder won the race
-        run = session.scalars(
-            select(WorkflowRun).where(WorkflowRun.workflow_id == workflow_id, WorkflowRun.platform_post_id == post_id)
-        ).one()
-        return run, False
-    return run, True
+    if run_ids is not None:
+        query = query.where(WorkflowRun.id.in_(run_ids))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    claimed = []
+    for run in session.scalars(query):
+        run.start_requested_at = now
+        run.dag_run_id = run_id_for(run.id)
+        claimed.append((run.id, run.dag_id or "", run.dag_run_id))
+    session.flush()
+    return claimed
+
+
+def run_id_for(workflow_run_id: uuid.UUID | str) -> str:
+    """The Airflow run id of a recorded item: deterministic, so a second start is a no-op."""
+    return f"kipu__{workflow_run_id}"
 
 
 def get_run(session: Session, run_id: uuid.UUID | str) -> WorkflowRun | None:

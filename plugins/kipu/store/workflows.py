@@ -113,8 +113,12 @@ def save_workflow(session: Session, data: Any) -> Workflow:
         wf = Workflow(id=uuid.uuid4(), slug=slug, team_id=team.id, name=spec.name, trigger_config={})
         session.add(wf)
     doc = spec.to_document()
-    wf.name, wf.description, wf.status, wf.timezone = spec.name, spec.description, spec.status, spec.timezone
-    wf.trigger_config = doc["trigger"]
+    trigger = doc["trigger"]
+    if not any(trigger.get(k) for k in CURSOR_KEYS) and _keeps_cursor(wf, spec.status, trigger):
+        trigger.update({k: wf.trigger_config.get(k) for k in CURSOR_KEYS if wf.trigger_config.get(k)})
+    wf.name, wf.description, wf.timezone = spec.name, spec.description, spec.timezone
+    wf.trigger_config = trigger
+    set_status(wf, spec.status)
     existing = {s.step_key: s for s in wf.steps}
     keep: list[WorkflowStep] = []
     for order, step_doc in enumerate(doc["steps"]):
@@ -125,6 +129,24 @@ def save_workflow(session: Session, data: Any) -> Workflow:
     wf.steps = keep  # steps no longer in the document are deleted (delete-orphan)
     session.flush()
     return wf
+
+
+CURSOR_KEYS = ("last_post_id", "last_checked_at", "polling_since")
+
+
+def _keeps_cursor(wf: Workflow, status: str, trigger: dict[str, Any]) -> bool:
+    """An edit keeps the poll cursor while it watches the same account and the workflow was not inactive."""
+    old = wf.trigger_config or {}
+    same_source = (old.get("type"), old.get("connection_id")) == (trigger.get("type"), trigger.get("connection_id"))
+    return same_source and not (wf.status == "inactive" and status == "active")
+
+
+def set_status(wf: Workflow, status: str) -> None:
+    """Activate, pause or inactivate. Resuming from ``paused`` continues from the poll cursor; activating an
+    ``inactive`` workflow starts from now, so history is never replayed."""
+    if status == "active" and wf.status == "inactive" and wf.trigger_config:
+        wf.trigger_config = {k: v for k, v in wf.trigger_config.items() if k not in CURSOR_KEYS}
+    wf.status = status
 
 
 def export_workflow(session: Session, workflow_id: str) -> dict[str, Any]:

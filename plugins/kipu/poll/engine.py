@@ -1,0 +1,234 @@
+"""One poll cycle: fetch every due source concurrently, then record new items and advance cursors atomically.
+
+Runs inside the triggerer (``KipuPollTrigger``): network waits hold no worker slot. Store writes run in a thread,
+in batches; each source's items and cursor commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from kipu.factory.builder import dag_id_for
+from kipu.filters import trigger_filter_reason
+from kipu.hooks.base import AuthExpired, NeedsReconnect, PlatformError, RateLimited, SourceHook, Transient
+from kipu.hooks.http import LimitedClient, Limits
+from kipu.poll.cursor import Cursor, select_new
+from kipu.poll.due import Source
+from kipu.specs.items import ContentItem
+from kipu.specs.triggers import PollTrigger, parse_trigger
+from kipu.store.engine import session_scope
+from kipu.store.models import Connection, Workflow
+from kipu.store.runs import record_items
+
+log = logging.getLogger(__name__)
+
+FETCH_LIMIT = 50
+DEFAULT_BACKOFF = timedelta(seconds=60)
+
+
+class CycleReport(BaseModel):
+    """What one cycle did; small and free of secrets, so it can travel in a TriggerEvent and XCom."""
+
+    sources: int = 0
+    fetched: int = 0
+    failed: int = 0
+    rate_limited: int = 0
+    new_runs: int = 0
+    skipped_runs: int = 0
+    seconds: float = 0.0
+    errors: dict[str, int] = Field(default_factory=dict)
+
+
+@dataclass
+class SourceContext:
+    source: Source
+    hook: SourceHook | None
+    token_key: str
+    error: PlatformError | None = None
+    watchers: list[uuid.UUID] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    source: Source
+    items: list[ContentItem] | None = None
+    error: PlatformError | None = None
+
+
+def load_contexts(sources: list[Source]) -> dict[str, SourceContext]:
+    """Hooks for every source, built from their connections (tokens decrypted in memory only)."""
+    from kipu.hooks.registry import source_hook
+
+    ids = [uuid.UUID(s.connection_id) for s in sources]
+    out: dict[str, SourceContext] = {}
+    with session_scope() as session:
+        conns = {str(c.id): c for c in session.scalars(select(Connection).where(Connection.id.in_(ids)))}
+        for src in sources:
+            conn = conns.get(src.connection_id)
+            ctx = SourceContext(src, None, src.connection_id, watchers=[uuid.UUID(w) for w in src.workflow_ids])
+            try:
+                if conn is None:
+                    raise NeedsReconnect(f"connection {src.connection_id} no longer exists")
+                ctx.hook = source_hook(conn)
+            except PlatformError as exc:
+                ctx.error = exc
+            out[src.connection_id] = ctx
+    return out
+
+
+async def fetch_one(ctx: SourceContext, http: LimitedClient, timeout: float) -> Outcome:
+    """Fetch one source; every failure becomes this source's outcome and never escapes."""
+    if ctx.error is not None or ctx.hook is None:
+        return Outcome(ctx.source, error=ctx.error or NeedsReconnect("no hook"))
+    try:
+        items = await asyncio.wait_for(ctx.hook.fetch_posts(http, None, FETCH_LIMIT), timeout)
+    except PlatformError as exc:
+        return Outcome(ctx.source, error=exc)
+    except TimeoutError:
+        return Outcome(ctx.source, error=Transient(f"{ctx.source.platform}: no answer within {timeout:g}s"))
+    except Exception as exc:  # a hook bug must cost only its own source
+        log.exception("polling %s failed", ctx.source.connection_id)
+        return Outcome(ctx.source, error=Transient(f"{ctx.source.platform}: {type(exc).__name__}"))
+    return Outcome(ctx.source, items=items)
+
+
+def _record_items(session: Session, wf_id: uuid.UUID, items: list[ContentItem], now: datetime) -> Counter[str]:
+    """New items of one workflow as run rows, and its cursor advanced; in the caller's transaction."""
+    w = Workflow.__table__
+    query = select(w.c.trigger_config, w.c.status, w.c.slug).where(w.c.id == wf_id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()  # an edit saved meanwhile wins over a stale cursor
+    row = session.execute(query).one_or_none()
+    counts: Counter[str] = Counter()
+    if row is None or row.status != "active" or (row.trigger_config or {}).get("type") != "poll":
+        return counts
+    trigger = parse_trigger(row.trigger_config)
+    assert isinstance(trigger, PollTrigger)
+    new, cursor = select_new(items, Cursor.of(trigger), now, trigger.backfill, trigger.backfill_count)
+    reasons = {i.platform_post_id: r for i in new if (r := trigger_filter_reason(trigger.filters, i))}
+    for rec in record_items(
+        session,
+        wf_id,
+        [i.model_dump(mode="json") for i in new],
+        dag_id=dag_id_for(row.slug or str(wf_id)),
+        source="poll",
+        skip_reasons=reasons,
+    ):
+        if rec.created:
+            counts["skipped_runs" if rec.status == "skipped" else "new_runs"] += 1
+    session.execute(
+        update(w).where(w.c.id == wf_id).values(trigger_config={**row.trigger_config, **cursor.as_config()})
+    )
+    return counts
+
+
+def _health(outcome: Outcome, now: datetime) -> dict[str, Any]:
+    """The connection columns this outcome sets."""
+    if outcome.error is None:
+        return {"status": "healthy", "last_error": None, "last_checked_at": now, "poll_backoff_until": None}
+    err = outcome.error
+    message = str(err)[:500]
+    if isinstance(err, (AuthExpired, NeedsReconnect)):
+        # Refresh belongs to the hooks issue; until then an expired token asks the user to reconnect.
+        return {"status": "needs_reconnect", "last_error": message, "last_checked_at": now}
+    wait = timedelta(seconds=err.retry_after) if isinstance(err, RateLimited) and err.retry_after else DEFAULT_BACKOFF
+    status = "rate_limited" if isinstance(err, RateLimited) else "error"
+    return {"status": status, "last_error": message, "last_checked_at": now, "poll_backoff_until": now + wait}
+
+
+def write_outcome(session: Session, ctx: SourceContext, outcome: Outcome, now: datetime) -> Counter[str]:
+    """One source: its workflows' new runs and cursors, and its connection's health."""
+    counts: Counter[str] = Counter()
+    if outcome.items is not None:
+        for wf_id in ctx.watchers:
+            counts.update(_record_items(session, wf_id, outcome.items, now))
+    c = Connection.__table__
+    session.execute(update(c).where(c.c.id == uuid.UUID(ctx.source.connection_id)).values(**_health(outcome, now)))
+    return counts
+
+
+def write_batch(batch: list[tuple[SourceContext, Outcome]], now: datetime) -> Counter[str]:
+    """A batch in one transaction; if it fails, each source alone, so one bad source loses nothing of the others."""
+    try:
+        with session_scope() as session:
+            counts: Counter[str] = Counter()
+            for ctx, outcome in batch:
+                counts.update(write_outcome(session, ctx, outcome, now))
+            return counts
+    except Exception:
+        log.warning("a batch of %d sources failed to record; recording them one by one", len(batch))
+    counts = Counter()
+    for ctx, outcome in batch:
+        try:
+            with session_scope() as session:
+                counts.update(write_outcome(session, ctx, outcome, now))
+        except Exception:
+            log.exception("recording source %s failed; it will be fetched again", ctx.source.connection_id)
+            counts["write_failed"] += 1
+    return counts
+
+
+async def run_cycle(
+    sources: list[Source],
+    *,
+    limits: Limits | None = None,
+    source_timeout: float = 30.0,
+    batch_size: int = 200,
+    now: datetime | None = None,
+    client: LimitedClient | None = None,
+) -> CycleReport:
+    """Fetch every source concurrently (bounded by ``limits``) and record the outcomes in batches as they land."""
+    started = time.monotonic()
+    now = now or datetime.now(UTC)
+    report = CycleReport(sources=len(sources))
+    contexts = await asyncio.to_thread(load_contexts, sources)
+    queue: asyncio.Queue[tuple[SourceContext, Outcome] | None] = asyncio.Queue()
+    totals: Counter[str] = Counter()
+
+    async def writer() -> None:
+        done = False
+        while not done:
+            batch = [await queue.get()]
+            while not queue.empty() and len(batch) < batch_size:
+                batch.append(queue.get_nowait())
+            if batch[-1] is None:
+                batch.pop()
+                done = True
+            if batch:
+                totals.update(await asyncio.to_thread(write_batch, batch, now))  # type: ignore[arg-type]
+
+    async def one(ctx: SourceContext, http: LimitedClient) -> None:
+        outcome = await fetch_one(ctx, http, source_timeout)
+        if outcome.error is None:
+            report.fetched += 1
+        else:
+            report.failed += 1
+            report.rate_limited += isinstance(outcome.error, RateLimited)
+            name = type(outcome.error).__name__
+            report.errors[name] = report.errors.get(name, 0) + 1
+        await queue.put((ctx, outcome))
+
+    write_task = asyncio.create_task(writer())
+    try:
+        async with client or LimitedClient(limits) as http:
+            await asyncio.gather(*(one(ctx, http) for ctx in contexts.values()))
+    finally:
+        await queue.put(None)
+        await write_task
+    report.new_runs = totals["new_runs"]
+    report.skipped_runs = totals["skipped_runs"]
+    if totals["write_failed"]:
+        report.errors["write_failed"] = totals["write_failed"]
+    report.seconds = round(time.monotonic() - started, 3)
+    return report

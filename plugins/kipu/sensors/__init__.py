@@ -1,0 +1,1 @@
+"""Kipu's sensors."""

@@ -1,0 +1,1 @@
+"""Kipu's deferrable triggers, run by Airflow's triggerer."""

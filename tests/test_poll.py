@@ -1,0 +1,312 @@
+"""The poll engine on real PostgreSQL against a fake content host: due selection, exactly-once detection,
+trigger filters, failures that cost only their own source, pause and resume, and the reconciler."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from kipu.hooks.http import Limits
+from kipu.ingest import record_item
+from kipu.poll.cursor import Cursor, select_new
+from kipu.poll.due import due_sources, is_due
+from kipu.poll.engine import CycleReport, run_cycle
+from kipu.poll.start import pending_starts
+from kipu.specs.items import ContentItem
+from kipu.specs.triggers import PollTrigger
+from kipu.store.accounts import find_team, upsert_connection
+from kipu.store.engine import session_scope
+from kipu.store.models import Connection, Workflow, WorkflowRun
+from kipu.store.workflows import save_workflow, set_status
+from sqlalchemy import select
+
+from tests.fakes.platform_server import PlatformServer
+from tests.helpers import demo_doc
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+# -- the cursor ----------------------------------------------------------------------------------------------
+def item(post_id: str, minutes_ago: float | None = 0, caption: str = "") -> ContentItem:
+    when = None if minutes_ago is None else NOW - timedelta(minutes=minutes_ago)
+    return ContentItem(platform="feed", platform_post_id=post_id, caption=caption, published_at=when)
+
+
+def test_the_first_poll_replays_no_history() -> None:
+    new, cursor = select_new([item("a", 60), item("b", 30)], Cursor(), NOW)
+    assert new == [] and cursor == Cursor("b", NOW, NOW)
+
+
+def test_backfill_last_n_is_opt_in() -> None:
+    new, _ = select_new([item("a", 60), item("b", 30), item("c", 10)], Cursor(), NOW, "last_n", 2)
+    assert [i.platform_post_id for i in new] == ["b", "c"]
+
+
+def test_items_after_the_cursor_are_new_and_old_edited_ones_are_not() -> None:
+    since = NOW - timedelta(minutes=20)
+    cursor = Cursor("b", since, since)
+    # 'a' was published before polling began and has just been edited, so the host lists it last.
+    items = [item("b", 25), item("c", 5), item("a", 90, caption="edited")]
+    new, nxt = select_new(items, cursor, NOW)
+    assert [i.platform_post_id for i in new] == ["c"]
+    assert nxt.last_post_id == "a" and nxt.polling_since == since and nxt.last_checked_at == NOW
+
+
+def test_a_cursor_that_rolled_off_falls_back_to_dates() -> None:
+    since = NOW - timedelta(minutes=20)
+    new, _ = select_new([item("x", 60), item("y", 10), item("z", None)], Cursor("gone", since, since), NOW)
+    assert [i.platform_post_id for i in new] == ["y"]
+
+
+def test_due_after_the_interval_with_jitter() -> None:
+    trig = PollTrigger(connection_id="feed:x", platform="feed", poll_interval_minutes=10, last_checked_at=NOW)
+    assert not is_due("w1", trig, NOW + timedelta(minutes=8, seconds=59))
+    assert is_due("w1", trig, NOW + timedelta(minutes=11))
+    spread = {round(is_due(f"w{i}", trig, NOW + timedelta(minutes=10)), 0) for i in range(50)}
+    assert spread == {0, 1}, "jitter spreads sources around the interval"
+
+
+# -- the engine against a fake host ----------------------------------------------------------------------------
+@pytest.fixture
+def host() -> Iterator[PlatformServer]:
+    with PlatformServer() as server:
+        yield server
+
+
+@pytest.fixture
+def team(pg_demo_team: dict) -> dict:
+    return pg_demo_team
+
+
+def watch(host: PlatformServer, name: str, slug: str | None = None, **trigger: Any) -> str:
+    """A stored, active workflow polling fake source ``name``; returns its id."""
+    with session_scope() as s:
+        upsert_connection(s, find_team(s, "demo"), "feed", name, metadata={"url": host.feed_url(name)})
+        doc = demo_doc(slug=slug or f"watch_{name}", name=f"Watch {slug or name}")
+        doc["trigger"] = {"type": "poll", "connection_id": f"feed:{name}", "platform": "feed", **trigger}
+        return str(save_workflow(s, doc).id)
+
+
+def cycle(**kwargs: Any) -> CycleReport:
+    with session_scope() as s:
+        sources = due_sources(s, datetime.now(UTC))
+    return asyncio.run(run_cycle(sources, source_timeout=kwargs.pop("source_timeout", 5.0), **kwargs))
+
+
+def runs(workflow_id: str) -> list[WorkflowRun]:
+    with session_scope() as s:
+        return list(
+            s.scalars(
+                select(WorkflowRun).where(WorkflowRun.workflow_id == uuid.UUID(workflow_id)).order_by(WorkflowRun.id)
+            )
+        )
+
+
+def make_due(*workflow_ids: str) -> None:
+    """As if the poll interval had passed."""
+    with session_scope() as s:
+        for wf_id in workflow_ids:
+            wf = s.get(Workflow, uuid.UUID(wf_id))
+            old = datetime.fromisoformat(wf.trigger_config["last_checked_at"]) - timedelta(days=1)
+            wf.trigger_config = {**wf.trigger_config, "last_checked_at": old.isoformat()}
+
+
+def test_new_posts_become_one_pending_run_each_exactly_once(team: dict, host: PlatformServer) -> None:
+    src = host.source("ana")
+    src.add("old-1", minutes_ago=60)
+    wf = watch(host, "ana")
+    first = cycle()
+    assert first.sources == 1 and first.new_runs == 0 and runs(wf) == []  # no history replay
+    src.add("new-1", "fresh #pasta")
+    src.add("new-2", "another")
+    make_due(wf)
+    report = cycle()
+    assert report.new_runs == 2 and report.failed == 0
+    rows = runs(wf)
+    assert sorted(r.platform_post_id for r in rows) == ["new-1", "new-2"]
+    assert all(r.status == "pending" and r.source == "poll" and r.dag_id == "kipu_watch_ana" for r in rows)
+    assert {r.trigger_data["caption"] for r in rows} == {"fresh #pasta", "another"}
+    # The host repeats the same posts, and one of them is edited: nothing new.
+    src.posts[-1]["content_text"] = "another, edited"
+    make_due(wf)
+    again = cycle()
+    assert again.fetched == 1 and again.new_runs == 0 and len(runs(wf)) == 2
+
+
+def test_one_fetch_serves_every_workflow_watching_the_account(team: dict, host: PlatformServer) -> None:
+    a = watch(host, "shared", slug="first")
+    b = watch(host, "shared", slug="second")
+    cycle()
+    host.source("shared").add("p1")
+    make_due(a, b)
+    hits = host.source("shared").hits
+    report = cycle()
+    assert report.sources == 1 and host.source("shared").hits == hits + 1
+    assert report.new_runs == 2 and len(runs(a)) == len(runs(b)) == 1
+
+
+def test_trigger_filters_store_skipped_rows_with_the_reason(team: dict, host: PlatformServer) -> None:
+    wf = watch(host, "cafe", filters={"hashtags_include": ["#Café"], "keywords_exclude": ["sponsored"]})
+    cycle()
+    src = host.source("cafe")
+    src.add("p-match", "Morning at the #café")
+    src.add("p-nomatch", "no tags here")
+    src.add("p-ad", "sponsored #CAFÉ")
+    make_due(wf)
+    report = cycle()
+    assert report.new_runs == 1 and report.skipped_runs == 2
+    by_id = {r.platform_post_id: r for r in runs(wf)}
+    assert by_id["p-match"].status == "pending"
+    assert by_id["p-nomatch"].status == "skipped" and "hashtag" in by_id["p-nomatch"].error_message
+    assert by_id["p-ad"].status == "skipped" and "sponsored" in by_id["p-ad"].error_message
+    assert pending_starts() == [
+        {
+            "trigger_dag_id": "kipu_watch_cafe",
+            "trigger_run_id": f"kipu__{by_id['p-match'].id}",
+            "conf": {"workflow_run_id": str(by_id["p-match"].id)},
+        }
+    ]
+
+
+def test_failing_and_slow_sources_cost_only_themselves(team: dict, host: PlatformServer) -> None:
+    names = ["good", "limited", "broken", "garbled", "stuck"]
+    ids = {n: watch(host, n) for n in names}
+    cycle()
+    for n in names:
+        host.source(n).add(f"{n}-1")
+    host.source("limited").mode, host.source("limited").retry_after = "429", "300"
+    host.source("broken").mode = "500"
+    host.source("garbled").mode = "malformed"
+    host.source("stuck").mode = "slow"
+    make_due(*ids.values())
+    started = time.monotonic()
+    report = cycle(source_timeout=2.0)
+    assert time.monotonic() - started < 8, "a stuck source must not hold the cycle beyond its own timeout"
+    assert report.fetched == 1 and report.failed == 4 and report.rate_limited == 1 and report.new_runs == 1
+    assert [r.platform_post_id for r in runs(ids["good"])] == ["good-1"]
+    with session_scope() as s:
+        conns = {c.platform_user_id: c for c in s.scalars(select(Connection).where(Connection.platform == "feed"))}
+        assert conns["good"].status == "healthy" and conns["good"].last_error is None
+        limited = conns["limited"]
+        assert limited.status == "rate_limited" and "429" in limited.last_error
+        assert timedelta(seconds=290) < limited.poll_backoff_until - limited.last_checked_at <= timedelta(seconds=300)
+        assert conns["broken"].status == "error" and "500" in conns["broken"].last_error
+        assert "cannot be parsed" in conns["garbled"].last_error or "JSON" in conns["garbled"].last_error
+        assert "no answer within 2s" in conns["stuck"].last_error
+        # The failed sources kept their cursors: nothing they had is lost.
+        for n in ("broken", "garbled", "stuck"):
+            wf = s.get(Workflow, uuid.UUID(ids[n]))
+            assert datetime.fromisoformat(wf.trigger_config["last_checked_at"]) < datetime.now(UTC) - timedelta(hours=1)
+        # Retry-After is honoured: the limited account is not polled again before it.
+        due = {src.connection_id for src in due_sources(s, datetime.now(UTC) + timedelta(days=2))}
+        assert str(limited.id) in due
+        assert str(limited.id) not in {x.connection_id for x in due_sources(s, datetime.now(UTC))}
+    host.source("broken").mode = "ok"
+    with session_scope() as s:  # once its back-off has passed, the broken source is polled again
+        s.get(Connection, conns["broken"].id).poll_backoff_until = datetime.now(UTC) - timedelta(seconds=1)
+    cycle(source_timeout=2.0)
+    assert [r.platform_post_id for r in runs(ids["broken"])] == ["broken-1"]
+
+
+def test_a_crash_before_the_commit_duplicates_nothing(
+    team: dict, host: PlatformServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kipu.poll.engine as engine
+
+    wf = watch(host, "crashy")
+    cycle()
+    host.source("crashy").add("c-1")
+    make_due(wf)
+    real = engine.write_outcome
+
+    def dies_after_writing(session, ctx, outcome, now):  # type: ignore[no-untyped-def]
+        real(session, ctx, outcome, now)
+        raise RuntimeError("worker killed before commit")
+
+    monkeypatch.setattr(engine, "write_outcome", dies_after_writing)
+    crashed = cycle()
+    assert crashed.errors.get("write_failed") == 1 and runs(wf) == []
+    with session_scope() as s:  # the cursor did not move either, so the item is fetched again
+        checked = datetime.fromisoformat(s.get(Workflow, uuid.UUID(wf)).trigger_config["last_checked_at"])
+        assert checked < datetime.now(UTC) - timedelta(hours=1)
+    monkeypatch.setattr(engine, "write_outcome", real)
+    recovered = cycle()
+    assert recovered.new_runs == 1 and [r.platform_post_id for r in runs(wf)] == ["c-1"]
+    make_due(wf)
+    assert cycle().new_runs == 0 and len(runs(wf)) == 1
+
+
+def test_a_crash_between_record_and_start_loses_nothing(team: dict, host: PlatformServer) -> None:
+    wf = watch(host, "lost")
+    cycle()
+    host.source("lost").add("l-1")
+    make_due(wf)
+    assert cycle().new_runs == 1
+    # The cycle recorded the item; the process died before any DAG run was started. The reconciler finds it.
+    (claimed,) = pending_starts()
+    (run,) = runs(wf)
+    assert claimed["trigger_run_id"] == f"kipu__{run.id}" and run.dag_run_id == claimed["trigger_run_id"]
+    assert pending_starts() == [], "a run asked for moments ago is not asked for again"
+    with session_scope() as s:  # the start was lost too: after the grace period it is asked for again
+        r = s.get(WorkflowRun, run.id)
+        r.start_requested_at = datetime.now(UTC) - timedelta(minutes=11)
+    assert [c["trigger_run_id"] for c in pending_starts()] == [claimed["trigger_run_id"]]
+
+
+def test_webhook_then_poll_runs_the_post_once(team: dict, host: PlatformServer) -> None:
+    wf_id = watch(host, "both")
+    cycle()
+    post = host.source("both").add("b-1", "seen twice")
+    with session_scope() as s:
+        wf = s.get(Workflow, uuid.UUID(wf_id))
+        hooked = record_item(s, wf, ContentItem(platform="feed", platform_post_id="b-1", caption=post["content_text"]))
+        assert hooked.created
+    make_due(wf_id)
+    assert cycle().new_runs == 0
+    (row,) = runs(wf_id)
+    assert row.source == "webhook" or row.source == "manual"
+
+
+def test_pause_stops_polling_and_resume_continues_from_the_cursor(team: dict, host: PlatformServer) -> None:
+    wf_id = watch(host, "pausy")
+    cycle()
+    with session_scope() as s:
+        set_status(s.get(Workflow, uuid.UUID(wf_id)), "paused")
+    host.source("pausy").add("while-paused")
+    make_due(wf_id)
+    hits = host.source("pausy").hits
+    assert cycle().sources == 0 and host.source("pausy").hits == hits
+    with session_scope() as s:
+        set_status(s.get(Workflow, uuid.UUID(wf_id)), "active")
+    assert cycle().new_runs == 1 and [r.platform_post_id for r in runs(wf_id)] == ["while-paused"]
+
+
+def test_reactivating_an_inactive_workflow_starts_from_now(team: dict, host: PlatformServer) -> None:
+    wf_id = watch(host, "sleepy")
+    cycle()
+    with session_scope() as s:
+        set_status(s.get(Workflow, uuid.UUID(wf_id)), "inactive")
+    host.source("sleepy").add("while-off", minutes_ago=1)
+    with session_scope() as s:
+        set_status(s.get(Workflow, uuid.UUID(wf_id)), "active")
+    assert cycle().new_runs == 0 and runs(wf_id) == []
+    host.source("sleepy").add("after")
+    make_due(wf_id)
+    assert cycle().new_runs == 1 and [r.platform_post_id for r in runs(wf_id)] == ["after"]
+
+
+@pytest.mark.parametrize(
+    "limits,peak",
+    [(Limits(global_concurrency=2), 2), (Limits(per_platform={"feed": 3}), 3), (Limits(global_concurrency=50), 6)],
+)
+def test_concurrency_is_bounded(team: dict, host: PlatformServer, limits: Limits, peak: int) -> None:
+    for i in range(6):
+        watch(host, f"slowhost{i}")
+        host.source(f"slowhost{i}").delay = 0.3
+    report = cycle(limits=limits)
+    assert report.fetched == 6 and host.peak_in_flight == peak
