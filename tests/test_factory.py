@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import timedelta
 
 import pytest
 from kipu.store.engine import session_scope
@@ -15,10 +16,11 @@ from tests.conftest import REPO, use_store
 from tests.helpers import demo_doc
 
 
-def dagbag():  # type: ignore[no-untyped-def]
+def dagbag(path: str = "dags/kipu_workflows.py"):  # type: ignore[no-untyped-def]
+    """The workflow DAGs only; ``path="dags"`` parses the whole folder, the poll engine included."""
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(REPO / "dags"))
+    return DagBag(dag_folder=str(REPO / path))
 
 
 def _store_three(broken: bool = True) -> None:
@@ -37,9 +39,13 @@ def _store_three(broken: bool = True) -> None:
 
 def test_dagbag_loads_every_active_workflow_without_import_errors(demo_team: dict) -> None:
     _store_three()
-    bag = dagbag()
+    bag = dagbag("dags")
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {"kipu_demo_crosspost", "kipu_second", "kipu_broken"}
+    assert set(bag.dag_ids) == {"kipu_demo_crosspost", "kipu_second", "kipu_broken", "kipu_poll"}
+    poll = bag.dags["kipu_poll"]
+    assert poll.max_active_runs == 1 and type(poll.timetable).__name__ == "DeltaTriggerTimetable"
+    assert poll.timetable.delta == timedelta(minutes=1)
+    assert set(poll.task_ids) == {"poll_sources", "claim_pending_runs", "start_runs"}
     dag = bag.dags["kipu_demo_crosspost"]
     assert dag.schedule is None and type(dag.timetable).__name__ == "NullTimetable"
     assert set(dag.tags) == {"kipu", "team:demo", "feed", "outbox"}

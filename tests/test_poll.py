@@ -310,3 +310,34 @@ def test_concurrency_is_bounded(team: dict, host: PlatformServer, limits: Limits
         host.source(f"slowhost{i}").delay = 0.3
     report = cycle(limits=limits)
     assert report.fetched == 6 and host.peak_in_flight == peak
+
+
+# -- through real Airflow ------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_kipu_poll_through_real_airflow_starts_one_dag_run_per_item(
+    team: dict, host: PlatformServer, airflow_db: object
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    from tests.conftest import REPO
+
+    wf = watch(host, "air", slug="air")
+    cycle()  # polling begins now
+    host.source("air").add("air-1", "first")
+    host.source("air").add("air-2", "second")
+    make_due(wf)
+    poll = DagBag(dag_folder=str(REPO / "dags" / "kipu_poll.py")).dags["kipu_poll"]
+    assert poll.test().state == "success"
+    recorded = {r.platform_post_id: r for r in runs(wf)}
+    assert set(recorded) == {"air-1", "air-2"}
+    with create_session() as session:
+        started = {r.run_id: r.conf for r in session.scalars(select(DagRun).where(DagRun.dag_id == "kipu_air"))}
+    assert started == {f"kipu__{r.id}": {"workflow_run_id": str(r.id)} for r in recorded.values()}
+    assert all(r.dag_run_id == f"kipu__{r.id}" and r.start_requested_at for r in recorded.values())
+    # A second cycle finds nothing new and starts nothing twice.
+    make_due(wf)
+    assert poll.test().state == "success"
+    with create_session() as session:
+        assert len(session.scalars(select(DagRun).where(DagRun.dag_id == "kipu_air")).all()) == 2
