@@ -222,19 +222,19 @@ def test_a_crash_before_the_commit_duplicates_nothing(
     cycle()
     host.source("crashy").add("c-1")
     make_due(wf)
-    real = engine.write_outcome
+    real = engine.record_batch
 
-    def dies_after_writing(session, ctx, outcome, now):  # type: ignore[no-untyped-def]
-        real(session, ctx, outcome, now)
+    def dies_after_writing(session, batch, now):  # type: ignore[no-untyped-def]
+        real(session, batch, now)
         raise RuntimeError("worker killed before commit")
 
-    monkeypatch.setattr(engine, "write_outcome", dies_after_writing)
+    monkeypatch.setattr(engine, "record_batch", dies_after_writing)
     crashed = cycle()
     assert crashed.errors.get("write_failed") == 1 and runs(wf) == []
     with session_scope() as s:  # the cursor did not move either, so the item is fetched again
         checked = datetime.fromisoformat(s.get(Workflow, uuid.UUID(wf)).trigger_config["last_checked_at"])
         assert checked < datetime.now(UTC) - timedelta(hours=1)
-    monkeypatch.setattr(engine, "write_outcome", real)
+    monkeypatch.setattr(engine, "record_batch", real)
     recovered = cycle()
     assert recovered.new_runs == 1 and [r.platform_post_id for r in runs(wf)] == ["c-1"]
     make_due(wf)

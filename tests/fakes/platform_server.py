@@ -75,6 +75,12 @@ class PlatformServer:
 
     async def app(self, scope: dict, receive: object, send: object) -> None:  # a bare ASGI app: fast and small
         path: str = scope["path"]
+        if path == "/control/add-everywhere":  # one new post on every source (bench/poll.py)
+            stamp = f"{time.time_ns()}"
+            for name, source in self.sources.items():
+                source.add(f"{name}-{stamp}")
+            await self._send(send, 200, str(len(self.sources)).encode())
+            return
         src = self.sources.get(path.removeprefix("/feeds/")) if path.startswith("/feeds/") else None
         self.requests += 1
         if src is None:
@@ -116,3 +122,23 @@ class PlatformServer:
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(5)
+
+
+def main() -> None:
+    """Serve ``--sources`` feeds named s0..sN-1 until killed; prints the port."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sources", type=int, default=5000)
+    parser.add_argument("--delay", type=float, default=0.05)
+    args = parser.parse_args()
+    server = PlatformServer(delay=args.delay)
+    for i in range(args.sources):
+        server.source(f"s{i}")
+    with server:
+        print(server.port, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

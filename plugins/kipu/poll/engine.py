@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from kipu.factory.builder import dag_id_for
@@ -29,7 +29,7 @@ from kipu.specs.items import ContentItem
 from kipu.specs.triggers import PollTrigger, parse_trigger
 from kipu.store.engine import session_scope
 from kipu.store.models import Connection, Workflow
-from kipu.store.runs import record_items
+from kipu.store.runs import insert_runs, run_rows
 
 log = logging.getLogger(__name__)
 
@@ -103,36 +103,6 @@ async def fetch_one(ctx: SourceContext, http: LimitedClient, timeout: float) -> 
     return Outcome(ctx.source, items=items)
 
 
-def _record_items(session: Session, wf_id: uuid.UUID, items: list[ContentItem], now: datetime) -> Counter[str]:
-    """New items of one workflow as run rows, and its cursor advanced; in the caller's transaction."""
-    w = Workflow.__table__
-    query = select(w.c.trigger_config, w.c.status, w.c.slug).where(w.c.id == wf_id)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()  # an edit saved meanwhile wins over a stale cursor
-    row = session.execute(query).one_or_none()
-    counts: Counter[str] = Counter()
-    if row is None or row.status != "active" or (row.trigger_config or {}).get("type") != "poll":
-        return counts
-    trigger = parse_trigger(row.trigger_config)
-    assert isinstance(trigger, PollTrigger)
-    new, cursor = select_new(items, Cursor.of(trigger), now, trigger.backfill, trigger.backfill_count)
-    reasons = {i.platform_post_id: r for i in new if (r := trigger_filter_reason(trigger.filters, i))}
-    for rec in record_items(
-        session,
-        wf_id,
-        [i.model_dump(mode="json") for i in new],
-        dag_id=dag_id_for(row.slug or str(wf_id)),
-        source="poll",
-        skip_reasons=reasons,
-    ):
-        if rec.created:
-            counts["skipped_runs" if rec.status == "skipped" else "new_runs"] += 1
-    session.execute(
-        update(w).where(w.c.id == wf_id).values(trigger_config={**row.trigger_config, **cursor.as_config()})
-    )
-    return counts
-
-
 def _health(outcome: Outcome, now: datetime) -> dict[str, Any]:
     """The connection columns this outcome sets."""
     if outcome.error is None:
@@ -147,14 +117,56 @@ def _health(outcome: Outcome, now: datetime) -> dict[str, Any]:
     return {"status": status, "last_error": message, "last_checked_at": now, "poll_backoff_until": now + wait}
 
 
-def write_outcome(session: Session, ctx: SourceContext, outcome: Outcome, now: datetime) -> Counter[str]:
-    """One source: its workflows' new runs and cursors, and its connection's health."""
+def record_batch(session: Session, batch: list[tuple[SourceContext, Outcome]], now: datetime) -> Counter[str]:
+    """Every source of the batch in the caller's transaction: new runs, advanced cursors, connection health.
+
+    A handful of statements per batch, not per source: this is what lets one cycle cover thousands of sources.
+    """
+    w, c = Workflow.__table__, Connection.__table__
+    watched = [wf for ctx, outcome in batch if outcome.items is not None for wf in ctx.watchers]
+    configs = {}
+    if watched:
+        query = select(w.c.id, w.c.trigger_config, w.c.status, w.c.slug).where(w.c.id.in_(watched))
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()  # an edit saved meanwhile waits, then wins over a stale cursor
+        configs = {row.id: row for row in session.execute(query)}
+    rows: list[dict[str, Any]] = []
+    cursors: list[dict[str, Any]] = []
+    for ctx, outcome in batch:
+        for wf_id in ctx.watchers if outcome.items is not None else []:
+            row = configs.get(wf_id)
+            if row is None or row.status != "active" or (row.trigger_config or {}).get("type") != "poll":
+                continue  # paused, inactive or edited away from polling since the cycle began
+            trigger = parse_trigger(row.trigger_config)
+            assert isinstance(trigger, PollTrigger) and outcome.items is not None
+            new, cursor = select_new(outcome.items, Cursor.of(trigger), now, trigger.backfill, trigger.backfill_count)
+            reasons = {i.platform_post_id: r for i in new if (r := trigger_filter_reason(trigger.filters, i))}
+            rows += run_rows(
+                wf_id,
+                [i.model_dump(mode="json") for i in new],
+                dag_id=dag_id_for(row.slug or str(wf_id)),
+                source="poll",
+                skip_reasons=reasons,
+                now=now,
+            )
+            cursors.append({"wf_id": wf_id, "config": {**row.trigger_config, **cursor.as_config()}})
+    created = insert_runs(session, rows)
+    if cursors:
+        session.execute(
+            update(w).where(w.c.id == bindparam("wf_id")).values(trigger_config=bindparam("config")), cursors
+        )
+    healthy = [uuid.UUID(ctx.source.connection_id) for ctx, o in batch if o.error is None]
+    if healthy:
+        session.execute(update(c).where(c.c.id.in_(healthy)).values(**_health(Outcome(batch[0][0].source), now)))
+    for ctx, outcome in batch:
+        if outcome.error is not None:
+            session.execute(
+                update(c).where(c.c.id == uuid.UUID(ctx.source.connection_id)).values(**_health(outcome, now))
+            )
     counts: Counter[str] = Counter()
-    if outcome.items is not None:
-        for wf_id in ctx.watchers:
-            counts.update(_record_items(session, wf_id, outcome.items, now))
-    c = Connection.__table__
-    session.execute(update(c).where(c.c.id == uuid.UUID(ctx.source.connection_id)).values(**_health(outcome, now)))
+    for r in rows:
+        if r["id"] in created:
+            counts["skipped_runs" if r["status"] == "skipped" else "new_runs"] += 1
     return counts
 
 
@@ -162,19 +174,16 @@ def write_batch(batch: list[tuple[SourceContext, Outcome]], now: datetime) -> Co
     """A batch in one transaction; if it fails, each source alone, so one bad source loses nothing of the others."""
     try:
         with session_scope() as session:
-            counts: Counter[str] = Counter()
-            for ctx, outcome in batch:
-                counts.update(write_outcome(session, ctx, outcome, now))
-            return counts
+            return record_batch(session, batch, now)
     except Exception:
         log.warning("a batch of %d sources failed to record; recording them one by one", len(batch))
-    counts = Counter()
-    for ctx, outcome in batch:
+    counts: Counter[str] = Counter()
+    for one in batch:
         try:
             with session_scope() as session:
-                counts.update(write_outcome(session, ctx, outcome, now))
+                counts.update(record_batch(session, [one], now))
         except Exception:
-            log.exception("recording source %s failed; it will be fetched again", ctx.source.connection_id)
+            log.exception("recording source %s failed; it will be fetched again", one[0].source.connection_id)
             counts["write_failed"] += 1
     return counts
 

@@ -26,7 +26,11 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    extra: dict[str, Any] = {}
+    if url.startswith("postgresql+psycopg2") or url.startswith("postgresql://"):
+        # executemany of UPDATEs (the poll engine's cursors) as batches, not one round trip per row.
+        extra = {"executemany_mode": "values_plus_batch", "executemany_batch_page_size": 500}
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, **extra)
 
 
 @lru_cache(maxsize=8)

@@ -27,8 +27,13 @@ class Recorded:
     error_message: str | None
 
 
-def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> None:
-    """INSERT ... ON CONFLICT (workflow_id, platform_post_id) DO NOTHING, on PostgreSQL and SQLite alike."""
+def insert_runs(session: Session, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
+    """INSERT ... ON CONFLICT (workflow_id, platform_post_id) DO NOTHING in one statement; returns the ids inserted.
+
+    The unique key makes recording race-safe: a concurrent webhook and poll of the same post insert one row.
+    """
+    if not rows:
+        return set()
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -36,8 +41,44 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) ->
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - the store runs on PostgreSQL or SQLite only
         raise NotImplementedError(f"the Kipu store does not support {dialect}")
-    stmt = insert(WorkflowRun.__table__).on_conflict_do_nothing(index_elements=["workflow_id", "platform_post_id"])
-    session.execute(stmt, rows)
+    table = WorkflowRun.__table__
+    stmt = insert(table).on_conflict_do_nothing(index_elements=["workflow_id", "platform_post_id"])
+    return set(session.execute(stmt.returning(table.c.id), rows).scalars())
+
+
+def run_rows(
+    workflow_id: uuid.UUID,
+    items: list[dict[str, Any]],
+    *,
+    dag_id: str | None,
+    source: str,
+    skip_reasons: dict[str, str] | None = None,
+    now: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """``workflow_runs`` rows for new items (one per post id). An item with a skip reason (it failed the trigger
+    filters) is stored as ``skipped`` with the reason, so it is visible and never re-run."""
+    reasons = skip_reasons or {}
+    now = now or utcnow()
+    rows: dict[str, dict[str, Any]] = {}
+    for item in items:
+        post_id = str(item["platform_post_id"])
+        reason = reasons.get(post_id)
+        rows.setdefault(
+            post_id,
+            {
+                "id": uuid.uuid4(),
+                "workflow_id": workflow_id,
+                "trigger_data": item,
+                "platform_post_id": post_id,
+                "status": "skipped" if reason else "pending",
+                "error_message": f"trigger filter: {reason}" if reason else None,
+                "completed_at": now if reason else None,
+                "started_at": now,
+                "dag_id": dag_id,
+                "source": source,
+            },
+        )
+    return list(rows.values())
 
 
 def record_items(
@@ -49,49 +90,21 @@ def record_items(
     source: str,
     skip_reasons: dict[str, str] | None = None,
 ) -> list[Recorded]:
-    """Record items as run rows, once each: unique on ``(workflow_id, platform_post_id)``, race-safe.
+    """Record items as run rows, once each (unique on ``(workflow_id, platform_post_id)``); every item's row.
 
-    The one way an item becomes a run, for polls, webhooks and manual runs alike. An item with a skip reason
-    (it failed the trigger filters) is stored as ``skipped`` with the reason, so it is visible and never re-run.
+    The one way an item becomes a run, for polls, webhooks and manual runs alike.
     """
-    if not items:
+    rows = run_rows(workflow_id, items, dag_id=dag_id, source=source, skip_reasons=skip_reasons)
+    if not rows:
         return []
-    reasons = skip_reasons or {}
-    now = utcnow()
-    mine: dict[str, uuid.UUID] = {}
-    rows = []
-    for item in items:
-        post_id = str(item["platform_post_id"])
-        if post_id in mine:
-            continue
-        mine[post_id] = uuid.uuid4()
-        reason = reasons.get(post_id)
-        rows.append(
-            {
-                "id": mine[post_id],
-                "workflow_id": workflow_id,
-                "trigger_data": item,
-                "platform_post_id": post_id,
-                "status": "skipped" if reason else "pending",
-                "error_message": f"trigger filter: {reason}" if reason else None,
-                "completed_at": now if reason else None,
-                "started_at": now,
-                "dag_id": dag_id,
-                "source": source,
-            }
-        )
-    _insert_ignoring_duplicates(session, rows)
+    created = insert_runs(session, rows)
     stored = session.execute(
         select(WorkflowRun.id, WorkflowRun.platform_post_id, WorkflowRun.status, WorkflowRun.error_message).where(
-            WorkflowRun.workflow_id == workflow_id, WorkflowRun.platform_post_id.in_(list(mine))
+            WorkflowRun.workflow_id == workflow_id,
+            WorkflowRun.platform_post_id.in_([r["platform_post_id"] for r in rows]),
         )
     ).tuples()
-    found = {post_id: (run_id, status, error) for run_id, post_id, status, error in stored}
-    return [
-        Recorded(found[p][0], p, found[p][0] == mine[p], found[p][1] or "pending", found[p][2])
-        for p in mine
-        if p in found
-    ]
+    return [Recorded(rid, post_id, rid in created, status or "pending", err) for rid, post_id, status, err in stored]
 
 
 def record_run(
