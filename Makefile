@@ -31,6 +31,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/factory_parse.py
+	$(BIN)/python bench/poll.py
 
 clean:
 	rm -rf .kipu

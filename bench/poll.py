@@ -97,14 +97,14 @@ def seed(n: int, host: str) -> None:
                 s.execute(table.__table__.insert(), values[start : start + 2000])
 
 
-def one_cycle(when: datetime) -> tuple[float, float, object]:
+def one_cycle(when: datetime, limit: int) -> tuple[float, float, object]:
     from kipu.poll.due import due_sources
     from kipu.poll.engine import run_cycle
     from kipu.store.engine import session_scope
 
     wall, cpu = time.perf_counter(), time.process_time()
     with session_scope() as s:
-        sources = due_sources(s, when)
+        sources = due_sources(s, when, limit)
     report = asyncio.run(run_cycle(sources, source_timeout=30))
     return time.perf_counter() - wall, time.process_time() - cpu, report
 
@@ -131,10 +131,10 @@ def run(n: int, delay: float, store: str, sample: int) -> dict[str, float]:
     proc, host = start_host(n, delay)
     try:
         seed(n, host)
-        first_s, _, first = one_cycle(datetime.now(UTC))  # polling begins: cursors set, nothing replayed
+        first_s, _, first = one_cycle(datetime.now(UTC), n)  # polling begins: cursors set, nothing replayed
         assert first.fetched == n and first.new_runs == 0, first  # type: ignore[attr-defined]
         httpx.post(f"{host}/control/add-everywhere", timeout=60).raise_for_status()
-        wall, cpu, report = one_cycle(datetime.now(UTC) + timedelta(minutes=10))
+        wall, cpu, report = one_cycle(datetime.now(UTC) + timedelta(minutes=10), n)
         assert report.fetched == n and report.new_runs == n, report  # type: ignore[attr-defined]
         per_source = sequential(host, sample)
     finally:

@@ -1,8 +1,8 @@
 """``make demo``: a stored workflow takes real items from a feed through every step type on Airflow standalone.
 
 Runs on the embedded default (SQLite, no accounts, no network): seeds a team, a feed and an outbox, starts
-``airflow standalone`` in the background, records and starts one DAG run per feed item, answers the approval
-through Airflow's HITL REST API, and prints what happened to each item.
+``airflow standalone`` in the background, runs one ``kipu_poll`` cycle (which records each feed item and starts
+one DAG run per item), answers the approvals through Airflow's HITL REST API, and prints what happened.
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+
+from sqlalchemy import select
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "include" / "demo"
@@ -167,9 +170,8 @@ def main(args: argparse.Namespace | None = None) -> int:
 
     from kipu.airflow_api import AirflowAPI
     from kipu.hooks.feed import FeedHook
-    from kipu.ingest import record_item, run_id_for, start
     from kipu.store.engine import session_scope
-    from kipu.store.models import Workflow
+    from kipu.store.models import WorkflowRun
 
     outbox = Path(os.environ["KIPU_OUTBOX"])
     before = len(list(outbox.glob("*.json"))) if outbox.exists() else 0
@@ -185,22 +187,28 @@ def main(args: argparse.Namespace | None = None) -> int:
         api.unpause(dag_id)
         say(f"Airflow is up; DAG {dag_id} loaded")
 
+        # The poll engine finds the items: kipu_poll defers the cycle to the triggerer, records each new item,
+        # then starts one DAG run per item under its deterministic run id.
+        wait_for(lambda: api.dag_exists("kipu_poll"), "DAG kipu_poll to be parsed", 180, proc)
+        began = datetime.now(UTC)
+        api.unpause("kipu_poll")
+        poll_run = f"kipu_demo__{began:%Y%m%dT%H%M%S}"
+        api.trigger("kipu_poll", poll_run, {})
+        say(f"started a poll cycle ({poll_run}): kipu_poll → KipuPollTrigger in the triggerer")
+        wait_for(lambda: api.run_state("kipu_poll", poll_run) in ("success", "failed"), "the poll cycle", 300, proc)
+        if api.run_state("kipu_poll", poll_run) != "success":
+            raise SystemExit("the poll cycle failed; see the kipu_poll run in the Airflow UI")
         items = FeedHook(str(DEMO / "feed.xml")).list_posts()
         started: dict[str, str] = {}
         with session_scope() as s:
-            wf = s.get(Workflow, uuid.UUID(workflow_id))
-            for item in items:
-                rec = record_item(s, wf, item, source="poll")
-                s.commit()
-                begun = start(api, s, rec)
-                s.commit()
-                if begun:
-                    started[run_id_for(rec.workflow_run_id)] = item.platform_post_id
-                    say(f"{item.platform_post_id}: new item, started run {run_id_for(rec.workflow_run_id)}")
-                elif rec.status == "skipped":
-                    say(f"{item.platform_post_id}: skipped by the trigger filters ({rec.skipped_reason})")
+            for run in s.scalars(
+                select(WorkflowRun).where(WorkflowRun.workflow_id == uuid.UUID(workflow_id)).order_by(WorkflowRun.id)
+            ):
+                if run.start_requested_at and run.start_requested_at >= began and run.dag_run_id:
+                    started[run.dag_run_id] = run.platform_post_id or ""
+                    say(f"{run.platform_post_id}: new item, started run {run.dag_run_id}")
                 else:
-                    say(f"{item.platform_post_id}: already recorded and run ({rec.status}); nothing to publish again")
+                    say(f"{run.platform_post_id}: already recorded and run ({run.status}); nothing to publish again")
         if not started:
             say("no new items in the feed: nothing was started and nothing was published twice")
         items_by_id = {i.platform_post_id: i for i in items}

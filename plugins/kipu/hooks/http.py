@@ -83,8 +83,12 @@ class LimitedClient:
     every connection per request, which cost ~4x the CPU per request at poll-engine concurrency (bench/poll.py).
     """
 
-    def __init__(self, limits: Limits | None = None, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, limits: Limits | None = None, client: httpx.AsyncClient | None = None, request_timeout: float = 30.0
+    ) -> None:
         self.limits = limits or Limits()
+        # Counted from when the request holds its slots, so time spent queueing behind others is not its own.
+        self.request_timeout = request_timeout
         self._client = client
         self._own_client = client is None
         self._global = asyncio.Semaphore(self.limits.global_concurrency)
@@ -137,10 +141,12 @@ class LimitedClient:
                     bucket = self._buckets.setdefault(f"{platform}:{token_key}", TokenBucket(rate, burst=rate))
                     await bucket.acquire()
                 try:
-                    response = await client.request(method, url, timeout=timeout or DEFAULT_TIMEOUT, **kwargs)
+                    async with asyncio.timeout(self.request_timeout):
+                        response = await client.request(method, url, timeout=timeout or DEFAULT_TIMEOUT, **kwargs)
+                        await response.aread()
                     error: Exception | None = classify(response, platform)
-                except httpx.TimeoutException:
-                    error = Transient(f"{platform}: request timed out")
+                except (httpx.TimeoutException, TimeoutError):
+                    error = Transient(f"{platform}: no answer within {self.request_timeout:g}s")
                 except httpx.HTTPError as exc:
                     error = Transient(f"{platform}: {type(exc).__name__}")
             if error is None:

@@ -20,7 +20,7 @@ class KipuPollSensor(BaseSensorOperator):
     :param global_concurrency: requests in flight at once, across all sources.
     :param per_platform: requests in flight per platform, e.g. ``{"x": 20}``.
     :param per_token: requests in flight per account token.
-    :param source_timeout: seconds one source may take, retries included.
+    :param source_timeout: seconds one request may take once it holds its slots (queueing is not counted).
     """
 
     template_fields = ("max_sources", "global_concurrency", "per_token", "source_timeout")
