@@ -341,3 +341,17 @@ def test_kipu_poll_through_real_airflow_starts_one_dag_run_per_item(
     assert poll.test().state == "success"
     with create_session() as session:
         assert len(session.scalars(select(DagRun).where(DagRun.dag_id == "kipu_air")).all()) == 2
+
+
+def test_the_trigger_carries_ids_only_never_tokens(team: dict, host: PlatformServer) -> None:
+    from kipu.triggers.poll import KipuPollTrigger
+
+    watch(host, "secretive")
+    with session_scope() as s:
+        upsert_connection(s, find_team(s, "demo"), "feed", "secretive", access_token="tok-FEED-SECRET-0042")
+        sources = due_sources(s, datetime.now(UTC))
+    _, kwargs = KipuPollTrigger([src.model_dump() for src in sources]).serialize()
+    assert "tok-FEED-SECRET-0042" not in repr(kwargs)
+    assert "gAAAA" not in repr(kwargs), "not even the ciphertext travels"
+    report = cycle()
+    assert "tok-FEED-SECRET-0042" not in report.model_dump_json()

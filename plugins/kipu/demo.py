@@ -202,7 +202,9 @@ def main(args: argparse.Namespace | None = None) -> int:
         started: dict[str, str] = {}
         with session_scope() as s:
             for run in s.scalars(
-                select(WorkflowRun).where(WorkflowRun.workflow_id == uuid.UUID(workflow_id)).order_by(WorkflowRun.id)
+                select(WorkflowRun)
+                .where(WorkflowRun.workflow_id == uuid.UUID(workflow_id))
+                .order_by(WorkflowRun.platform_post_id)
             ):
                 if run.start_requested_at and run.start_requested_at >= began and run.dag_run_id:
                     started[run.dag_run_id] = run.platform_post_id or ""
