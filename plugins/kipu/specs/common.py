@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-SOCIAL_PLATFORMS = (
+PlatformName = Literal[
     "tiktok",
     "youtube",
     "instagram",
@@ -16,9 +16,12 @@ SOCIAL_PLATFORMS = (
     "bluesky",
     "linkedin",
     "x",
-)
+    "feed",
+    "outbox",
+]
 # Kipu's account-free source and target, which make the demo and tests real without a network.
 LOCAL_PLATFORMS = ("feed", "outbox")
+SOCIAL_PLATFORMS = tuple(p for p in get_args(PlatformName) if p not in LOCAL_PLATFORMS)
 
 
 def _platform_alias(value: object) -> object:
@@ -26,22 +29,7 @@ def _platform_alias(value: object) -> object:
     return "x" if value == "twitter" else value
 
 
-Platform = Annotated[
-    Literal[
-        "tiktok",
-        "youtube",
-        "instagram",
-        "facebook",
-        "threads",
-        "pinterest",
-        "bluesky",
-        "linkedin",
-        "x",
-        "feed",
-        "outbox",
-    ],
-    BeforeValidator(_platform_alias),
-]
+Platform = Annotated[PlatformName, BeforeValidator(_platform_alias)]
 ContentKind = Literal["video", "image", "text", "carousel"]
 Tone = Literal["professional", "casual", "funny", "educational"]
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
