@@ -28,7 +28,8 @@ def test_demo_workflow_parses_with_every_step_type() -> None:
     }
     assert isinstance(spec.trigger, PollTrigger)
     assert spec.trigger.poll_interval_minutes == 5
-    assert spec.trigger.backfill == "none"
+    assert spec.trigger.backfill == "last_n" and spec.trigger.backfill_count == 10  # the demo replays its feed
+    assert PollTrigger(connection_id="feed:x", platform="feed").backfill == "none"  # by default, it starts from now
     approval = spec.step("team_review")
     assert isinstance(approval, ApprovalStep) and approval.config.auto_approve_on_timeout is True
     publish = spec.step("publish_outbox")
