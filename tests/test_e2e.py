@@ -237,3 +237,26 @@ def test_tokens_never_reach_logs_xcom_or_history(
     assert values and all(SECRET not in v for v in values)
     rows = json.dumps([r.output_data for r in out["steps"].values()] + [r.input_data for r in out["steps"].values()])
     assert SECRET not in rows
+
+
+def test_the_rewrite_step_uses_the_kipu_openai_connection(flow: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kipu.store.models import AIUsage
+
+    from tests.fakes.openai_server import Answer, OpenAIServer
+
+    with OpenAIServer() as fake:
+        conn = {"conn_type": "kipu_openai", "password": "sk-test-E2E-KEY", "host": fake.base_url}
+        monkeypatch.setenv("AIRFLOW_CONN_KIPU_OPENAI", json.dumps(conn | {"extra": {"model": "gpt-4o-mini"}}))
+        fake.then(Answer(caption="Fifteen minutes, fresh pasta, no excuses", hashtags=["pasta", "weeknight"]))
+        store(demo_doc())
+        out = run_item("ana-001")
+    assert out["run"].status == "completed"
+    rewrite = out["steps"]["rewrite_for_bluesky"].output_data
+    assert rewrite["engine"] == "openai" and rewrite["model"] == "gpt-4o-mini" and rewrite["fallback"] is None
+    assert rewrite["caption"].startswith("Fifteen minutes, fresh pasta, no excuses")
+    assert rewrite["tokens_in"] > 0 and rewrite["cost_usd"] > 0
+    (post,) = out["posts"]
+    assert post.caption == rewrite["caption"]
+    with session_scope() as s:
+        (usage,) = s.scalars(select(AIUsage)).all()
+        assert str(usage.workflow_run_id) == out["id"] and usage.team_id is not None and usage.tokens_in > 0

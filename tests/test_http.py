@@ -25,7 +25,15 @@ def test_retry_after_seconds_and_http_dates() -> None:
 
 @pytest.mark.parametrize(
     "status,error",
-    [(200, None), (301, None), (400, Rejected), (401, AuthExpired), (403, Rejected), (429, RateLimited), (503, Transient)],
+    [
+        (200, None),
+        (301, None),
+        (400, Rejected),
+        (401, AuthExpired),
+        (403, Rejected),
+        (429, RateLimited),
+        (503, Transient),
+    ],
 )
 def test_classify_maps_status_codes_onto_the_taxonomy(status: int, error: type | None) -> None:
     response = httpx.Response(status, headers={"Retry-After": "7"}, text="platform says no")

@@ -31,6 +31,15 @@ class RewriteRequest:
     include_emojis: bool = True
     custom_instructions: str | None = None
     extra_hashtags: tuple[str, ...] = ()
+    hashtag_count: int | None = None  # how many hashtags to add; None: the platform's house style
+
+
+def tag_budget(rules: CaptionRules, req: RewriteRequest) -> int:
+    """How many hashtags a caption for ``rules.platform`` gets, never above the platform's maximum."""
+    if not req.include_hashtags:
+        return 0
+    cap = req.hashtag_count if req.hashtag_count is not None else rules.suggested_hashtags
+    return min(cap, rules.max_hashtags) if rules.max_hashtags is not None else cap
 
 
 @dataclass
@@ -38,8 +47,14 @@ class RewriteResult:
     caption: str
     hashtags: list[str]
     truncated: bool = False
-    engine: str = "offline"
+    engine: str = "offline"  # offline | openai | cache
     notes: list[str] = field(default_factory=list)
+    # Filled by the AI path (kipu.ai.service): accounting, and why it fell back to the offline rewriter.
+    model: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    fallback: str | None = None
 
 
 def _strip_emojis(text: str) -> str:
@@ -52,7 +67,7 @@ def _squash_spaces(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", out).strip()
 
 
-def _split_trailing_tags(text: str) -> tuple[str, list[str]]:
+def split_trailing_tags(text: str) -> tuple[str, list[str]]:
     """Separate a trailing block of hashtags (``... #a #b #c``) from the body."""
     tokens = text.rstrip().split()
     tail: list[str] = []
@@ -107,7 +122,7 @@ def rewrite(req: RewriteRequest) -> RewriteResult:
     include_emojis = req.include_emojis and "no emoji" not in instructions
     include_hashtags = req.include_hashtags and "no hashtag" not in instructions
 
-    body, tail_tags = _split_trailing_tags(text)
+    body, tail_tags = split_trailing_tags(text)
     inline_tags = extract_hashtags(body)
     foreign = set().union(*(tags for p, tags in PLATFORM_TAGS.items() if p != req.target_platform))
     candidates = [t for t in [*tail_tags, *inline_tags, *req.extra_hashtags] if normalise_tag(t) not in foreign]
@@ -121,9 +136,7 @@ def rewrite(req: RewriteRequest) -> RewriteResult:
     body = _apply_tone(body, req.tone, rules)
     body = " ".join(p for p in (prefix, body) if p)
 
-    tag_cap = (
-        rules.suggested_hashtags if rules.max_hashtags is None else min(rules.suggested_hashtags, rules.max_hashtags)
-    )
+    tag_cap = tag_budget(rules, req)
     inline_keys = {normalise_tag(t) for t in extract_hashtags(body)}
     tags = [t for t in dedupe_tags(candidates) if normalise_tag(t) not in inline_keys] if include_hashtags else []
     tags = tags[: max(0, tag_cap - len(inline_keys))] if include_hashtags else []

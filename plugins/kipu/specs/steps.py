@@ -65,6 +65,8 @@ class AIRewriteConfig(Strict):
     include_hashtags: bool = True
     include_emojis: bool = True
     custom_instructions: str | None = Field(default=None, max_length=2000)
+    # Kipu: generate this many relevant hashtags (AI when configured, else from the text) for the caption.
+    generate_hashtags: int | None = Field(default=None, ge=1, le=30)
 
 
 class AIRewriteStep(StepBase):

@@ -12,6 +12,8 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -68,6 +70,8 @@ class Team(Base):
     created_at: Mapped[datetime] = _created()
     # Kipu: a stable handle for tags, DAG ids and the CLI.
     slug: Mapped[str | None] = mapped_column(Text, unique=True)
+    # Kipu: AI tokens (in + out) the team may spend per UTC day; None uses the kipu_openai connection's default.
+    ai_daily_token_budget: Mapped[int | None] = mapped_column(Integer)
 
     members: Mapped[list[TeamMember]] = relationship(back_populates="team")
 
@@ -255,7 +259,38 @@ class Media(Base):
     created_at: Mapped[datetime] = _created()
 
 
+class AICacheEntry(Base):
+    """A model answer, keyed by a hash of (text, config, model): an identical request is not paid twice."""
+
+    __tablename__ = "ai_cache"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    model: Mapped[str] = mapped_column(Text, nullable=False)
+    response: Mapped[dict[str, Any]] = mapped_column(JSONB(), nullable=False)
+    created_at: Mapped[datetime] = _created()
+
+
+class AIUsage(Base):
+    """One AI call (or cache hit) with its tokens and estimated cost, for team totals and the daily budget."""
+
+    __tablename__ = "ai_usage"
+    __table_args__ = (Index("ix_ai_usage_team_created", "team_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = _id()
+    team_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("teams.id"))
+    workflow_run_id: Mapped[uuid.UUID | None] = mapped_column(GUID())
+    purpose: Mapped[str] = mapped_column(Text, nullable=False)  # rewrite | hashtags
+    model: Mapped[str] = mapped_column(Text, nullable=False)
+    tokens_in: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    tokens_out: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0, nullable=False)
+    cached: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    created_at: Mapped[datetime] = _created()
+
+
 __all__ = [
+    "AICacheEntry",
+    "AIUsage",
     "Base",
     "Connection",
     "Media",

@@ -1,0 +1,275 @@
+"""Rewrite a caption or suggest hashtags with AI when ``kipu_openai`` is configured, else offline; always valid.
+
+The order: cache → daily budget → model (re-asked once on an overrun) → post-conditions → accounting. Any
+failure, refusal or empty answer falls back to the offline rewriter, and the result says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+import regex
+
+from kipu.ai import connection as ai_connection
+from kipu.ai.client import AIUnavailable, ChatClient
+from kipu.ai.connection import AIConnection
+from kipu.ai.postconditions import clean_tags, enforce
+from kipu.ai.prompts import CAPTION_SCHEMA, HASHTAGS_SCHEMA, hashtag_messages, rewrite_messages
+from kipu.ai.usage import cache_get, cache_key, cache_put, record_usage, team_budget, tokens_today
+from kipu.captions.hashtags import extract_hashtags, normalise_tag
+from kipu.captions.platforms import rules_for
+from kipu.captions.rewriter import RewriteRequest, RewriteResult, rewrite
+from kipu.store.engine import session_scope
+
+log = logging.getLogger(__name__)
+
+# Clients are reused per connection so that their HTTP pools are (the step and the API call this often).
+_CLIENTS: dict[tuple[str, str | None, str], ChatClient] = {}
+
+
+def _client(conn: AIConnection) -> ChatClient:
+    key = (conn.model, conn.base_url, str(hash(conn.api_key.get_secret_value())))
+    if key not in _CLIENTS:
+        _CLIENTS[key] = ChatClient(conn)
+    return _CLIENTS[key]
+
+
+def _offline(req: RewriteRequest, reason: str | None, **acct: object) -> RewriteResult:
+    result = rewrite(req)
+    result.fallback = reason
+    if reason:
+        result.notes.append(f"used the offline rewriter: {reason}")
+    for k, v in acct.items():
+        setattr(result, k, v)
+    return result
+
+
+def _over_budget(team_id: uuid.UUID | None, conn: AIConnection, now: datetime) -> str | None:
+    if team_id is None:
+        return None
+    with session_scope() as session:
+        budget = team_budget(session, team_id, conn.daily_token_budget)
+        if budget is None:
+            return None
+        used = tokens_today(session, team_id, now)
+    return f"the team's daily AI token budget of {budget} is used up ({used} today)" if used >= budget else None
+
+
+def _account(
+    team_id: uuid.UUID | None,
+    run_id: uuid.UUID | None,
+    purpose: str,
+    conn: AIConnection,
+    tin: int,
+    tout: int,
+    cached: bool,
+) -> float:
+    cost = 0.0 if cached else conn.cost(tin, tout)
+    with session_scope() as session:
+        record_usage(
+            session,
+            team_id=team_id,
+            run_id=run_id,
+            purpose=purpose,
+            model=conn.model,
+            tokens_in=tin,
+            tokens_out=tout,
+            cost_usd=cost,
+            cached=cached,
+        )
+    return cost
+
+
+def rewrite_caption(
+    req: RewriteRequest,
+    *,
+    team_id: uuid.UUID | None = None,
+    run_id: uuid.UUID | None = None,
+    conn: AIConnection | None = None,
+    now: datetime | None = None,
+) -> RewriteResult:
+    """A caption for ``req.target_platform`` that always satisfies its limits."""
+    conn = conn or ai_connection.load()
+    if conn is None:
+        return rewrite(req)
+    now = now or datetime.now(UTC)
+    rules = rules_for(req.target_platform)
+    limit = min(rules.max_length, req.max_length) if req.max_length else rules.max_length
+    key = cache_key("rewrite", conn.model, {k: v for k, v in asdict(req).items()})
+    with session_scope() as session:
+        hit = cache_get(session, key)
+    if hit is not None:
+        checked = enforce(hit.get("caption", ""), hit.get("hashtags", []), req, rules, limit, final=True)
+        _account(team_id, run_id, "rewrite", conn, 0, 0, cached=True)
+        return RewriteResult(
+            checked.caption, checked.hashtags, checked.truncated, "cache", checked.notes, model=conn.model
+        )
+    reason = _over_budget(team_id, conn, now)
+    if reason:
+        return _offline(req, reason, model=conn.model)
+
+    deadline = time.monotonic() + conn.time_budget
+    client = _client(conn)
+    tin = tout = 0
+    try:
+        reply = client.ask(rewrite_messages(req, rules, limit), CAPTION_SCHEMA, deadline)
+        tin, tout = reply.tokens_in, reply.tokens_out
+        if reply.refusal or not (reply.data or {}).get("caption", "").strip():
+            why = "the model refused" if reply.refusal else "the model's answer was empty"
+            cost = _account(team_id, run_id, "rewrite", conn, tin, tout, cached=False)
+            return _offline(req, why, model=conn.model, tokens_in=tin, tokens_out=tout, cost_usd=cost)
+        data = reply.data or {}
+        checked = enforce(
+            str(data.get("caption", "")), list(data.get("hashtags") or []), req, rules, limit, final=False
+        )
+        if checked.overrun is not None:  # re-ask once with the measured length, then cut safely
+            again = client.ask(rewrite_messages(req, rules, limit, measured=checked.overrun), CAPTION_SCHEMA, deadline)
+            tin, tout = tin + again.tokens_in, tout + again.tokens_out
+            if again.data and str(again.data.get("caption", "")).strip():
+                data = again.data
+            checked = enforce(
+                str(data.get("caption", "")), list(data.get("hashtags") or []), req, rules, limit, final=True
+            )
+    except AIUnavailable as exc:
+        cost = _account(team_id, run_id, "rewrite", conn, tin, tout, cached=False) if tin or tout else 0.0
+        return _offline(req, str(exc), model=conn.model, tokens_in=tin, tokens_out=tout, cost_usd=cost)
+    with session_scope() as session:
+        cache_put(
+            session, key, conn.model, {"caption": data.get("caption", ""), "hashtags": data.get("hashtags") or []}
+        )
+    cost = _account(team_id, run_id, "rewrite", conn, tin, tout, cached=False)
+    return RewriteResult(
+        checked.caption,
+        checked.hashtags,
+        checked.truncated,
+        "openai",
+        checked.notes,
+        model=conn.model,
+        tokens_in=tin,
+        tokens_out=tout,
+        cost_usd=cost,
+    )
+
+
+STOPWORDS = frozenset(
+    [
+        "the",
+        "and",
+        "for",
+        "with",
+        "this",
+        "that",
+        "from",
+        "your",
+        "have",
+        "just",
+        "what",
+        "when",
+        "where",
+        "will",
+        "into",
+        "about",
+        "were",
+        "been",
+        "more",
+        "most",
+        "than",
+        "then",
+        "them",
+        "they",
+        "their",
+        "there",
+        "these",
+        "those",
+        "very",
+        "over",
+        "under",
+        "after",
+        "before",
+        "while",
+        "our",
+        "out",
+        "you",
+        "are",
+        "was",
+        "not",
+        "but",
+        "all",
+        "any",
+        "can",
+        "had",
+        "has",
+        "her",
+        "his",
+        "how",
+        "its",
+        "one",
+        "two",
+        "new",
+        "now",
+        "get",
+        "got",
+    ]
+)
+
+
+def offline_hashtags(text: str, count: int) -> list[str]:
+    """The text's own hashtags first, then its most frequent longer words."""
+    tags = extract_hashtags(text)
+    words = regex.findall(r"\p{L}[\p{L}\p{M}\p{N}]{3,}", regex.sub(r"#\S+|https?://\S+|@\S+", " ", text))
+    freq: dict[str, int] = {}
+    for w in words:
+        if w.casefold() not in STOPWORDS:
+            freq[w.casefold()] = freq.get(w.casefold(), 0) + 1
+    seen = {normalise_tag(t) for t in tags}
+    first = {}
+    for i, w in enumerate(words):
+        first.setdefault(w.casefold(), i)
+    for word in sorted(freq, key=lambda k: (-freq[k], first[k])):  # most frequent, then first seen
+        if word not in seen:
+            tags.append(word)
+            seen.add(word)
+    return tags[:count]
+
+
+def generate_hashtags(
+    text: str,
+    platform: str,
+    count: int,
+    *,
+    team_id: uuid.UUID | None = None,
+    run_id: uuid.UUID | None = None,
+    conn: AIConnection | None = None,
+) -> tuple[list[str], str, str | None]:
+    """``count`` relevant hashtags (capped by the platform), with the engine used and any fallback reason."""
+    rules = rules_for(platform)
+    count = max(0, min(count, rules.max_hashtags if rules.max_hashtags is not None else count))
+    conn = conn or ai_connection.load()
+    if conn is None or count == 0:
+        return offline_hashtags(text, count), "offline", None
+    key = cache_key("hashtags", conn.model, {"text": text, "platform": platform, "count": count})
+    with session_scope() as session:
+        hit = cache_get(session, key)
+    if hit is not None:
+        _account(team_id, run_id, "hashtags", conn, 0, 0, cached=True)
+        return clean_tags(hit.get("hashtags", []))[:count], "cache", None
+    reason = _over_budget(team_id, conn, datetime.now(UTC))
+    if reason:
+        return offline_hashtags(text, count), "offline", reason
+    try:
+        reply = _client(conn).ask(
+            hashtag_messages(text, platform, count), HASHTAGS_SCHEMA, time.monotonic() + conn.time_budget
+        )
+    except AIUnavailable as exc:
+        return offline_hashtags(text, count), "offline", str(exc)
+    _account(team_id, run_id, "hashtags", conn, reply.tokens_in, reply.tokens_out, cached=False)
+    tags = clean_tags(list((reply.data or {}).get("hashtags") or []))[:count]
+    if not tags:
+        return offline_hashtags(text, count), "offline", "the model suggested no usable hashtags"
+    with session_scope() as session:
+        cache_put(session, key, conn.model, {"hashtags": tags})
+    return tags, "openai", None
