@@ -32,6 +32,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/factory_parse.py
 	$(BIN)/python bench/poll.py
+	$(BIN)/python bench/ai.py
 
 clean:
 	rm -rf .kipu

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -100,3 +101,31 @@ def test_missing_key_is_a_startup_error(sqlite_url: str) -> None:
         timeout=60,
     )
     assert out.returncode == 2 and "ENCRYPTION_KEY is not set" in out.stderr
+
+
+def test_ai_usage_reports_team_totals(demo_team: dict, store_url: str) -> None:
+    from kipu.ai.usage import record_usage
+    from kipu.store.accounts import find_team
+    from kipu.store.engine import session_scope
+
+    with session_scope() as s:
+        team = find_team(s, "demo")
+        for tin, tout, cached in ((100, 20, False), (0, 0, True), (50, 10, False)):
+            record_usage(
+                s,
+                team_id=team.id,
+                run_id=None,
+                purpose="rewrite",
+                model="gpt-4o-mini",
+                tokens_in=tin,
+                tokens_out=tout,
+                cost_usd=0.001 * tin,
+                cached=cached,
+            )
+    out = kipu("ai", "usage", "--json", env={"KIPU_DATABASE_URL": store_url})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [
+        {"team": "demo", "calls": 3, "cache_hits": 1, "tokens_in": 150, "tokens_out": 30, "cost_usd": 0.15}
+    ]
+    table = kipu("ai", "usage", "--today", env={"KIPU_DATABASE_URL": store_url}).stdout
+    assert "demo" in table and "150" in table

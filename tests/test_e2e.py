@@ -247,16 +247,24 @@ def test_the_rewrite_step_uses_the_kipu_openai_connection(flow: dict, monkeypatc
     with OpenAIServer() as fake:
         conn = {"conn_type": "kipu_openai", "password": "sk-test-E2E-KEY", "host": fake.base_url}
         monkeypatch.setenv("AIRFLOW_CONN_KIPU_OPENAI", json.dumps(conn | {"extra": {"model": "gpt-4o-mini"}}))
-        fake.then(Answer(caption="Fifteen minutes, fresh pasta, no excuses", hashtags=["pasta", "weeknight"]))
-        store(demo_doc())
+        fake.then(
+            Answer(hashtags=["Weeknight", "pasta"]),  # the step's generate_hashtags option asks first
+            Answer(caption="Fifteen minutes, fresh pasta, no excuses", hashtags=["pasta", "weeknight"]),
+        )
+        doc = demo_doc()
+        step(doc, "rewrite_for_bluesky")["config"]["generate_hashtags"] = 2
+        store(doc)
         out = run_item("ana-001")
+        assert fake.requests[0]["response_format"]["json_schema"]["name"] == "hashtags"
     assert out["run"].status == "completed"
     rewrite = out["steps"]["rewrite_for_bluesky"].output_data
     assert rewrite["engine"] == "openai" and rewrite["model"] == "gpt-4o-mini" and rewrite["fallback"] is None
     assert rewrite["caption"].startswith("Fifteen minutes, fresh pasta, no excuses")
     assert rewrite["tokens_in"] > 0 and rewrite["cost_usd"] > 0
+    assert rewrite["generated_hashtags"] == ["Weeknight", "pasta"] and rewrite["hashtag_engine"] == "openai"
     (post,) = out["posts"]
     assert post.caption == rewrite["caption"]
     with session_scope() as s:
-        (usage,) = s.scalars(select(AIUsage)).all()
-        assert str(usage.workflow_run_id) == out["id"] and usage.team_id is not None and usage.tokens_in > 0
+        usage = s.scalars(select(AIUsage)).all()
+        assert sorted(u.purpose for u in usage) == ["hashtags", "rewrite"]
+        assert all(str(u.workflow_run_id) == out["id"] and u.team_id is not None and u.tokens_in > 0 for u in usage)

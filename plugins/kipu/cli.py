@@ -143,6 +143,27 @@ def cmd_connection_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ai_usage(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, time
+
+    from kipu.ai.usage import team_totals
+    from kipu.store.engine import session_scope
+
+    since = datetime.combine(datetime.now(UTC).date(), time.min, tzinfo=UTC) if args.today else None
+    with session_scope() as s:
+        rows = team_totals(s, since)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'team':<20} {'calls':>7} {'cached':>7} {'tokens in':>10} {'tokens out':>10} {'cost USD':>10}")
+    for r in rows:
+        print(
+            f"{r['team'] or '-':<20} {r['calls']:>7} {r['cache_hits']:>7} {r['tokens_in']:>10} "
+            f"{r['tokens_out']:>10} {r['cost_usd']:>10.4f}"
+        )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from kipu import demo
 
@@ -195,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--access-token", help="stored encrypted")
     c.add_argument("--meta", action="append", help="KEY=VALUE metadata, repeatable")
     c.set_defaults(fn=cmd_connection_add)
+
+    ai = sub.add_parser("ai", help="AI captions").add_subparsers(dest="sub", required=True)
+    u = ai.add_parser("usage", help="AI calls, cache hits, tokens and estimated cost per team")
+    u.add_argument("--today", action="store_true", help="since 00:00 UTC only")
+    u.add_argument("--json", action="store_true", help="machine-readable output")
+    u.set_defaults(fn=cmd_ai_usage)
 
     d = sub.add_parser("demo", help="run the end-to-end demo (make demo)")
     d.add_argument("--no-airflow", action="store_true", help=argparse.SUPPRESS)

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 
 import regex
+from sqlalchemy.orm import Session
 
 from kipu.ai import connection as ai_connection
 from kipu.ai.client import AIUnavailable, ChatClient
@@ -48,14 +49,13 @@ def _offline(req: RewriteRequest, reason: str | None, **acct: object) -> Rewrite
     return result
 
 
-def _over_budget(team_id: uuid.UUID | None, conn: AIConnection, now: datetime) -> str | None:
+def _over_budget(session: Session, team_id: uuid.UUID | None, conn: AIConnection, now: datetime) -> str | None:
     if team_id is None:
         return None
-    with session_scope() as session:
-        budget = team_budget(session, team_id, conn.daily_token_budget)
-        if budget is None:
-            return None
-        used = tokens_today(session, team_id, now)
+    budget = team_budget(session, team_id, conn.daily_token_budget)
+    if budget is None:
+        return None
+    used = tokens_today(session, team_id, now)
     return f"the team's daily AI token budget of {budget} is used up ({used} today)" if used >= budget else None
 
 
@@ -99,16 +99,27 @@ def rewrite_caption(
     now = now or datetime.now(UTC)
     rules = rules_for(req.target_platform)
     limit = min(rules.max_length, req.max_length) if req.max_length else rules.max_length
-    key = cache_key("rewrite", conn.model, {k: v for k, v in asdict(req).items()})
-    with session_scope() as session:
+    key = cache_key("rewrite", conn.model, asdict(req))
+    with session_scope() as session:  # one transaction: the cache, or the budget check
         hit = cache_get(session, key)
+        if hit is not None:
+            record_usage(
+                session,
+                team_id=team_id,
+                run_id=run_id,
+                purpose="rewrite",
+                model=conn.model,
+                tokens_in=0,
+                tokens_out=0,
+                cost_usd=0.0,
+                cached=True,
+            )
+        reason = None if hit is not None else _over_budget(session, team_id, conn, now)
     if hit is not None:
         checked = enforce(hit.get("caption", ""), hit.get("hashtags", []), req, rules, limit, final=True)
-        _account(team_id, run_id, "rewrite", conn, 0, 0, cached=True)
         return RewriteResult(
             checked.caption, checked.hashtags, checked.truncated, "cache", checked.notes, model=conn.model
         )
-    reason = _over_budget(team_id, conn, now)
     if reason:
         return _offline(req, reason, model=conn.model)
 
@@ -257,7 +268,8 @@ def generate_hashtags(
     if hit is not None:
         _account(team_id, run_id, "hashtags", conn, 0, 0, cached=True)
         return clean_tags(hit.get("hashtags", []))[:count], "cache", None
-    reason = _over_budget(team_id, conn, datetime.now(UTC))
+    with session_scope() as session:
+        reason = _over_budget(session, team_id, conn, datetime.now(UTC))
     if reason:
         return offline_hashtags(text, count), "offline", reason
     try:

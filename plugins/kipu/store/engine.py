@@ -30,7 +30,7 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql+psycopg2") or url.startswith("postgresql://"):
         # executemany of UPDATEs (the poll engine's cursors) as batches, not one round trip per row.
         extra = {"executemany_mode": "values_plus_batch", "executemany_batch_page_size": 500}
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, **extra)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, **extra)
 
 
 @lru_cache(maxsize=8)

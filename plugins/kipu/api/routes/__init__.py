@@ -1,0 +1,1 @@
+"""Routers of the /kipu API, one module per resource."""

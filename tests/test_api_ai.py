@@ -1,0 +1,104 @@
+"""``/kipu/api/ai`` mounted in Airflow's own API server app: Airflow JWTs, team roles, the AI code path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.fakes.openai_server import Answer, OpenAIServer
+
+
+@pytest.fixture
+def airflow_api(airflow_db: Path, pg_demo_team: dict) -> Iterator[TestClient]:
+    from airflow.api_fastapi.app import create_app
+
+    with TestClient(create_app("all")) as client:
+        yield client
+
+
+def token(username: str, role: str = "admin") -> dict[str, str]:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    jwt = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=username, role=role))
+    return {"Authorization": f"Bearer {jwt}"}
+
+
+def test_rewrite_and_hashtags_for_a_team_member(airflow_api: TestClient) -> None:
+    body = {"team": "demo", "text": "Sunrise bake 🥐 #bread #fyp", "target_platform": "bluesky", "tone": "casual"}
+    out = airflow_api.post("/kipu/api/ai/rewrite", json=body, headers=token("admin"))
+    assert out.status_code == 200, out.text
+    data = out.json()
+    assert data["engine"] == "offline" and "#bread" in data["caption"] and "#fyp" not in data["caption"]
+    tags = airflow_api.post(
+        "/kipu/api/ai/hashtags",
+        json={"team": "demo", "text": "Sourdough sourdough at dawn", "platform": "instagram", "count": 2},
+        headers=token("admin"),
+    )
+    assert tags.status_code == 200 and tags.json() == {
+        "hashtags": ["sourdough", "dawn"],
+        "engine": "offline",
+        "fallback": None,
+    }
+
+
+def test_the_api_uses_the_kipu_openai_connection(airflow_api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    with OpenAIServer() as fake:
+        conn = {"conn_type": "kipu_openai", "password": "sk-test-API-KEY", "host": fake.base_url}
+        monkeypatch.setenv("AIRFLOW_CONN_KIPU_OPENAI", json.dumps(conn))
+        fake.then(Answer(caption="A calm sunrise loaf", hashtags=["bread"]))
+        out = airflow_api.post(
+            "/kipu/api/ai/rewrite",
+            json={"team": "demo", "text": "Sunrise bake", "target_platform": "x"},
+            headers=token("admin"),
+        )
+    assert out.status_code == 200, out.text
+    assert out.json()["engine"] == "openai" and out.json()["caption"] == "A calm sunrise loaf\n\n#bread"
+    assert "sk-test-API-KEY" not in out.text
+
+
+@pytest.mark.parametrize(
+    "headers,team,status",
+    [
+        ({}, "demo", 401),
+        ({"Authorization": "Bearer not-a-jwt"}, "demo", 403),
+        ("stranger", "demo", 404),  # an Airflow user with no Kipu profile in the team
+        ("admin", "other", 404),  # a team the caller is not in looks like no team at all
+        ("admin", "nope", 404),
+    ],
+)
+def test_callers_outside_the_team_are_refused(airflow_api: TestClient, headers: object, team: str, status: int) -> None:
+    hdrs = token(headers) if isinstance(headers, str) else headers
+    out = airflow_api.post(
+        "/kipu/api/ai/rewrite", json={"team": team, "text": "hi", "target_platform": "x"}, headers=hdrs
+    )
+    assert out.status_code == status, out.text
+
+
+def test_viewers_may_not_spend_the_ai_budget(airflow_api: TestClient) -> None:
+    from kipu.store.engine import session_scope
+    from kipu.store.models import Profile
+    from sqlalchemy import select
+
+    with session_scope() as s:
+        s.scalar(select(Profile).where(Profile.email == "viewer@demo.test")).airflow_username = "vera"
+    out = airflow_api.post(
+        "/kipu/api/ai/rewrite", json={"team": "demo", "text": "hi", "target_platform": "x"}, headers=token("vera")
+    )
+    assert out.status_code == 403 and "role 'viewer'" in out.json()["detail"]
+
+
+def test_bad_bodies_name_the_field(airflow_api: TestClient) -> None:
+    out = airflow_api.post(
+        "/kipu/api/ai/rewrite",
+        json={"team": "demo", "text": "hi", "target_platform": "myspace", "max_length": 0},
+        headers=token("admin"),
+    )
+    assert out.status_code == 422
+    fields = {tuple(e["loc"]) for e in out.json()["detail"]}
+    assert ("body", "target_platform") in fields and ("body", "max_length") in fields
