@@ -26,6 +26,8 @@ os.environ.update(
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "KIPU_HOME": str(_TMP / "kipu"),
         "ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        # Signs the Airflow JWTs the API tests present to the mounted /kipu app.
+        "AIRFLOW__API_AUTH__JWT_SECRET": Fernet.generate_key().decode(),
     }
 )
 os.environ.pop("KIPU_DATABASE_URL", None)
