@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseHook
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from kipu.captions.platforms import CaptionRules, rules_for
 from kipu.specs.items import ContentItem, ContentType, MediaRef
@@ -70,6 +70,8 @@ class PublishRequest(BaseModel):
     media: list[MediaRef] = Field(default_factory=list)
     link: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    # When the post intent was written: platforms derive deterministic ids from it (Bluesky's record key).
+    created_at: AwareDatetime | None = None
 
 
 class PublishResult(BaseModel):
@@ -118,8 +120,8 @@ class TargetHook(BaseHook, ABC):
         return problems
 
     @abstractmethod
-    def find_published(self, idempotency_key: str) -> PublishResult | None:
-        """The post already published under this key, if any: what makes a retry safe."""
+    def find_published(self, request: PublishRequest) -> PublishResult | None:
+        """The post already published for this request's idempotency key, if any: what makes a retry safe."""
 
     @abstractmethod
     def publish(self, request: PublishRequest) -> PublishResult:

@@ -35,11 +35,12 @@ class OutboxHook(TargetHook):
     def _path(self, key: str) -> Path:
         return self.folder / f"{key}.json"
 
-    def find_published(self, idempotency_key: str) -> PublishResult | None:
-        path = self._path(idempotency_key)
+    def find_published(self, request: PublishRequest) -> PublishResult | None:
+        key = request.idempotency_key
+        path = self._path(key)
         if not path.exists():
             return None
-        return PublishResult(platform_post_id=idempotency_key, url=path.resolve().as_uri())
+        return PublishResult(platform_post_id=key, url=path.resolve().as_uri())
 
     def _copy_media(self, url: str, dest: Path) -> None:
         parsed = urlparse(url)

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from kipu.config import kipu_home
 from kipu.hooks.base import Rejected, SourceHook, TargetHook
+from kipu.hooks.platform import PlatformHook
 from kipu.store.models import Connection
 
 
 class PlatformNotSupported(Rejected):
     """Kipu has no hook for this platform yet."""
+
+
+def _bluesky() -> type[PlatformHook]:
+    from kipu.hooks.bluesky import BlueskyHook
+
+    return BlueskyHook
+
+
+# Social platforms: one hook class each, imported when first needed.
+PLATFORM_HOOKS: dict[str, Callable[[], type[PlatformHook]]] = {"bluesky": _bluesky}
+
+
+def platform_hook(conn: Connection) -> PlatformHook:
+    """The platform's hook with the connection's decrypted credentials (in memory only)."""
+    from kipu.auth.tokens import credentials_of
+
+    return PLATFORM_HOOKS[conn.platform]()(credentials_of(conn))
 
 
 def source_hook(conn: Connection) -> SourceHook:
@@ -19,6 +38,8 @@ def source_hook(conn: Connection) -> SourceHook:
         from kipu.hooks.feed import FeedHook
 
         return FeedHook(meta.get("url") or conn.platform_user_id)
+    if conn.platform in PLATFORM_HOOKS:
+        return platform_hook(conn)
     raise PlatformNotSupported(f"watching {conn.platform} accounts is not supported yet")
 
 
@@ -29,4 +50,6 @@ def target_hook(conn: Connection) -> TargetHook:
 
         folder = meta.get("path") or str(kipu_home() / "outbox" / conn.platform_user_id)
         return OutboxHook(Path(folder))
+    if conn.platform in PLATFORM_HOOKS:
+        return platform_hook(conn)
     raise PlatformNotSupported(f"publishing to {conn.platform} is not supported yet")

@@ -58,7 +58,7 @@ class KipuPublishOperator(KipuStepOperator):
                     media_urls=[m.url for m in request_media],
                     metadata={"source_post_id": state.item.platform_post_id, "source_url": state.item.url},
                 )
-                post_id, already = str(post.id), post.status == "published"
+                post_id, already, created = str(post.id), post.status == "published", post.created_at
                 hook = target_hook(conn)
             key = target.connection_id
             if already:
@@ -73,10 +73,11 @@ class KipuPublishOperator(KipuStepOperator):
                 media=request_media,
                 link=state.item.url,
                 options=step.config.model_dump(mode="json", exclude_none=True, exclude={"custom_caption"}),
+                created_at=created,
             )
             try:
                 # A previous attempt may have reached the platform before crashing: ask before posting.
-                existing = hook.find_published(post_id)
+                existing = hook.find_published(request)
                 if existing is None:
                     problems = hook.check(request)
                     if problems:
