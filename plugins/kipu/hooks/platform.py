@@ -88,7 +88,11 @@ class PlatformHook(SourceHook, TargetHook):
     base_url: ClassVar[str] = ""
     token_rate: ClassVar[float | None] = None
     token_burst: ClassVar[float] = 5.0
+    # Response headers with the requests left in the window and its reset (epoch seconds), where the platform
+    # sends them: a token with none left waits for the reset instead of earning a 429.
+    limit_headers: ClassVar[tuple[str, str] | None] = None
     _buckets: ClassVar[dict[str, _Bucket]] = {}
+    _windows: ClassVar[dict[str, tuple[int, float]]] = {}
     _buckets_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
@@ -119,10 +123,31 @@ class PlatformHook(SourceHook, TargetHook):
         return self.credentials.bearer()
 
     # -- the one HTTP path -------------------------------------------------------------------------------------
+    @property
+    def _token_key(self) -> str:
+        return f"{self.platform}:{self.credentials.connection_id or self.credentials.platform_user_id}"
+
+    def _wait_for_window(self) -> None:
+        window = self._windows.get(self._token_key)
+        if window is None or window[0] > 0:
+            return
+        wait = window[1] - time.time()
+        if wait > MAX_INLINE_WAIT:
+            raise RateLimited(f"{self.platform}: no requests left for this account until the window resets", wait)
+        if wait > 0:
+            time.sleep(wait)
+
+    def _note_window(self, response: httpx.Response) -> None:
+        if self.limit_headers is None:
+            return
+        left, reset = (response.headers.get(h) for h in self.limit_headers)
+        if left is not None and reset is not None and left.isdigit() and reset.isdigit():
+            self._windows[self._token_key] = (int(left), float(reset))
+
     def _bucket(self) -> _Bucket | None:
         if not self.token_rate:
             return None
-        key = f"{self.platform}:{self.credentials.connection_id or self.credentials.platform_user_id}"
+        key = self._token_key
         with self._buckets_lock:
             if key not in self._buckets:
                 self._buckets[key] = _Bucket(self.token_rate, self.token_burst)
@@ -139,9 +164,11 @@ class PlatformHook(SourceHook, TargetHook):
             bucket = self._bucket()
             if bucket:
                 bucket.take()
+            self._wait_for_window()
             headers = {**base_headers, **(self.auth_headers() if auth else {})}
             try:
                 response = self.client.request(method, url, headers=headers, **kwargs)
+                self._note_window(response)
                 error = self.map_error(response)
             except httpx.TimeoutException:
                 error = Transient(f"{self.platform}: request timed out")

@@ -21,8 +21,14 @@ def _bluesky() -> type[PlatformHook]:
     return BlueskyHook
 
 
+def _x() -> type[PlatformHook]:
+    from kipu.hooks.x import XHook
+
+    return XHook
+
+
 # Social platforms: one hook class each, imported when first needed.
-PLATFORM_HOOKS: dict[str, Callable[[], type[PlatformHook]]] = {"bluesky": _bluesky}
+PLATFORM_HOOKS: dict[str, Callable[[], type[PlatformHook]]] = {"bluesky": _bluesky, "x": _x}
 
 
 def platform_hook(conn: Connection) -> PlatformHook:

@@ -259,6 +259,21 @@ class Media(Base):
     created_at: Mapped[datetime] = _created()
 
 
+class OAuthState(Base):
+    """One pending OAuth authorization: single use, short-lived; the PKCE verifier is encrypted."""
+
+    __tablename__ = "oauth_states"
+
+    state_hash: Mapped[str] = mapped_column(Text, primary_key=True)  # sha256 of the state sent to the platform
+    team_id: Mapped[uuid.UUID] = mapped_column(GUID(), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False)
+    platform: Mapped[str] = mapped_column(Text, nullable=False)
+    profile_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("profiles.id"))
+    code_verifier: Mapped[str | None] = mapped_column(Text)
+    redirect_uri: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _created()
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
 class AICacheEntry(Base):
     """A model answer, keyed by a hash of (text, config, model): an identical request is not paid twice."""
 
@@ -295,6 +310,7 @@ __all__ = [
     "Connection",
     "Media",
     "MediaFolder",
+    "OAuthState",
     "Post",
     "Profile",
     "Team",

@@ -1,0 +1,204 @@
+"""X (API v2): posts with ``POST /2/tweets``, chunked media upload (INIT → APPEND → FINALIZE → STATUS), the user
+timeline for polling, OAuth 2.0 with PKCE. Captions are checked in X's weighted counting before any call."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import httpx
+
+from kipu.auth import oauth
+from kipu.captions.counting import URL_RE
+from kipu.hooks.base import Capabilities, PlatformError, PublishRequest, PublishResult, RateLimited, Rejected, Transient
+from kipu.hooks.http import LimitedClient, classify
+from kipu.hooks.media import read_media
+from kipu.hooks.platform import Credentials, PlatformHook, TokenSet
+from kipu.specs.items import ContentItem, MediaRef
+
+CHUNK = 4 * 1024 * 1024
+MAX_IMAGE = 5 * 1024 * 1024
+MAX_VIDEO = 512 * 1024 * 1024
+PROCESSING_TIMEOUT = 300.0  # seconds: every wait is bounded (PLATFORMS.md, complaint 4)
+
+
+def _plain(text: str) -> str:
+    """Text for matching a published post: X rewrites links to t.co, so links are left out."""
+    return re.sub(r"\s+", " ", URL_RE.sub("", text)).strip()
+
+
+class XHook(PlatformHook):
+    platform: ClassVar[str] = "x"
+    conn_type = "kipu_x"
+    hook_name = "Kipu X (API v2)"
+    base_url: ClassVar[str] = "https://api.x.com"
+    capabilities: ClassVar[Capabilities] = Capabilities(text=True, image=True, video=True, alt_text=False, max_images=4)
+    # 200 requests per 15 minutes per user (PLATFORMS.md); the window headers keep us under it exactly.
+    token_rate: ClassVar[float | None] = 200 / 900
+    token_burst: ClassVar[float] = 200
+    limit_headers: ClassVar[tuple[str, str] | None] = ("x-rate-limit-remaining", "x-rate-limit-reset")
+    processing_timeout: float = PROCESSING_TIMEOUT
+
+    def map_error(self, response: httpx.Response) -> PlatformError | None:
+        error = classify(response, "x")
+        if isinstance(error, RateLimited) and error.retry_after is None:
+            reset = response.headers.get("x-rate-limit-reset")
+            if reset and reset.isdigit():
+                error.retry_after = max(0.0, float(reset) - time.time())
+        if error is not None and response.status_code in (400, 403):
+            try:
+                detail = response.json().get("detail") or response.json().get("title")
+            except ValueError:
+                detail = None
+            if detail:
+                return type(error)(f"x: HTTP {response.status_code}: {detail}")
+        return error
+
+    def refresh_tokens(self, credentials: Credentials) -> TokenSet:
+        return oauth.refresh(self.oauth_app(), credentials.refresh_token, self.client)
+
+    def oauth_app(self) -> oauth.OAuthApp:
+        app = oauth.app_for("x")
+        token_url = self.credentials.metadata.get("token_url")
+        return replace(app, token_url=token_url) if token_url else app
+
+    @classmethod
+    def identify(cls, base_url: str, tokens: TokenSet) -> tuple[str, str | None]:
+        """The user behind a new token (``GET /2/users/me``), for the OAuth callback."""
+        resp = httpx.get(
+            f"{base_url.rstrip('/')}/2/users/me",
+            headers={"Authorization": f"Bearer {tokens.access_token.get_secret_value()}"},
+            timeout=20,
+        )
+        error = classify(resp, "x")
+        if error:
+            raise error
+        data = resp.json()["data"]
+        return data["id"], data.get("username")
+
+    # -- media -----------------------------------------------------------------------------------------------------
+    def upload_media(self, media: MediaRef) -> str:
+        video = media.kind == "video"
+        data = read_media(media.url, MAX_VIDEO if video else MAX_IMAGE, "x")
+        mime = (
+            media.mime_type
+            if media.mime_type and "*" not in media.mime_type
+            else ("video/mp4" if video else "image/jpeg")
+        )
+        init = self.call(
+            "POST",
+            "/2/media/upload",
+            data={
+                "command": "INIT",
+                "media_type": mime,
+                "total_bytes": str(len(data)),
+                "media_category": "tweet_video" if video else "tweet_image",
+            },
+        ).json()["data"]
+        media_id = str(init["id"])
+        for index in range(max(1, math.ceil(len(data) / CHUNK))):
+            self.call(
+                "POST",
+                "/2/media/upload",
+                data={"command": "APPEND", "media_id": media_id, "segment_index": str(index)},
+                files={"media": ("chunk", data[index * CHUNK : (index + 1) * CHUNK], "application/octet-stream")},
+            )
+        info = self.call("POST", "/2/media/upload", data={"command": "FINALIZE", "media_id": media_id}).json()["data"]
+        self._await_processing(media_id, info.get("processing_info"))
+        return media_id
+
+    def _await_processing(self, media_id: str, info: dict[str, Any] | None) -> None:
+        deadline = time.monotonic() + self.processing_timeout
+        while info and info.get("state") in ("pending", "in_progress"):
+            if time.monotonic() >= deadline:
+                raise Transient(f"x: media {media_id} still processing after {self.processing_timeout:g}s")
+            time.sleep(min(float(info.get("check_after_secs", 1)), max(0.0, deadline - time.monotonic())))
+            info = (
+                self.call("GET", "/2/media/upload", params={"command": "STATUS", "media_id": media_id})
+                .json()["data"]
+                .get("processing_info")
+            )
+        if info and info.get("state") == "failed":
+            raise Rejected(f"x: media {media_id} failed processing: {(info.get('error') or {}).get('message', '')}")
+
+    # -- publishing ------------------------------------------------------------------------------------------------
+    def find_published(self, request: PublishRequest) -> PublishResult | None:
+        """X has no idempotency key: a post of the same text since the intent was written is ours."""
+        params: dict[str, Any] = {"max_results": 20, "tweet.fields": "created_at"}
+        if request.created_at:
+            params["start_time"] = request.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        resp = self.call("GET", f"/2/users/{self.credentials.platform_user_id}/tweets", params=params)
+        want = _plain(request.caption)
+        for tweet in resp.json().get("data") or []:
+            if _plain(tweet.get("text", "")) == want:
+                return self._result(tweet["id"])
+        return None
+
+    def _result(self, tweet_id: str) -> PublishResult:
+        who = self.credentials.username or "i"
+        return PublishResult(platform_post_id=tweet_id, url=f"https://x.com/{who}/status/{tweet_id}")
+
+    def publish(self, request: PublishRequest) -> PublishResult:
+        uploads = [m for m in request.media if m.kind in ("image", "video")]
+        uploads = [m for m in uploads if m.kind == "video"][:1] or uploads[:4]
+        media_ids = [self.upload_media(m) for m in uploads]
+        for attempt in (1, 2):
+            body: dict[str, Any] = {"text": request.caption}
+            if media_ids:
+                body["media"] = {"media_ids": media_ids}
+            try:
+                return self._result(self.call("POST", "/2/tweets", json=body).json()["data"]["id"])
+            except Rejected as exc:
+                if "duplicate content" in str(exc):
+                    found = self.find_published(request)  # an earlier attempt landed
+                    if found is not None:
+                        return found
+                if "media" in str(exc).lower() and attempt == 1 and media_ids:
+                    media_ids = [self.upload_media(m) for m in uploads]  # media ids expire: upload again once
+                    continue
+                raise
+            except Transient:
+                found = self.find_published(request)
+                if found is not None:
+                    return found
+                raise
+        raise AssertionError("unreachable")
+
+    # -- polling ---------------------------------------------------------------------------------------------------
+    def _items(self, tweets: list[dict[str, Any]]) -> list[ContentItem]:
+        items = []
+        for t in reversed(tweets):  # the timeline is newest first
+            created = t.get("created_at")
+            items.append(
+                ContentItem(
+                    platform="x",
+                    platform_post_id=str(t["id"]),
+                    caption=t.get("text", ""),
+                    url=self._result(str(t["id"])).url,
+                    published_at=datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
+                    author=self.credentials.username,
+                )
+            )
+        return items
+
+    def list_posts(self, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
+        params: dict[str, Any] = {"max_results": max(5, min(limit, 100)), "tweet.fields": "created_at"}
+        if since_id:
+            params["since_id"] = since_id
+        resp = self.call("GET", f"/2/users/{self.credentials.platform_user_id}/tweets", params=params)
+        return self._items(resp.json().get("data") or [])
+
+    async def fetch_posts(self, http: LimitedClient, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
+        resp = await http.request(
+            "GET",
+            f"{self.base}/2/users/{self.credentials.platform_user_id}/tweets",
+            platform="x",
+            token_key=str(self.credentials.connection_id or self.credentials.platform_user_id),
+            params={"max_results": max(5, min(limit, 100)), "tweet.fields": "created_at"},
+            headers=self.auth_headers(),
+        )
+        return self._items(resp.json().get("data") or [])
