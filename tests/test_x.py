@@ -169,3 +169,40 @@ def test_the_window_headers_keep_the_hook_under_the_rate_limit(x: uuid.UUID, fak
     for i in range(12):
         h.publish(request(f"post {i}"))
     assert len(fake.state.tweets) == 12 and fake.state.rate_limited == 0
+
+
+@pytest.mark.slow
+def test_kipu_maintenance_refreshes_expiring_tokens_and_reports_reconnects(
+    x: uuid.UUID, fake: XServer, airflow_db: object
+) -> None:
+    from datetime import timedelta
+
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    fake.state.user = {"id": "9002", "name": "Bo", "username": "bo_bakes"}
+    other = connect(fake)  # a second account, whose refresh token the platform has revoked
+    with session_scope() as s:
+        for cid in (x, other):
+            s.get(Connection, cid).token_expires_at = datetime.now(UTC) + timedelta(hours=3)
+        old_access = connection_tokens(s.get(Connection, x))[0].get_secret_value()
+        revoked = connection_tokens(s.get(Connection, other))[1].get_secret_value()
+    fake.state.refresh.discard(revoked)
+    dag = DagBag(dag_folder=str(REPO / "dags" / "kipu_maintenance.py")).dags["kipu_maintenance"]
+    run = dag.test()
+    assert run.state == "success"
+    with create_session() as session:
+        xcoms = {
+            r.task_id: r.value
+            for r in session.scalars(
+                select(XComModel).where(XComModel.dag_id == "kipu_maintenance", XComModel.run_id == run.run_id)
+            )
+        }
+    report, flagged = xcoms["refresh_expiring_tokens"], xcoms["report_reconnects"]
+    assert report["refreshed"] == 1 and report["needs_reconnect"] == 1
+    assert [f["connection_id"] for f in flagged] == [str(other)] and "refresh token was refused" in flagged[0]["reason"]
+    with session_scope() as s:
+        assert connection_tokens(s.get(Connection, x))[0].get_secret_value() != old_access
+    assert old_access not in json.dumps(xcoms)
