@@ -1,0 +1,24 @@
+"""Registers Kipu's connection types with Airflow (the ``apache_airflow_provider`` entry point)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def get_provider_info() -> dict[str, Any]:
+    hooks = {
+        "kipu_openai": "kipu.connection_types.OpenAIConnection",
+        "kipu_x_app": "kipu.connection_types.XAppConnection",
+        "kipu_linkedin_app": "kipu.connection_types.LinkedInAppConnection",
+        "kipu_pinterest_app": "kipu.connection_types.PinterestAppConnection",
+        "kipu_feed": "kipu.hooks.feed.FeedHook",
+        "kipu_outbox": "kipu.hooks.outbox.OutboxHook",
+        "kipu_bluesky": "kipu.hooks.bluesky.BlueskyHook",
+        "kipu_x": "kipu.hooks.x.XHook",
+    }
+    return {
+        "package-name": "kipu",
+        "name": "Kipu",
+        "description": "Content cross-posting on Airflow: connection types for AI and platform apps.",
+        "connection-types": [{"connection-type": t, "hook-class-name": h} for t, h in hooks.items()],
+    }

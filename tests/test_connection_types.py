@@ -1,0 +1,26 @@
+"""Kipu's connection types are registered with Airflow, so app credentials can live in Airflow connections."""
+
+from __future__ import annotations
+
+import warnings
+
+
+def test_every_kipu_connection_type_is_registered() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hooks = ProvidersManager().hooks
+    for conn_type in ("kipu_openai", "kipu_x_app", "kipu_linkedin_app", "kipu_pinterest_app", "kipu_bluesky", "kipu_x"):
+        info = hooks[conn_type]
+        assert info is not None and info.package_name == "kipu", conn_type
+    assert hooks["kipu_openai"].hook_name == "Kipu AI (OpenAI-compatible)"
+
+
+def test_app_connection_forms_name_their_fields() -> None:
+    from kipu.connection_types import OpenAIConnection, XAppConnection
+
+    x = XAppConnection.get_ui_field_behaviour()
+    assert x["relabeling"] == {"login": "Client ID", "password": "Client secret"}
+    assert "schema" in x["hidden_fields"] and "login" not in x["hidden_fields"]
+    assert OpenAIConnection.get_ui_field_behaviour()["relabeling"]["password"] == "API key"
