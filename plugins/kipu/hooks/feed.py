@@ -203,6 +203,8 @@ class FeedHook(SourceHook):
 
     platform: ClassVar[str] = "feed"
     conn_type = "kipu_feed"
+    conn_name_attr = "kipu_conn_id"
+    default_conn_name = "kipu_feed"
     hook_name = "Kipu feed (RSS, Atom, JSON Feed)"
 
     def __init__(self, location: str, client: httpx.Client | None = None) -> None:

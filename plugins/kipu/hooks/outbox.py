@@ -26,6 +26,8 @@ class OutboxHook(TargetHook):
         text=True, image=True, video=True, carousel=True, alt_text=True, max_images=20
     )
     conn_type = "kipu_outbox"
+    conn_name_attr = "kipu_conn_id"
+    default_conn_name = "kipu_outbox"
     hook_name = "Kipu outbox (folder)"
 
     def __init__(self, folder: str | Path) -> None:

@@ -85,6 +85,9 @@ class PlatformHook(SourceHook, TargetHook):
     platform calls, ``map_error`` for platform-specific error bodies, and ``refresh_tokens``.
     """
 
+    # Airflow's connection-type registry reads these; app credentials live in kipu_<platform>_app.
+    conn_name_attr = "kipu_conn_id"
+    default_conn_name = "kipu_platform"
     base_url: ClassVar[str] = ""
     token_rate: ClassVar[float | None] = None
     token_burst: ClassVar[float] = 5.0
