@@ -11,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
+from tests.fakes.serve import ThreadedServer
 
 SOURCE = re.compile(r"<source>\n?(.*?)\n?</source>", re.DOTALL)
 
@@ -37,15 +35,8 @@ class OpenAIServer:
         self.script: list[Answer] = []
         self.requests: list[dict[str, Any]] = []
         self.auth_headers: list[str] = []
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off", interface="asgi3"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._served = ThreadedServer(self.app)
+        self.port = self._served.port
 
     @property
     def base_url(self) -> str:
@@ -145,14 +136,8 @@ class OpenAIServer:
         await send({"type": "http.response.body", "body": body})
 
     def __enter__(self) -> OpenAIServer:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fake OpenAI server did not start")
-            time.sleep(0.02)
+        self._served.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(5)
+        self._served.stop()

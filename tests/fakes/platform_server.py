@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import uvicorn
+from tests.fakes.serve import ThreadedServer
 
 
 @dataclass
@@ -46,21 +45,8 @@ class PlatformServer:
         self.requests = 0
         self.in_flight = 0
         self.peak_in_flight = 0
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
-        config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="error",
-            lifespan="off",
-            backlog=8192,
-            interface="asgi3",
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._served = ThreadedServer(self.app, backlog=8192)
+        self.port = self._served.port
 
     @property
     def url(self) -> str:
@@ -111,17 +97,11 @@ class PlatformServer:
         await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
 
     def __enter__(self) -> PlatformServer:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fake platform server did not start")
-            time.sleep(0.02)
+        self._served.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(5)
+        self._served.stop()
 
 
 def main() -> None:

@@ -13,8 +13,6 @@ import base64
 import hashlib
 import itertools
 import secrets
-import socket
-import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -22,10 +20,11 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-import uvicorn
 from fastapi import FastAPI, Form, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse
 from kipu.captions.counting import x_weighted_length
+
+from tests.fakes.serve import ThreadedServer
 
 
 @dataclass
@@ -259,29 +258,16 @@ def build_app(x: XState) -> FastAPI:
 class XServer:
     def __init__(self, **state: Any) -> None:
         self.state = XState(**state)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
-        config = uvicorn.Config(
-            build_app(self.state), host="127.0.0.1", port=self.port, log_level="error", lifespan="off"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._served = ThreadedServer(build_app(self.state))
+        self.port = self._served.port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self._served.url
 
     def __enter__(self) -> XServer:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fake X server did not start")
-            time.sleep(0.02)
+        self._served.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(5)
+        self._served.stop()

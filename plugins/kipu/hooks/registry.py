@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from pathlib import Path
 
 from kipu.config import kipu_home
@@ -15,27 +15,24 @@ class PlatformNotSupported(Rejected):
     """Kipu has no hook for this platform yet."""
 
 
-def _bluesky() -> type[PlatformHook]:
-    from kipu.hooks.bluesky import BlueskyHook
-
-    return BlueskyHook
-
-
-def _x() -> type[PlatformHook]:
-    from kipu.hooks.x import XHook
-
-    return XHook
-
-
 # Social platforms: one hook class each, imported when first needed.
-PLATFORM_HOOKS: dict[str, Callable[[], type[PlatformHook]]] = {"bluesky": _bluesky, "x": _x}
+PLATFORM_HOOKS: dict[str, str] = {
+    "bluesky": "kipu.hooks.bluesky.BlueskyHook",
+    "x": "kipu.hooks.x.XHook",
+    "linkedin": "kipu.hooks.linkedin.LinkedInHook",
+}
+
+
+def hook_class(platform: str) -> type[PlatformHook]:
+    module, _, name = PLATFORM_HOOKS[platform].rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 def platform_hook(conn: Connection) -> PlatformHook:
     """The platform's hook with the connection's decrypted credentials (in memory only)."""
     from kipu.auth.tokens import credentials_of
 
-    return PLATFORM_HOOKS[conn.platform]()(credentials_of(conn))
+    return hook_class(conn.platform)(credentials_of(conn))
 
 
 def source_hook(conn: Connection) -> SourceHook:
