@@ -15,6 +15,8 @@ def get_provider_info() -> dict[str, Any]:
         "kipu_outbox": "kipu.hooks.outbox.OutboxHook",
         "kipu_bluesky": "kipu.hooks.bluesky.BlueskyHook",
         "kipu_x": "kipu.hooks.x.XHook",
+        "kipu_linkedin": "kipu.hooks.linkedin.LinkedInHook",
+        "kipu_pinterest": "kipu.hooks.pinterest.PinterestHook",
     }
     return {
         "package-name": "kipu",

@@ -20,6 +20,7 @@ PLATFORM_HOOKS: dict[str, str] = {
     "bluesky": "kipu.hooks.bluesky.BlueskyHook",
     "x": "kipu.hooks.x.XHook",
     "linkedin": "kipu.hooks.linkedin.LinkedInHook",
+    "pinterest": "kipu.hooks.pinterest.PinterestHook",
 }
 
 

@@ -1,0 +1,199 @@
+"""Pinterest v5: pins to a board from an image URL or base64, video through ``/v5/media`` → upload → bounded
+status poll → a pin with a cover, the title/description/link/alt-text limits checked first, and pins for polling."""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+from urllib.parse import urlparse
+
+import httpx
+
+from kipu.auth import oauth
+from kipu.hooks.base import Capabilities, PlatformError, PublishRequest, PublishResult, Rejected, Transient
+from kipu.hooks.http import LimitedClient, classify
+from kipu.hooks.media import read_media
+from kipu.hooks.platform import Credentials, PlatformHook, TokenSet
+from kipu.specs.items import ContentItem, MediaRef
+
+LIMITS = {"title": 100, "description": 500, "link": 2048, "alt_text": 500}
+MAX_IMAGE = 20 * 1024 * 1024
+MAX_VIDEO = 2 * 1024 * 1024 * 1024
+PROCESSING_TIMEOUT = 300.0
+
+
+class PinterestHook(PlatformHook):
+    platform: ClassVar[str] = "pinterest"
+    conn_type = "kipu_pinterest"
+    hook_name = "Kipu Pinterest (API v5)"
+    base_url: ClassVar[str] = "https://api.pinterest.com"
+    capabilities: ClassVar[Capabilities] = Capabilities(text=False, image=True, video=True, alt_text=True, max_images=1)
+    processing_timeout: float = PROCESSING_TIMEOUT
+
+    def map_error(self, response: httpx.Response) -> PlatformError | None:
+        error = classify(response, "pinterest")
+        if error is not None and 400 <= response.status_code < 500 and response.status_code not in (401, 429):
+            try:
+                message = response.json().get("message")
+            except ValueError:
+                message = None
+            if message:
+                return type(error)(f"pinterest: HTTP {response.status_code}: {message}")
+        return error
+
+    def refresh_tokens(self, credentials: Credentials) -> TokenSet:
+        app = oauth.app_for("pinterest")
+        token_url = credentials.metadata.get("token_url")
+        return oauth.refresh(
+            replace(app, token_url=token_url) if token_url else app, credentials.refresh_token, self.client
+        )
+
+    @classmethod
+    def identify(cls, base_url: str, tokens: TokenSet) -> tuple[str, str | None]:
+        resp = httpx.get(
+            f"{base_url.rstrip('/')}/v5/user_account",
+            headers={"Authorization": f"Bearer {tokens.access_token.get_secret_value()}"},
+            timeout=20,
+        )
+        error = classify(resp, "pinterest")
+        if error:
+            raise error
+        data = resp.json()
+        return str(data.get("id") or data["username"]), data.get("username")
+
+    def _fields(self, request: PublishRequest) -> dict[str, str]:
+        media = next((m for m in request.media if m.kind in ("image", "video")), None)
+        return {
+            "title": request.title or "",
+            "description": request.caption,
+            "link": request.link or "",
+            "alt_text": (media.alt_text or "") if media else "",
+        }
+
+    def board(self, request: PublishRequest) -> str:
+        board = request.options.get("board_id") or self.credentials.metadata.get("board_id")
+        if not board:
+            raise Rejected("pinterest: no board: set board_id in the publish step's config or the connection metadata")
+        return str(board)
+
+    def check(self, request: PublishRequest) -> list[str]:
+        problems = [p for p in super().check(request) if "caption" not in p]
+        for name, value in self._fields(request).items():
+            if len(value) > LIMITS[name]:
+                problems.append(f"pinterest {name} is {len(value)} characters, over the limit of {LIMITS[name]}")
+        if not any(m.kind in ("image", "video") for m in request.media):
+            problems.append("pinterest needs an image or a video for a pin")
+        return problems
+
+    def _image_source(self, media: MediaRef) -> dict[str, Any]:
+        if urlparse(media.url).scheme in ("http", "https"):
+            return {"source_type": "image_url", "url": media.url}
+        data = read_media(media.url, MAX_IMAGE, "pinterest")
+        mime = media.mime_type if media.mime_type and "*" not in media.mime_type else "image/jpeg"
+        return {"source_type": "image_base64", "content_type": mime, "data": base64.b64encode(data).decode()}
+
+    def _video_source(self, media: MediaRef, cover: str | None) -> dict[str, Any]:
+        registered = self.call("POST", "/v5/media", json={"media_type": "video"}).json()
+        data = read_media(media.url, MAX_VIDEO, "pinterest")
+        upload = httpx.post(
+            registered["upload_url"],
+            data=registered.get("upload_parameters") or {},
+            files={"file": ("video.mp4", data, media.mime_type or "video/mp4")},
+            timeout=300,
+        )
+        if upload.status_code >= 300:
+            raise Transient(f"pinterest: video upload answered HTTP {upload.status_code}")
+        media_id = str(registered["media_id"])
+        deadline = time.monotonic() + self.processing_timeout
+        while True:
+            status = self.call("GET", f"/v5/media/{media_id}").json().get("status")
+            if status == "succeeded":
+                break
+            if status == "failed":
+                raise Rejected(f"pinterest: video {media_id} failed processing")
+            if time.monotonic() >= deadline:
+                raise Transient(f"pinterest: video {media_id} still {status} after {self.processing_timeout:g}s")
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+        source: dict[str, Any] = {"source_type": "video_id", "media_id": media_id}
+        if cover:
+            source["cover_image_url"] = cover
+        else:
+            source["cover_image_key_frame_time"] = 0
+        return source
+
+    def _result(self, pin_id: str) -> PublishResult:
+        return PublishResult(platform_post_id=pin_id, url=f"https://www.pinterest.com/pin/{pin_id}/")
+
+    def find_published(self, request: PublishRequest) -> PublishResult | None:
+        want = (request.caption, request.link or None)
+        since = request.created_at - timedelta(minutes=1) if request.created_at else None
+        for pin in self._pins(25):
+            when = _when(pin.get("created_at"))
+            recent = since is None or when is None or when >= since
+            if (pin.get("description"), pin.get("link") or None) == want and recent:
+                return self._result(str(pin["id"]))
+        return None
+
+    def publish(self, request: PublishRequest) -> PublishResult:
+        board = self.board(request)
+        video = next((m for m in request.media if m.kind == "video"), None)
+        image = next((m for m in request.media if m.kind == "image"), None)
+        if video is not None:
+            source = self._video_source(
+                video, image.url if image and urlparse(image.url).scheme.startswith("http") else None
+            )
+        elif image is not None:
+            source = self._image_source(image)
+        else:
+            raise Rejected("pinterest needs an image or a video for a pin")
+        fields = {k: v for k, v in self._fields(request).items() if v}
+        try:
+            pin = self.call("POST", "/v5/pins", json={"board_id": board, "media_source": source, **fields}).json()
+        except Transient:
+            found = self.find_published(request)
+            if found is not None:
+                return found
+            raise
+        return self._result(str(pin["id"]))
+
+    def _pins(self, page_size: int) -> list[dict[str, Any]]:
+        return list(self.call("GET", "/v5/pins", params={"page_size": page_size}).json().get("items") or [])
+
+    def _items(self, pins: list[dict[str, Any]]) -> list[ContentItem]:
+        return [
+            ContentItem(
+                platform="pinterest",
+                platform_post_id=str(p["id"]),
+                content_type="video" if (p.get("media") or {}).get("media_type") == "video" else "image",
+                title=p.get("title"),
+                caption=p.get("description") or "",
+                url=p.get("link") or self._result(str(p["id"])).url,
+                published_at=_when(p.get("created_at")),
+            )
+            for p in reversed(pins)
+        ]
+
+    def list_posts(self, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
+        return self._items(self._pins(min(limit, 100)))
+
+    async def fetch_posts(self, http: LimitedClient, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
+        resp = await http.request(
+            "GET",
+            f"{self.base}/v5/pins",
+            platform="pinterest",
+            token_key=str(self.credentials.connection_id or self.credentials.platform_user_id),
+            params={"page_size": min(limit, 100)},
+            headers=self.auth_headers(),
+        )
+        return self._items(resp.json().get("items") or [])
+
+
+def _when(value: str | None) -> datetime | None:
+    """Pinterest's timestamps are UTC, sometimes without an offset."""
+    if not value:
+        return None
+    when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
