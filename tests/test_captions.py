@@ -114,3 +114,14 @@ def test_truncate_keeps_whole_graphemes(text: str, limit: int) -> None:
     assert x_weighted_length(out) <= limit
     body = out if out == text else out.removesuffix("…")
     assert graphemes(text)[: len(graphemes(body))] == graphemes(body)  # a prefix, cut between graphemes
+
+
+WEIGHTS = {"a": 1, "日本": 4, "😀": 2, FAMILY: 2, "🇯🇵": 2, "e\u0301": 1, "https://example.com/a/very/long/path?q=1": 23}
+
+
+@settings(max_examples=200, deadline=None)
+@given(parts=st.lists(st.sampled_from(sorted(WEIGHTS)), max_size=40))
+def test_x_weights_add_up_with_emoji_zwj_cjk_and_urls(parts: list[str]) -> None:
+    text = " ".join(parts)
+    assert x_weighted_length(text) == sum(WEIGHTS[p] for p in parts) + max(0, len(parts) - 1)
+    assert grapheme_count(text) == sum(len(graphemes(p)) for p in parts) + max(0, len(parts) - 1)

@@ -98,3 +98,24 @@ def test_a_missing_board_is_a_clear_error_and_5xx_is_retried_once_only(
     req = request("after a 500", [MediaRef(url=str(IMAGE), mime_type="image/png")], options={"board_id": "board-1"})
     result = hook.publish(req)
     assert len(fake.state.pins) == 1 and hook.find_published(req) == result
+
+
+def test_expired_token_429_and_rejected_content(
+    hook: PinterestHook, fake: PinterestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    app = {"conn_type": "kipu_pinterest_app", "login": "pin-client", "password": "pin-secret"}
+    app["extra"] = {"redirect_uri": "https://kipu.example/cb/pinterest", "token_url": f"{fake.url}/v5/oauth/token"}
+    monkeypatch.setenv("AIRFLOW_CONN_KIPU_PINTEREST_APP", json.dumps(app))
+    refresh = fake.state.issue()["refresh_token"]
+    for token in fake.state.access:
+        fake.state.access[token] = 0
+    hook.credentials = Credentials(
+        None, "p-77", hook.credentials.access_token, SecretStr(refresh), metadata={"board_id": "board-1"}
+    )
+    img = [MediaRef(url=str(IMAGE), mime_type="image/png")]
+    fake.state.throttle_next = 1
+    assert hook.publish(request("after refresh and a 429", img)).platform_post_id == fake.state.pins[-1]["id"]
+    with pytest.raises(Rejected, match="Board not found"):  # the platform's own words are kept
+        hook.publish(request("to a deleted board", img, options={"board_id": "gone"}))

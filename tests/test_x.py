@@ -122,6 +122,8 @@ def test_the_weighted_limit_is_checked_before_any_call(x: uuid.UUID) -> None:
     assert h.check(request("a" * 256 + link)) == []  # 256 + 1 + 23 = 280
     over = "a" * 255 + "😀" + link  # 255 + 2 (emoji) + 1 + 23 = 281
     assert h.check(request(over)) == ["x caption is 281 weighted characters, over the limit of 280"]
+    with pytest.raises(Rejected, match="x: HTTP 400: One or more parameters"):  # had it been sent, X refuses it
+        h.publish(request(over))
 
 
 def test_processing_that_never_finishes_is_a_bounded_wait(x: uuid.UUID, fake: XServer) -> None:

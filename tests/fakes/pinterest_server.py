@@ -28,6 +28,7 @@ class PinterestState:
     boards: set[str] = field(default_factory=lambda: {"board-1"})
     stuck_video: bool = False
     fail_next: int = 0
+    throttle_next: int = 0
     ids: Any = field(default_factory=lambda: itertools.count(5_000_000))
 
     def issue(self) -> dict[str, Any]:
@@ -44,10 +45,22 @@ def build_app(st: PinterestState, base: str) -> FastAPI:
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
         if st.access.get(token, 0) < time.time():
             return JSONResponse({"code": 2, "message": "Authentication failed."}, status_code=401)
+        if st.throttle_next > 0:
+            st.throttle_next -= 1
+            return JSONResponse({"code": 8, "message": "Rate limited"}, status_code=429, headers={"Retry-After": "1"})
         if st.fail_next > 0:
             st.fail_next -= 1
             return JSONResponse({"code": 1, "message": "Internal error"}, status_code=500)
         return None
+
+    @app.post("/v5/oauth/token")
+    async def token(request: Request) -> Response:
+        form = await request.form()
+        if not request.headers.get("authorization", "").startswith("Basic "):
+            return JSONResponse({"code": 1, "message": "client authentication required"}, status_code=401)
+        if form.get("grant_type") == "refresh_token" and form.get("refresh_token") not in st.refresh:
+            return JSONResponse({"code": 1, "message": "invalid refresh token"}, status_code=400)
+        return JSONResponse(st.issue())
 
     @app.get("/v5/user_account")
     def account(request: Request) -> Response:

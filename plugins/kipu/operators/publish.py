@@ -8,7 +8,7 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from kipu.hooks.base import PlatformError, PublishRequest
+from kipu.hooks.base import NeedsReconnect, PlatformError, PublishRequest
 from kipu.hooks.registry import target_hook
 from kipu.operators.base import KipuStepOperator, RunState
 from kipu.specs.steps import PublishStep
@@ -92,6 +92,9 @@ class KipuPublishOperator(KipuStepOperator):
                 with session_scope() as session:
                     post = session.get(type(post), uuid.UUID(post_id))
                     mark_failed(session, post, f"{type(exc).__name__}: {exc}")
+                    if isinstance(exc, NeedsReconnect):  # the user must act: show it on the connection
+                        flagged = session.get(type(conn), conn.id)
+                        flagged.status, flagged.last_error = "needs_reconnect", str(exc)[:500]
                 results[key] = {"status": "failed", "post_id": post_id, "error": str(exc)}
                 failures.append((target.platform, exc))
         state.output["targets"] = results
