@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/factory_parse.py
 	$(BIN)/python bench/poll.py
 	$(BIN)/python bench/ai.py
+	$(BIN)/python bench/x_publish.py
 
 clean:
 	rm -rf .kipu

@@ -221,3 +221,41 @@ def test_polling_through_the_engine_client(account: dict) -> None:
     items = asyncio.run(fetch())
     assert [i.caption for i in items] == ["First #one", "Second #two"]  # oldest first
     assert all(i.published_at is not None and i.platform == "bluesky" for i in items)
+
+
+def test_kipu_connect_bluesky_stores_an_encrypted_session(pds: str, pg_demo_team: dict) -> None:
+    import sys
+
+    handle = f"c{uuid.uuid4().hex[:10]}.test"
+    httpx.post(
+        f"{pds}/xrpc/com.atproto.server.createAccount",
+        json={"handle": handle, "email": f"{handle}@example.test", "password": PASSWORD},
+        timeout=20,
+    ).raise_for_status()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kipu.cli",
+            "connect",
+            "bluesky",
+            "--team",
+            "demo",
+            "--handle",
+            handle,
+            "--service",
+            pds,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BLUESKY_APP_PASSWORD": PASSWORD},
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert PASSWORD not in out.stdout + out.stderr
+    with session_scope() as s:
+        conn = s.get(Connection, uuid.UUID(out.stdout.strip()))
+        assert (
+            conn.platform == "bluesky" and conn.platform_username == handle and conn.platform_user_id.startswith("did:")
+        )
+        assert conn.refresh_token and "eyJ" not in conn.access_token  # ciphertext, not a JWT

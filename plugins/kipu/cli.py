@@ -143,6 +143,76 @@ def cmd_connection_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _team(session, ref: str):  # type: ignore[no-untyped-def]
+    from kipu.store.accounts import find_team
+
+    team = find_team(session, ref)
+    if team is None:
+        raise SystemExit(f"team '{ref}' does not exist")
+    return team
+
+
+def cmd_connect_bluesky(args: argparse.Namespace) -> int:
+    """Sign in with an app password (read from an environment variable, never from the command line)."""
+    import os
+
+    from pydantic import SecretStr
+
+    from kipu.hooks.bluesky import BlueskyHook
+    from kipu.store.accounts import upsert_connection
+    from kipu.store.engine import session_scope
+
+    password = os.environ.get(args.password_env)
+    if not password:
+        raise SystemExit(f"set the app password in ${args.password_env} (Bluesky → Settings → App passwords)")
+    tokens = BlueskyHook.login(args.service, args.handle, SecretStr(password))
+    with session_scope() as session:
+        conn = upsert_connection(
+            session,
+            _team(session, args.team),
+            "bluesky",
+            tokens.platform_user_id or args.handle,
+            username=tokens.username,
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token,
+            expires_at=tokens.expires_at,
+            metadata={"base_url": args.service.rstrip("/")},
+        )
+        print(conn.id)
+    return 0
+
+
+def cmd_connect_start(args: argparse.Namespace) -> int:
+    from kipu.auth import oauth
+    from kipu.store.engine import session_scope
+
+    with session_scope() as session:
+        print(oauth.begin(session, oauth.app_for(args.platform), _team(session, args.team)))
+    return 0
+
+
+def cmd_connect_finish(args: argparse.Namespace) -> int:
+    """The OAuth callback by hand: the ``state`` and ``code`` from the redirect URL."""
+    from kipu.auth import oauth
+    from kipu.hooks.registry import hook_class
+    from kipu.store.engine import session_scope
+
+    cls = hook_class(args.platform)
+    base = args.api_base or cls.base_url
+    with session_scope() as session:
+        conn = oauth.complete(
+            session,
+            oauth.app_for(args.platform),
+            args.state,
+            args.code,
+            lambda t: cls.identify(base, t),  # type: ignore[attr-defined]
+        )
+        if args.api_base:
+            conn.metadata_ = {**(conn.metadata_ or {}), "base_url": args.api_base}
+        print(conn.id)
+    return 0
+
+
 def cmd_ai_usage(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, time
 
@@ -216,6 +286,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--access-token", help="stored encrypted")
     c.add_argument("--meta", action="append", help="KEY=VALUE metadata, repeatable")
     c.set_defaults(fn=cmd_connection_add)
+
+    connect = sub.add_parser("connect", help="connect accounts").add_subparsers(dest="sub", required=True)
+    b = connect.add_parser("bluesky", help="connect a Bluesky account with an app password")
+    b.add_argument("--team", required=True)
+    b.add_argument("--handle", required=True, help="e.g. ana.bsky.social")
+    b.add_argument("--service", default="https://bsky.social", help="the account's PDS")
+    b.add_argument("--password-env", default="BLUESKY_APP_PASSWORD", help="environment variable with the app password")
+    b.set_defaults(fn=cmd_connect_bluesky)
+    cs = connect.add_parser("start", help="print the OAuth authorization URL for a platform (X, LinkedIn, Pinterest)")
+    cs.add_argument("platform", choices=["x", "linkedin", "pinterest"])
+    cs.add_argument("--team", required=True)
+    cs.set_defaults(fn=cmd_connect_start)
+    cf = connect.add_parser("finish", help="complete an OAuth authorization with the state and code it returned")
+    cf.add_argument("platform", choices=["x", "linkedin", "pinterest"])
+    cf.add_argument("--state", required=True)
+    cf.add_argument("--code", required=True)
+    cf.add_argument("--api-base", help="the platform API's base URL (default: the platform's own)")
+    cf.set_defaults(fn=cmd_connect_finish)
 
     ai = sub.add_parser("ai", help="AI captions").add_subparsers(dest="sub", required=True)
     u = ai.add_parser("usage", help="AI calls, cache hits, tokens and estimated cost per team")
