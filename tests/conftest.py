@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -122,3 +123,26 @@ def seed_demo_team() -> dict:
         other = get_or_create_team(s, "Other", get_or_create_profile(s, "boss@other.test"), "other")
         upsert_connection(s, other, "outbox", "theirs", metadata={"path": str(outbox) + "-other"})
     return {"team": "demo", "outbox": outbox}
+
+
+@pytest.fixture
+def api(airflow_db: Path, pg_demo_team: dict) -> Iterator[Any]:
+    """Airflow's own API server app (``create_app("all")``), in which the Kipu plugin mounts /kipu."""
+    from airflow.api_fastapi.app import create_app
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app("all")) as client:
+        yield client
+
+
+@pytest.fixture
+def roles(api: Any) -> dict[str, dict[str, str]]:
+    """Authorization headers per role in team 'demo', plus the owner of team 'other'."""
+    from tests.api_helpers import token_for
+
+    return {
+        "owner": token_for("owner@demo.test"),
+        "member": token_for("editor@demo.test"),
+        "viewer": token_for("viewer@demo.test"),
+        "outsider": token_for("boss@other.test"),
+    }

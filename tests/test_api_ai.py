@@ -1,30 +1,22 @@
-"""``/kipu/api/ai`` mounted in Airflow's own API server app: Airflow JWTs, team roles, the AI code path."""
+"""``/kipu/api/ai`` mounted in Airflow's own API server app: Kipu API tokens, team roles, the AI code path."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.api_helpers import token_for
 from tests.fakes.openai_server import Answer, OpenAIServer
 
 
 @pytest.fixture
-def airflow_api(airflow_db: Path, pg_demo_team: dict) -> Iterator[TestClient]:
-    from airflow.api_fastapi.app import create_app
-
-    with TestClient(create_app("all")) as client:
-        yield client
+def airflow_api(api: TestClient) -> TestClient:
+    return api
 
 
-def token(username: str, role: str = "admin") -> dict[str, str]:
-    from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-
-    jwt = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=username, role=role))
-    return {"Authorization": f"Bearer {jwt}"}
+def token(who: str, role: str = "") -> dict[str, str]:
+    emails = {"admin": "owner@demo.test", "vera": "viewer@demo.test", "stranger": "boss@other.test"}
+    return token_for(emails[who])
 
 
 def test_rewrite_and_hashtags_for_a_team_member(airflow_api: TestClient) -> None:
@@ -66,8 +58,8 @@ def test_the_api_uses_the_kipu_openai_connection(airflow_api: TestClient, monkey
     "headers,team,status",
     [
         ({}, "demo", 401),
-        ({"Authorization": "Bearer not-a-jwt"}, "demo", 403),
-        ("stranger", "demo", 404),  # an Airflow user with no Kipu profile in the team
+        ({"Authorization": "Bearer kipu_not-a-token"}, "demo", 401),
+        ("stranger", "demo", 404),  # someone with no role in the team
         ("admin", "other", 404),  # a team the caller is not in looks like no team at all
         ("admin", "nope", 404),
     ],
@@ -81,16 +73,10 @@ def test_callers_outside_the_team_are_refused(airflow_api: TestClient, headers: 
 
 
 def test_viewers_may_not_spend_the_ai_budget(airflow_api: TestClient) -> None:
-    from kipu.store.engine import session_scope
-    from kipu.store.models import Profile
-    from sqlalchemy import select
-
-    with session_scope() as s:
-        s.scalar(select(Profile).where(Profile.email == "viewer@demo.test")).airflow_username = "vera"
     out = airflow_api.post(
         "/kipu/api/ai/rewrite", json={"team": "demo", "text": "hi", "target_platform": "x"}, headers=token("vera")
     )
-    assert out.status_code == 403 and "role 'viewer'" in out.json()["detail"]
+    assert out.status_code == 403 and out.json()["detail"] == "this needs the member role in the team; you are viewer"
 
 
 def test_bad_bodies_name_the_field(airflow_api: TestClient) -> None:

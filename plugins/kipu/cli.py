@@ -213,6 +213,49 @@ def cmd_connect_finish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokens_create(args: argparse.Namespace) -> int:
+    """Print a new API token once; only its hash is stored."""
+    from sqlalchemy import select
+
+    from kipu.store.engine import session_scope
+    from kipu.store.models import Profile
+    from kipu.store.tokens import create_token
+
+    with session_scope() as s:
+        profile = s.scalar(select(Profile).where(Profile.email == args.user))
+        if profile is None:
+            raise SystemExit(f"no profile with email {args.user!r}")
+        row, plain = create_token(s, profile, args.name)
+        print(plain)
+        print(f"token {row.id} ({row.prefix}…) for {args.user}; it is shown only now", file=sys.stderr)
+    return 0
+
+
+def cmd_tokens_revoke(args: argparse.Namespace) -> int:
+    import uuid
+
+    from kipu.store.engine import session_scope
+    from kipu.store.tokens import revoke_token
+
+    with session_scope() as s:
+        if not revoke_token(s, uuid.UUID(args.token_id)):
+            raise SystemExit(f"no active token {args.token_id}")
+    return 0
+
+
+def cmd_api_serve(args: argparse.Namespace) -> int:
+    """The /kipu API alone, for development (in production the plugin mounts it in Airflow's API server)."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    from kipu.api.app import create_app
+
+    root = FastAPI(title="Kipu (standalone)")
+    root.mount("/kipu", create_app())
+    uvicorn.run(root, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_ai_usage(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, time
 
@@ -304,6 +347,21 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--code", required=True)
     cf.add_argument("--api-base", help="the platform API's base URL (default: the platform's own)")
     cf.set_defaults(fn=cmd_connect_finish)
+
+    tokens = sub.add_parser("tokens", help="/kipu API tokens").add_subparsers(dest="sub", required=True)
+    tc = tokens.add_parser("create", help="create an API token for a profile and print it (shown once)")
+    tc.add_argument("--user", required=True, help="the profile's email")
+    tc.add_argument("--name", default="cli", help="a label for the token")
+    tc.set_defaults(fn=cmd_tokens_create)
+    tr = tokens.add_parser("revoke", help="revoke an API token by id")
+    tr.add_argument("token_id")
+    tr.set_defaults(fn=cmd_tokens_revoke)
+
+    api = sub.add_parser("api", help="the /kipu REST API").add_subparsers(dest="sub", required=True)
+    sv = api.add_parser("serve", help="serve /kipu alone with uvicorn (development)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8081)
+    sv.set_defaults(fn=cmd_api_serve)
 
     ai = sub.add_parser("ai", help="AI captions").add_subparsers(dest="sub", required=True)
     u = ai.add_parser("usage", help="AI calls, cache hits, tokens and estimated cost per team")

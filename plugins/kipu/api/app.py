@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from kipu.api.routes import ai
+from kipu.api.routes import ai, connections, posts, workflows
 
 
 def create_app() -> FastAPI:
     app = FastAPI(
         title="Kipu API",
-        description="Teams, workflows, connections, media, posts and approvals for Kipu. Authenticate with an "
-        "Airflow JWT (POST /auth/token), as for Airflow's own REST API.",
+        description="Teams, workflows, connections, posts and AI captions for Kipu. Authenticate with a Kipu API "
+        "token (`kipu tokens create --user EMAIL`) as `Authorization: Bearer kipu_...`.",
         version="1",
     )
-    app.include_router(ai.router, prefix="/api")
+    for router in (posts.router, workflows.router, connections.router, ai.router):
+        app.include_router(router, prefix="/api")
     return app

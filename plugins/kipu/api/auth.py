@@ -1,47 +1,71 @@
-"""Who is calling: Airflow's own JWT (header or UI cookie) → the Kipu profile → a team role."""
+"""Who is calling and what they may do: Kipu API tokens (``kipu tokens create``), team roles, 404 across teams.
+
+Every route gets its caller from ``CallerDep`` and checks roles through ``Caller.require`` (or the object loaders
+built on it). Another team's object is indistinguishable from a missing one.
+"""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
-from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
-from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, HTTPException, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
 from kipu.store.accounts import find_team
 from kipu.store.engine import session_scope
-from kipu.store.models import Profile, TeamMember
+from kipu.store.models import TeamMember
+from kipu.store.tokens import profile_for_token
 
-# Roles that may act (spend AI budget, edit, publish); viewers only read.
-WRITERS = ("owner", "admin", "member")
+ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
+bearer = HTTPBearer(auto_error=False, description="A Kipu API token: `kipu tokens create --user EMAIL`")
 
 
 @dataclass(frozen=True)
 class Caller:
-    username: str
-    profile_id: uuid.UUID | None
+    profile_id: uuid.UUID
+    email: str | None
+    roles: dict[uuid.UUID, str] = field(default_factory=dict)  # team id -> role
+
+    @property
+    def team_ids(self) -> list[uuid.UUID]:
+        return list(self.roles)
+
+    def require(self, team_id: uuid.UUID | None, role: str, what: str) -> None:
+        """404 (``what`` not found) outside the caller's teams; 403 naming the role needed inside them."""
+        have = self.roles.get(team_id) if team_id else None
+        if have is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found")
+        if ROLE_RANK[have] < ROLE_RANK[role]:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role in the team; you are {have}")
+
+    def team(self, ref: str, role: str) -> uuid.UUID:
+        """A team by slug or id that the caller holds ``role`` in."""
+        with session_scope() as s:
+            team = find_team(s, ref)
+            team_id = team.id if team else None
+        self.require(team_id, role, f"team {ref!r}")
+        assert team_id is not None
+        return team_id
 
 
-def current_caller(user: Annotated[BaseUser, Depends(get_user)]) -> Caller:
-    name = user.get_name()
+def current_caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a Kipu API token is required", headers=challenge)
     with session_scope() as s:
-        profile = s.scalar(select(Profile).where(Profile.airflow_username == name))
-        return Caller(name, profile.id if profile else None)
+        profile = profile_for_token(s, credentials.credentials)
+        if profile is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "the API token is unknown or revoked", headers=challenge)
+        roles = {
+            team_id: role or "member"
+            for team_id, role in s.execute(
+                select(TeamMember.team_id, TeamMember.role).where(TeamMember.user_id == profile.id)
+            ).tuples()
+        }
+        return Caller(profile.id, profile.email, roles)
 
 
 CallerDep = Annotated[Caller, Depends(current_caller)]
-
-
-def team_role(caller: Caller, team_ref: str, allowed: tuple[str, ...] = WRITERS) -> uuid.UUID:
-    """The team's id if the caller holds one of ``allowed`` in it; 404 for a team they cannot see (no probing)."""
-    with session_scope() as s:
-        team = find_team(s, team_ref)
-        member = s.get(TeamMember, (team.id, caller.profile_id)) if team and caller.profile_id else None
-        if team is None or member is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"team {team_ref!r} not found")
-        if member.role not in allowed:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {member.role!r} in team {team_ref!r} may not do this")
-        return team.id

@@ -259,6 +259,20 @@ class Media(Base):
     created_at: Mapped[datetime] = _created()
 
 
+class ApiToken(Base):
+    """A bearer token for the /kipu API, bound to a profile; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[uuid.UUID] = _id()
+    profile_id: Mapped[uuid.UUID] = mapped_column(GUID(), ForeignKey("profiles.id", ondelete="CASCADE"), nullable=False)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    token_hash: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    prefix: Mapped[str] = mapped_column(Text, nullable=False)  # shown in lists, to tell tokens apart
+    created_at: Mapped[datetime] = _created()
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class OAuthState(Base):
     """One pending OAuth authorization: single use, short-lived; the PKCE verifier is encrypted."""
 

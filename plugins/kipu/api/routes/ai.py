@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from kipu.ai.service import generate_hashtags, rewrite_caption
-from kipu.api.auth import CallerDep, team_role
+from kipu.api.auth import CallerDep
 from kipu.captions.rewriter import RewriteRequest
 from kipu.specs.common import Platform, Tone
 
@@ -57,7 +57,7 @@ class HashtagsOut(BaseModel):
 
 @router.post("/rewrite", response_model=RewriteOut)
 def rewrite(body: RewriteBody, caller: CallerDep) -> RewriteOut:
-    team_id = team_role(caller, body.team)
+    team_id = caller.team(body.team, "member")
     fields = body.model_dump(exclude={"team"})
     result = rewrite_caption(RewriteRequest(**fields), team_id=team_id)
     return RewriteOut(
@@ -76,6 +76,6 @@ def rewrite(body: RewriteBody, caller: CallerDep) -> RewriteOut:
 
 @router.post("/hashtags", response_model=HashtagsOut)
 def hashtags(body: HashtagsBody, caller: CallerDep) -> HashtagsOut:
-    team_id = team_role(caller, body.team)
+    team_id = caller.team(body.team, "member")
     tags, engine, why = generate_hashtags(body.text, body.platform, body.count, team_id=team_id)
     return HashtagsOut(hashtags=tags, engine=engine, fallback=why)

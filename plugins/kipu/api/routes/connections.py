@@ -1,0 +1,184 @@
+"""``/api/connections`` and ``/api/auth``: connected accounts (tokens never returned), OAuth, Bluesky app passwords."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from sqlalchemy import select
+
+from kipu.api.auth import Caller, CallerDep
+from kipu.hooks.base import PlatformError, Rejected
+from kipu.store.engine import session_scope
+from kipu.store.models import Connection, Team
+
+router = APIRouter(tags=["connections"])
+EXPIRING = timedelta(hours=48)
+OAUTH_PLATFORMS = Literal["x", "linkedin", "pinterest"]
+
+
+class ConnectionOut(BaseModel):
+    id: uuid.UUID
+    team: str | None
+    platform: str
+    platform_user_id: str
+    username: str | None
+    status: str  # healthy | expiring | needs_reconnect | rate_limited | error
+    token_expires_at: datetime | None
+    scopes: list[str] | None
+    last_error: str | None
+    last_checked_at: datetime | None
+
+
+class BlueskyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    team: str
+    handle: str = Field(min_length=3, max_length=253)
+    app_password: SecretStr
+    service: str = "https://bsky.social"
+
+
+def _out(conn: Connection, team: str | None) -> ConnectionOut:
+    state = conn.status or "healthy"
+    if state == "healthy" and conn.token_expires_at and conn.token_expires_at < datetime.now(UTC) + EXPIRING:
+        state = "expiring"
+    return ConnectionOut(
+        id=conn.id,
+        team=team,
+        platform=conn.platform,
+        platform_user_id=conn.platform_user_id,
+        username=conn.platform_username,
+        status=state,
+        token_expires_at=conn.token_expires_at,
+        scopes=conn.scopes,
+        last_error=conn.last_error,
+        last_checked_at=conn.last_checked_at,
+    )
+
+
+def _load(caller: Caller, connection_id: uuid.UUID, role: str) -> Connection:
+    with session_scope() as s:
+        conn = s.get(Connection, connection_id)
+        team_id = conn.team_id if conn else None
+    caller.require(team_id, role, f"connection {connection_id}")
+    assert conn is not None
+    return conn
+
+
+def _one(connection_id: uuid.UUID) -> ConnectionOut:
+    with session_scope() as s:
+        conn = s.get(Connection, connection_id)
+        assert conn is not None
+        team = s.get(Team, conn.team_id) if conn.team_id else None
+        return _out(conn, team.slug if team else None)
+
+
+@router.get("/connections", response_model=list[ConnectionOut])
+def list_connections(caller: CallerDep, team: str | None = None) -> list[ConnectionOut]:
+    teams = [caller.team(team, "viewer")] if team else caller.team_ids
+    with session_scope() as s:
+        rows = s.execute(
+            select(Connection, Team.slug)
+            .join(Team, Team.id == Connection.team_id)
+            .where(Connection.team_id.in_(teams))
+            .order_by(Team.slug, Connection.platform, Connection.platform_user_id)
+        ).tuples()
+        return [_out(c, slug) for c, slug in rows]
+
+
+@router.get("/connections/{connection_id}", response_model=ConnectionOut)
+def get_connection(connection_id: uuid.UUID, caller: CallerDep) -> ConnectionOut:
+    _load(caller, connection_id, "viewer")
+    return _one(connection_id)
+
+
+@router.delete("/connections/{connection_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_connection(connection_id: uuid.UUID, caller: CallerDep) -> None:
+    """Forgets the tokens and marks it revoked; posts and workflows keep referring to it."""
+    _load(caller, connection_id, "admin")
+    with session_scope() as s:
+        conn = s.get(Connection, connection_id)
+        assert conn is not None
+        conn.access_token = conn.refresh_token = None
+        conn.status, conn.last_error = "revoked", "disconnected by a team admin"
+
+
+@router.post("/connections/{connection_id}/refresh", response_model=ConnectionOut)
+def refresh_connection(connection_id: uuid.UUID, caller: CallerDep) -> ConnectionOut:
+    from kipu.hooks.registry import PLATFORM_HOOKS, platform_hook
+
+    conn = _load(caller, connection_id, "admin")
+    if conn.platform not in PLATFORM_HOOKS:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, f"{conn.platform} connections have no tokens to refresh"
+        )
+    with session_scope() as s:
+        hook = platform_hook(s.get(Connection, connection_id))  # type: ignore[arg-type]
+    try:
+        hook.refresh()
+    except PlatformError as exc:  # the status now says what the user must do
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    return _one(connection_id)
+
+
+@router.post("/connections/bluesky", response_model=ConnectionOut, status_code=status.HTTP_201_CREATED)
+def connect_bluesky(body: BlueskyBody, caller: CallerDep) -> ConnectionOut:
+    from kipu.hooks.bluesky import BlueskyHook
+    from kipu.store.accounts import upsert_connection
+
+    team_id = caller.team(body.team, "admin")
+    try:
+        tokens = BlueskyHook.login(body.service, body.handle, body.app_password)
+    except Rejected as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+    with session_scope() as s:
+        conn = upsert_connection(
+            s,
+            s.get(Team, team_id),  # type: ignore[arg-type]
+            "bluesky",
+            tokens.platform_user_id or body.handle,
+            username=tokens.username,
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token,
+            expires_at=tokens.expires_at,
+            metadata={"base_url": body.service.rstrip("/")},
+        )
+        conn_id = conn.id
+    return _one(conn_id)
+
+
+@router.post("/connections/oauth/{platform}")
+def start_oauth(platform: OAUTH_PLATFORMS, team: str, caller: CallerDep) -> dict[str, str]:
+    """The URL to send the user to; the platform redirects back to ``/kipu/api/auth/callback/{platform}``."""
+    from kipu.auth import oauth
+
+    team_id = caller.team(team, "admin")
+    try:
+        app = oauth.app_for(platform)
+    except Rejected as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+    with session_scope() as s:
+        return {"authorization_url": oauth.begin(s, app, s.get(Team, team_id), caller.profile_id)}  # type: ignore[arg-type]
+
+
+@router.get("/auth/callback/{platform}", response_model=ConnectionOut)
+def oauth_callback(platform: OAUTH_PLATFORMS, state: str, code: str | None = None, error: str | None = None) -> Any:
+    """The OAuth redirect target. The single-use ``state`` (and PKCE verifier) authenticates it, not a token."""
+    from kipu.auth import oauth
+    from kipu.hooks.registry import hook_class
+
+    if error or not code:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{platform} did not authorize: {error or 'no code'}")
+    cls = hook_class(platform)
+    try:
+        app = oauth.app_for(platform)
+        with session_scope() as s:
+            conn = oauth.complete(s, app, state, code, lambda t: cls.identify(cls.base_url, t))  # type: ignore[attr-defined]
+            conn_id = conn.id
+    except Rejected as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    return _one(conn_id)

@@ -1,0 +1,144 @@
+"""``/api/posts`` and ``/api/teams``: post history with filters and cursor pagination; the caller's teams."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel
+from sqlalchemy import and_, or_, select
+
+from kipu.api.auth import CallerDep
+from kipu.store.engine import session_scope
+from kipu.store.models import Post, Team, WorkflowRun
+
+router = APIRouter(tags=["posts"])
+
+
+class PostOut(BaseModel):
+    id: uuid.UUID
+    team: str | None
+    workflow_id: uuid.UUID | None
+    workflow_run_id: uuid.UUID | None
+    connection_id: uuid.UUID | None
+    platform: str
+    status: str | None
+    caption: str | None
+    platform_post_id: str | None
+    url: str | None
+    error: str | None
+    created_at: datetime
+    published_at: datetime | None
+
+
+class PostPage(BaseModel):
+    items: list[PostOut]
+    next_cursor: str | None
+
+
+class TeamOut(BaseModel):
+    id: uuid.UUID
+    slug: str | None
+    name: str
+    role: str
+
+
+def _cursor(created: datetime, post_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created.isoformat()}|{post_id}".encode()).decode()
+
+
+def _uncursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        when, post_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(when), uuid.UUID(post_id)
+    except ValueError:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, [{"loc": ["query", "cursor"], "msg": "invalid cursor"}]
+        ) from None
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@router.get("/teams", response_model=list[TeamOut])
+def my_teams(caller: CallerDep) -> list[TeamOut]:
+    with session_scope() as s:
+        teams = s.scalars(select(Team).where(Team.id.in_(caller.team_ids)).order_by(Team.slug))
+        return [TeamOut(id=t.id, slug=t.slug, name=t.name, role=caller.roles[t.id]) for t in teams]
+
+
+@router.get("/posts", response_model=PostPage)
+def list_posts(
+    caller: CallerDep,
+    team: str | None = None,
+    status_: str | None = Query(None, alias="status"),
+    platform: str | None = None,
+    workflow_id: uuid.UUID | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: str | None = None,
+    limit: int = Query(50, ge=1, le=200),
+) -> PostPage:
+    """Newest first. ``next_cursor`` continues where the page ended, stable under concurrent inserts."""
+    teams = [caller.team(team, "viewer")] if team else caller.team_ids
+    query = (
+        select(Post, Team.slug, WorkflowRun.workflow_id)
+        .join(Team, Team.id == Post.team_id)
+        .outerjoin(WorkflowRun, WorkflowRun.id == Post.workflow_run_id)
+        .where(Post.team_id.in_(teams))
+    )
+    if status_:
+        query = query.where(Post.status == status_)
+    if platform:
+        query = query.where(Post.platform == platform)
+    if workflow_id:
+        query = query.where(WorkflowRun.workflow_id == workflow_id)
+    if since:
+        query = query.where(Post.created_at >= _aware(since))
+    if until:
+        query = query.where(Post.created_at < _aware(until))
+    if cursor:
+        when, last = _uncursor(cursor)
+        query = query.where(or_(Post.created_at < when, and_(Post.created_at == when, Post.id < last)))
+    query = query.order_by(Post.created_at.desc(), Post.id.desc()).limit(limit + 1)
+    with session_scope() as s:
+        rows = list(s.execute(query).tuples())
+        items = [_out(p, slug, wf) for p, slug, wf in rows[:limit]]
+    more = len(rows) > limit
+    return PostPage(items=items, next_cursor=_cursor(items[-1].created_at, items[-1].id) if more and items else None)
+
+
+def _out(p: Post, team: str | None, workflow_id: uuid.UUID | None) -> PostOut:
+    return PostOut(
+        id=p.id,
+        team=team,
+        workflow_id=workflow_id,
+        workflow_run_id=p.workflow_run_id,
+        connection_id=p.connection_id,
+        platform=p.platform,
+        status=p.status,
+        caption=p.caption,
+        platform_post_id=p.platform_post_id,
+        url=p.platform_url,
+        error=p.error_message,
+        created_at=p.created_at,
+        published_at=p.published_at,
+    )
+
+
+@router.get("/posts/{post_id}", response_model=PostOut)
+def get_post(post_id: uuid.UUID, caller: CallerDep) -> PostOut:
+    with session_scope() as s:
+        row = s.execute(
+            select(Post, Team.slug, WorkflowRun.workflow_id)
+            .join(Team, Team.id == Post.team_id, isouter=True)
+            .outerjoin(WorkflowRun, WorkflowRun.id == Post.workflow_run_id)
+            .where(Post.id == post_id)
+        ).first()
+        team_id = row[0].team_id if row else None
+        caller.require(team_id, "viewer", f"post {post_id}")
+        assert row is not None
+        return _out(*row)

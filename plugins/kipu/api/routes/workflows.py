@@ -1,0 +1,259 @@
+"""``/api/workflows``: CRUD validated by the same specs as the CLI, manual runs, duplicate, status, run history."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from kipu.api.auth import Caller, CallerDep
+from kipu.specs.items import ContentItem
+from kipu.specs.workflow import WorkflowSpecError
+from kipu.store.engine import session_scope
+from kipu.store.models import Team, Workflow, WorkflowRun, WorkflowStep, WorkflowStepRun
+from kipu.store.workflows import export_workflow, save_workflow, set_status
+
+router = APIRouter(prefix="/workflows", tags=["workflows"])
+
+
+class WorkflowOut(BaseModel):
+    id: uuid.UUID
+    team: str | None
+    slug: str | None
+    name: str
+    status: str | None
+    dag_id: str
+    document: dict[str, Any]
+
+
+class RunItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item: ContentItem = Field(description="the content item this run processes")
+
+
+class RunStarted(BaseModel):
+    workflow_run_id: uuid.UUID
+    dag_id: str
+    dag_run_id: str | None
+    created: bool
+    status: str
+    started: bool
+    detail: str | None = None
+
+
+class StepOut(BaseModel):
+    step: str
+    type: str
+    status: str | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    error: str | None
+
+
+class RunOut(BaseModel):
+    id: uuid.UUID
+    platform_post_id: str | None
+    source: str | None
+    status: str | None
+    error: str | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    dag_run_id: str | None
+    steps: list[StepOut]
+
+
+def _load(caller: Caller, workflow_id: uuid.UUID, role: str) -> Workflow:
+    """The workflow if the caller holds ``role`` in its team (404 otherwise)."""
+    with session_scope() as s:
+        wf = s.get(Workflow, workflow_id)
+        team_id = wf.team_id if wf else None
+    caller.require(team_id, role, f"workflow {workflow_id}")
+    assert wf is not None
+    return wf
+
+
+def _out(workflow_id: uuid.UUID) -> WorkflowOut:
+    with session_scope() as s:
+        wf = s.get(Workflow, workflow_id)
+        assert wf is not None
+        team = s.get(Team, wf.team_id) if wf.team_id else None
+        doc = export_workflow(s, str(workflow_id))
+        return WorkflowOut(
+            id=wf.id,
+            team=team.slug if team else None,
+            slug=wf.slug,
+            name=wf.name,
+            status=wf.status,
+            dag_id=f"kipu_{wf.slug}",
+            document=doc,
+        )
+
+
+def _save(caller: Caller, document: dict[str, Any], replacing: Workflow | None = None) -> uuid.UUID:
+    team_ref = document.get("team")
+    if not isinstance(team_ref, str):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, [{"loc": ["body", "team"], "msg": "team is required"}]
+        )
+    team_id = caller.team(team_ref, "member")
+    if replacing is not None:
+        if replacing.team_id != team_id:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "a workflow cannot move to another team")
+        document = {**document, "slug": replacing.slug}
+    try:
+        with session_scope() as s:
+            if replacing is None and document.get("slug"):
+                taken = s.scalar(select(Workflow.id).where(Workflow.slug == document["slug"]))
+                if taken:
+                    raise HTTPException(status.HTTP_409_CONFLICT, f"slug {document['slug']!r} is taken")
+            return save_workflow(s, document).id
+    except WorkflowSpecError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, [{"msg": e} for e in exc.errors]) from None
+
+
+@router.get("", response_model=list[WorkflowOut])
+def list_workflows(caller: CallerDep, team: str | None = None) -> list[WorkflowOut]:
+    teams = [caller.team(team, "viewer")] if team else caller.team_ids
+    with session_scope() as s:
+        ids = list(s.scalars(select(Workflow.id).where(Workflow.team_id.in_(teams)).order_by(Workflow.slug)))
+    return [_out(i) for i in ids]
+
+
+@router.post("", response_model=WorkflowOut, status_code=status.HTTP_201_CREATED)
+def create_workflow(document: dict[str, Any], caller: CallerDep) -> WorkflowOut:
+    """The body is a workflow document, exactly as `kipu workflow import` reads it."""
+    return _out(_save(caller, document))
+
+
+@router.get("/{workflow_id}", response_model=WorkflowOut)
+def get_workflow(workflow_id: uuid.UUID, caller: CallerDep) -> WorkflowOut:
+    _load(caller, workflow_id, "viewer")
+    return _out(workflow_id)
+
+
+@router.put("/{workflow_id}", response_model=WorkflowOut)
+def replace_workflow(workflow_id: uuid.UUID, document: dict[str, Any], caller: CallerDep) -> WorkflowOut:
+    wf = _load(caller, workflow_id, "member")
+    return _out(_save(caller, document, replacing=wf))
+
+
+@router.delete("/{workflow_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_workflow(workflow_id: uuid.UUID, caller: CallerDep) -> None:
+    """Inactivates it and keeps its history (runs and posts refer to it)."""
+    _load(caller, workflow_id, "admin")
+    with session_scope() as s:
+        wf = s.get(Workflow, workflow_id)
+        assert wf is not None
+        set_status(wf, "inactive")
+
+
+@router.post("/{workflow_id}/duplicate", response_model=WorkflowOut, status_code=status.HTTP_201_CREATED)
+def duplicate_workflow(workflow_id: uuid.UUID, caller: CallerDep) -> WorkflowOut:
+    _load(caller, workflow_id, "member")
+    with session_scope() as s:
+        doc = export_workflow(s, str(workflow_id))
+        base, n = f"{doc['slug']}_copy", 1
+        slug = base
+        while s.scalar(select(Workflow.id).where(Workflow.slug == slug)):
+            n += 1
+            slug = f"{base}{n}"
+    for key in ("last_post_id", "last_checked_at", "polling_since"):
+        doc["trigger"].pop(key, None)
+    copy = {**doc, "slug": slug, "name": f"{doc['name']} (copy)", "status": "inactive"}
+    return _out(_save(caller, copy))
+
+
+@router.post("/{workflow_id}/run", response_model=RunStarted, status_code=status.HTTP_202_ACCEPTED)
+def run_workflow(workflow_id: uuid.UUID, body: RunItem, caller: CallerDep) -> RunStarted:
+    """A manual run with an item: recorded, then started, exactly like a polled item (a second call is a no-op)."""
+    from kipu.api.starter import AirflowStarter
+    from kipu.ingest import record_item, start
+
+    _load(caller, workflow_id, "member")
+    with session_scope() as s:
+        wf = s.get(Workflow, workflow_id)
+        assert wf is not None
+        if wf.status != "active":
+            raise HTTPException(status.HTTP_409_CONFLICT, f"workflow is {wf.status}; activate it first")
+        rec = record_item(s, wf, body.item, source="manual")
+    detail = None
+    try:
+        with session_scope() as s:
+            started = start(AirflowStarter(), s, rec)
+    except Exception as exc:  # the run is recorded: kipu_poll's reconciler starts it
+        started, detail = False, f"recorded; the start will be retried by kipu_poll ({type(exc).__name__})"
+    with session_scope() as s:
+        run = s.get(WorkflowRun, rec.workflow_run_id)
+        assert run is not None
+        return RunStarted(
+            workflow_run_id=run.id,
+            dag_id=rec.dag_id,
+            dag_run_id=run.dag_run_id,
+            created=rec.created,
+            status=run.status or "pending",
+            started=started,
+            detail=detail or (rec.skipped_reason if rec.status == "skipped" else None),
+        )
+
+
+@router.get("/{workflow_id}/runs", response_model=list[RunOut])
+def workflow_runs(
+    workflow_id: uuid.UUID, caller: CallerDep, limit: int = Query(50, ge=1, le=200), before: datetime | None = None
+) -> list[RunOut]:
+    """Newest first, with each step's status ("partially published" shows on the run)."""
+    _load(caller, workflow_id, "viewer")
+    with session_scope() as s:
+        query = select(WorkflowRun).where(WorkflowRun.workflow_id == workflow_id)
+        if before is not None:
+            query = query.where(WorkflowRun.started_at < (before if before.tzinfo else before.replace(tzinfo=UTC)))
+        runs = list(s.scalars(query.order_by(WorkflowRun.started_at.desc()).limit(limit)))
+        steps = s.execute(
+            select(WorkflowStepRun, WorkflowStep.step_key, WorkflowStep.step_type)
+            .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
+            .where(WorkflowStepRun.run_id.in_([r.id for r in runs]))
+            .order_by(WorkflowStep.order_index)
+        ).tuples()
+        by_run: dict[uuid.UUID, list[StepOut]] = {}
+        for sr, key, stype in steps:
+            by_run.setdefault(sr.run_id, []).append(
+                StepOut(
+                    step=key,
+                    type=stype,
+                    status=sr.status,
+                    started_at=sr.started_at,
+                    completed_at=sr.completed_at,
+                    error=sr.error_message,
+                )
+            )
+        return [
+            RunOut(
+                id=r.id,
+                platform_post_id=r.platform_post_id,
+                source=r.source,
+                status=r.status,
+                error=r.error_message,
+                started_at=r.started_at,
+                completed_at=r.completed_at,
+                dag_run_id=r.dag_run_id,
+                steps=by_run.get(r.id, []),
+            )
+            for r in runs
+        ]
+
+
+# Declared last: the other /{workflow_id}/... routes must match first.
+@router.post("/{workflow_id}/{action}", response_model=WorkflowOut)
+def change_status(
+    workflow_id: uuid.UUID, action: Literal["activate", "pause", "inactivate"], caller: CallerDep
+) -> WorkflowOut:
+    _load(caller, workflow_id, "member")
+    with session_scope() as s:
+        wf = s.get(Workflow, workflow_id)
+        assert wf is not None
+        set_status(wf, {"activate": "active", "pause": "paused", "inactivate": "inactive"}[action])
+    return _out(workflow_id)
