@@ -207,3 +207,54 @@ def test_another_teams_objects_are_404_for_every_type(api: TestClient, roles: di
     assert api.get(f"{API}/workflows", headers=them).json() == []
     assert api.get(f"{API}/posts", headers=them).json()["items"] == []
     assert api.get(f"{API}/workflows", params={"team": "demo"}, headers=them).status_code == 404
+
+
+def test_media_upload_checks_type_and_size_and_keeps_nothing_partial(
+    api: TestClient, roles: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import REPO
+
+    png = (REPO / "include/demo/media/sunrise.png").read_bytes()
+    folder = api.post(f"{API}/media/folders", json={"team": "demo", "name": "Brand"}, headers=roles["member"]).json()
+    up = api.post(
+        f"{API}/media/upload",
+        params={"team": "demo", "folder_id": folder["id"]},
+        files={"file": ("sunrise.png", png, "image/png")},
+        headers=roles["member"],
+    )
+    assert up.status_code == 201, up.text
+    media = up.json()
+    assert media["size_bytes"] == len(png) and media["folder_id"] == folder["id"]
+    listed = api.get(f"{API}/media", params={"team": "demo", "folder_id": folder["id"]}, headers=roles["viewer"]).json()
+    assert [m["id"] for m in listed] == [media["id"]]
+    assert (
+        api.post(
+            f"{API}/media/upload",
+            params={"team": "demo"},
+            files={"file": ("x.png", png, "image/png")},
+            headers=roles["viewer"],
+        ).status_code
+        == 403
+    )
+    wrong = api.post(
+        f"{API}/media/upload",
+        params={"team": "demo"},
+        files={"file": ("x.exe", b"MZ", "application/x-msdownload")},
+        headers=roles["member"],
+    )
+    assert wrong.status_code == 415
+    monkeypatch.setenv("KIPU_MEDIA_MAX_BYTES", "1000")
+    big = api.post(
+        f"{API}/media/upload",
+        params={"team": "demo"},
+        files={"file": ("big.mp4", b"0" * 5000, "video/mp4")},
+        headers=roles["member"],
+    )
+    assert big.status_code == 413 and "over the limit of 1000 bytes" in big.text
+    assert len(api.get(f"{API}/media", params={"team": "demo"}, headers=roles["viewer"]).json()) == 0  # root folder
+    from kipu.config import kipu_home
+
+    leftovers = [p for p in (kipu_home() / "media").rglob("*") if p.is_file() and p.name.startswith(".upload-")]
+    assert leftovers == []
+    them = api.get(f"{API}/media", params={"team": "demo"}, headers=roles["outsider"])
+    assert them.status_code == 404
