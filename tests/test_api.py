@@ -258,3 +258,42 @@ def test_media_upload_checks_type_and_size_and_keeps_nothing_partial(
     assert leftovers == []
     them = api.get(f"{API}/media", params={"team": "demo"}, headers=roles["outsider"])
     assert them.status_code == 404
+
+
+def test_publish_retries_one_target_only(api: TestClient, roles: dict, pg_demo_team: dict) -> None:
+    from kipu.store.models import Connection
+    from sqlalchemy import select
+
+    with session_scope() as s:
+        team = find_team(s, "demo")
+        outbox = s.scalar(select(Connection).where(Connection.team_id == team.id, Connection.platform == "outbox"))
+        ok = Post(
+            id=uuid.uuid4(),
+            team_id=team.id,
+            connection_id=outbox.id,
+            platform="outbox",
+            status="failed",
+            caption="Retry me, once",
+            error_message="Transient: outbox was down",
+        )
+        long = Post(
+            id=uuid.uuid4(),
+            team_id=team.id,
+            connection_id=outbox.id,
+            platform="outbox",
+            status="failed",
+            caption="x" * 5001,
+        )
+        s.add_all([ok, long])
+        ok_id, long_id = ok.id, long.id
+    assert api.post(f"{API}/posts/{ok_id}/publish", headers=roles["viewer"]).status_code == 403
+    assert api.post(f"{API}/posts/{ok_id}/publish", headers=roles["outsider"]).status_code == 404
+    first = api.post(f"{API}/posts/{ok_id}/publish", headers=roles["member"])
+    assert first.status_code == 200, first.text
+    assert first.json()["post"]["status"] == "published" and first.json()["already_published"] is False
+    again = api.post(f"{API}/posts/{ok_id}/publish", headers=roles["member"]).json()
+    assert again["already_published"] is True
+    assert len(list(pg_demo_team["outbox"].glob("*.json"))) == 1
+    refused = api.post(f"{API}/posts/{long_id}/publish", headers=roles["member"])
+    assert refused.status_code == 422 and "over the limit of 5000" in refused.text
+    assert api.get(f"{API}/posts/{long_id}", headers=roles["viewer"]).json()["status"] == "failed"

@@ -8,13 +8,14 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from kipu.hooks.base import NeedsReconnect, PlatformError, PublishRequest
+from kipu.hooks.base import PlatformError, PublishRequest
 from kipu.hooks.registry import target_hook
 from kipu.operators.base import KipuStepOperator, RunState
+from kipu.publishing import LimitExceeded, deliver, record_outcome
 from kipu.specs.steps import PublishStep
 from kipu.store.accounts import resolve_connection
 from kipu.store.engine import session_scope
-from kipu.store.posts import claim_intent, mark_failed, mark_published
+from kipu.store.posts import claim_intent
 
 
 class KipuPublishOperator(KipuStepOperator):
@@ -76,38 +77,23 @@ class KipuPublishOperator(KipuStepOperator):
                 created_at=created,
             )
             try:
-                # A previous attempt may have reached the platform before crashing: ask before posting.
-                existing = hook.find_published(request)
-                if existing is None:
-                    problems = hook.check(request)
-                    if problems:
-                        raise _Invalid("; ".join(problems))
-                    existing = hook.publish(request)
-                with session_scope() as session:
-                    post = session.get(type(post), uuid.UUID(post_id))
-                    mark_published(session, post, existing.platform_post_id, existing.url)
-                results[key] = {"status": "published", "post_id": post_id, "url": existing.url}
-                self.log.info("%s: published as %s", target.platform, existing.platform_post_id)
+                # A previous attempt may have reached the platform before crashing: deliver asks before posting.
+                existing = deliver(hook, request)
             except Exception as exc:
-                with session_scope() as session:
-                    post = session.get(type(post), uuid.UUID(post_id))
-                    mark_failed(session, post, f"{type(exc).__name__}: {exc}")
-                    if isinstance(exc, NeedsReconnect):  # the user must act: show it on the connection
-                        flagged = session.get(type(conn), conn.id)
-                        flagged.status, flagged.last_error = "needs_reconnect", str(exc)[:500]
+                record_outcome(uuid.UUID(post_id), None, exc)
                 results[key] = {"status": "failed", "post_id": post_id, "error": str(exc)}
                 failures.append((target.platform, exc))
+                continue
+            record_outcome(uuid.UUID(post_id), existing, None)
+            results[key] = {"status": "published", "post_id": post_id, "url": existing.url}
+            self.log.info("%s: published as %s", target.platform, existing.platform_post_id)
         state.output["targets"] = results
         if failures:
             message = "; ".join(f"{p}: {e}" for p, e in failures)
-            retryable = any(getattr(e, "retryable", True) and not isinstance(e, _Invalid) for _, e in failures)
+            retryable = any(getattr(e, "retryable", True) and not isinstance(e, LimitExceeded) for _, e in failures)
             published = sum(1 for r in results.values() if r["status"] == "published")
             state.output["partially_published"] = published > 0
             if not retryable:
                 raise AirflowFailException(f"publish rejected: {message}")
             raise RuntimeError(f"publish failed for {len(failures)} target(s), will retry: {message}")
         return {"published": len(results)}
-
-
-class _Invalid(PlatformError):
-    """The post breaks a platform limit; checked before any call, never retried."""

@@ -142,3 +142,29 @@ def get_post(post_id: uuid.UUID, caller: CallerDep) -> PostOut:
         caller.require(team_id, "viewer", f"post {post_id}")
         assert row is not None
         return _out(*row)
+
+
+class RetryOut(BaseModel):
+    post: PostOut
+    already_published: bool
+
+
+@router.post("/posts/{post_id}/publish", response_model=RetryOut)
+def publish_post(post_id: uuid.UUID, caller: CallerDep) -> RetryOut:
+    """Publish one target again (or confirm it landed): only this post, never the run's other targets."""
+    from kipu.hooks.base import PlatformError, Rejected, Transient
+    from kipu.publishing import retry_post
+
+    with session_scope() as s:
+        post = s.get(Post, post_id)
+        team_id = post.team_id if post else None
+    caller.require(team_id, "member", f"post {post_id}")
+    try:
+        outcome = retry_post(post_id)
+    except Rejected as exc:  # the platform (or a limit) refused it: the post keeps the reason
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+    except Transient as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+    except PlatformError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    return RetryOut(post=get_post(post_id, caller), already_published=bool(outcome.get("already")))
