@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from kipu.api.routes import ai, connections, media, posts, workflows
+from kipu.api.routes import ai, approvals, connections, media, posts, workflows
 
 
 def create_app() -> FastAPI:
@@ -14,6 +14,6 @@ def create_app() -> FastAPI:
         "token (`kipu tokens create --user EMAIL`) as `Authorization: Bearer kipu_...`.",
         version="1",
     )
-    for router in (posts.router, workflows.router, connections.router, media.router, ai.router):
+    for router in (posts.router, workflows.router, connections.router, media.router, approvals.router, ai.router):
         app.include_router(router, prefix="/api")
     return app

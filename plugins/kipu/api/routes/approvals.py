@@ -1,0 +1,144 @@
+"""``/api/approvals``: pending approvals of my teams' workflows, answered through Airflow's own HITL handler
+(the same code as ``PATCH /api/v2/.../hitlDetails``), only by an approver listed on the step."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
+from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from kipu.api.auth import Caller, CallerDep
+from kipu.store.engine import session_scope
+from kipu.store.models import Profile, Workflow, WorkflowRun, WorkflowStep, WorkflowStepRun
+from kipu.store.runs import finish_step
+
+router = APIRouter(prefix="/approvals", tags=["approvals"])
+
+
+class ApprovalOut(BaseModel):
+    workflow_id: uuid.UUID
+    dag_id: str
+    dag_run_id: str
+    task_id: str
+    subject: str | None
+    body: str | None
+    options: list[str]
+    approvers: list[str]
+    created_at: datetime | None
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["Approve", "Reject"]
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class _Approver(BaseUser):
+    """The identity Airflow's HITL handler records as ``responded_by``."""
+
+    def __init__(self, user_id: str, name: str) -> None:
+        self._id, self._name = user_id, name
+
+    def get_id(self) -> str:
+        return self._id
+
+    def get_name(self) -> str:
+        return self._name
+
+
+def _my_dags(caller: Caller) -> dict[str, uuid.UUID]:
+    with session_scope() as s:
+        rows = s.execute(
+            select(Workflow.id, Workflow.slug, Workflow.team_id).where(Workflow.team_id.in_(caller.team_ids))
+        )
+        return {f"kipu_{slug}": wid for wid, slug, team_id in rows if caller.roles.get(team_id) is not None}
+
+
+@router.get("", response_model=list[ApprovalOut])
+def pending(caller: CallerDep) -> list[ApprovalOut]:
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    dags = _my_dags(caller)
+    if not dags:
+        return []
+    with create_session() as session:
+        rows = session.execute(
+            select(HITLDetail, TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id)
+            .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
+            .where(TaskInstance.dag_id.in_(list(dags)), HITLDetail.responded_at.is_(None))
+        ).tuples()
+        return [
+            ApprovalOut(
+                workflow_id=dags[dag_id],
+                dag_id=dag_id,
+                dag_run_id=run_id,
+                task_id=task_id,
+                subject=d.subject,
+                body=d.body,
+                options=list(d.options or []),
+                approvers=[u["id"] for u in d.assigned_users or []],
+                created_at=getattr(d, "created_at", None),
+            )
+            for d, dag_id, run_id, task_id in rows
+        ]
+
+
+@router.post("/{dag_id}/{dag_run_id}/{task_id}", response_model=dict[str, Any])
+def answer(dag_id: str, dag_run_id: str, task_id: str, body: Decision, caller: CallerDep) -> dict[str, Any]:
+    from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+    from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with session_scope() as s:
+        wf = s.scalar(select(Workflow).where(Workflow.slug == dag_id.removeprefix("kipu_")))
+        team_id = wf.team_id if wf and dag_id.startswith("kipu_") else None
+        profile = s.get(Profile, caller.profile_id)
+        mine = {x for x in (profile.airflow_username, profile.email, str(profile.id)) if x} if profile else set()
+        name = (profile.name or profile.email or "") if profile else ""
+    caller.require(team_id, "member", f"approval {dag_id}/{dag_run_id}/{task_id}")
+    with create_session() as session:
+        detail = session.scalar(
+            select(HITLDetail)
+            .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
+            .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == dag_run_id, TaskInstance.task_id == task_id)
+        )
+        if detail is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"approval {dag_id}/{dag_run_id}/{task_id} not found")
+        listed = {u["id"] for u in detail.assigned_users or []}
+        match = sorted(mine & listed)
+        if listed and not match:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "you are not one of this step's approvers")
+        user = _Approver(match[0] if match else next(iter(mine), str(caller.profile_id)), name)
+        payload = UpdateHITLDetailPayload(chosen_options=[body.decision], params_input={})
+        update_hitl_detail(dag_id, dag_run_id, task_id, payload, user, session)
+    if body.comment:
+        _record_comment(dag_run_id, task_id, body.comment, name)
+    return {"dag_id": dag_id, "dag_run_id": dag_run_id, "task_id": task_id, "decision": body.decision}
+
+
+def _record_comment(dag_run_id: str, task_id: str, comment: str, who: str) -> None:
+    with session_scope() as s:
+        row = s.execute(
+            select(WorkflowRun.id, WorkflowStep.id)
+            .join(WorkflowStep, WorkflowStep.workflow_id == WorkflowRun.workflow_id)
+            .where(WorkflowRun.dag_run_id == dag_run_id, WorkflowStep.step_key == task_id)
+        ).first()
+        if row is None:
+            return
+        run_id, step_id = row
+        current = s.scalar(
+            select(WorkflowStepRun).where(WorkflowStepRun.run_id == run_id, WorkflowStepRun.step_id == step_id)
+        )
+        finish_step(
+            s, run_id, step_id, current.status if current else "running", {"comment": comment, "comment_by": who}
+        )

@@ -1,0 +1,81 @@
+"""Approvals through /kipu/api: a real ``dag.test()`` run parks at its approval step; the API lists it and
+answers it through Airflow's own HITL handler, for listed approvers only."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+from kipu.ingest import record_item
+from kipu.store.engine import session_scope
+from kipu.store.models import Post, Workflow, WorkflowRun, WorkflowStep, WorkflowStepRun
+from sqlalchemy import select
+
+from tests.conftest import REPO
+from tests.helpers import demo_doc
+from tests.hitl import Responder
+from tests.test_e2e import DAG_ID, ITEMS, store
+
+pytestmark = pytest.mark.slow
+API = "/kipu/api"
+
+
+def test_an_approver_approves_through_the_api_and_the_item_is_published(api: TestClient, roles: dict) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    store(demo_doc())
+    with session_scope() as s:
+        wf = s.scalar(select(Workflow).where(Workflow.slug == "demo_crosspost"))
+        run_id = str(record_item(s, wf, ITEMS["ana-002"]).workflow_run_id)
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags[DAG_ID]
+    errors: list[BaseException] = []
+
+    def approve_through_the_api() -> None:
+        deadline = time.monotonic() + 90
+        pending: list = []
+        while not pending:
+            assert time.monotonic() < deadline, "the approval never appeared"
+            time.sleep(0.5)
+            pending = api.get(f"{API}/approvals", headers=roles["viewer"]).json()
+        (approval,) = pending
+        assert approval["task_id"] == "team_review" and approval["approvers"] == ["admin"]
+        path = f"{API}/approvals/{approval['dag_id']}/{approval['dag_run_id']}/team_review"
+        assert api.get(f"{API}/approvals", headers=roles["outsider"]).json() == []
+        assert api.post(path, json={"decision": "Approve"}, headers=roles["outsider"]).status_code == 404
+        assert api.post(path, json={"decision": "Approve"}, headers=roles["viewer"]).status_code == 403
+        not_listed = api.post(path, json={"decision": "Approve"}, headers=roles["member"])
+        assert not_listed.status_code == 403 and "not one of this step's approvers" in not_listed.text
+        assert api.post(path, json={"decision": "Maybe"}, headers=roles["owner"]).status_code == 422
+        time.sleep(6)  # a human takes seconds; Airflow 3.3.2 races an answer within the same beat as the park
+        ok = api.post(path, json={"decision": "Approve", "comment": "Looks great"}, headers=roles["owner"])
+        assert ok.status_code == 200, ok.text
+        assert api.post(path, json={"decision": "Reject"}, headers=roles["owner"]).status_code == 409  # answered
+
+    def helper() -> None:
+        try:
+            approve_through_the_api()
+        except BaseException as exc:  # reported below; the parked task is failed so dag.test() ends
+            errors.append(exc)
+            Responder(DAG_ID, None)._fail_parked()
+
+    thread = threading.Thread(target=helper, daemon=True)
+    thread.start()
+    result = {"run": dag.test(run_conf={"workflow_run_id": run_id})}  # dag.test() needs the main thread
+    thread.join(30)
+    if errors:
+        raise errors[0]
+    assert result["run"].state == "success"
+    with session_scope() as s:
+        run = s.get(WorkflowRun, uuid.UUID(run_id))
+        assert run.status == "completed"
+        review = s.scalar(
+            select(WorkflowStepRun)
+            .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
+            .where(WorkflowStepRun.run_id == run.id, WorkflowStep.step_key == "team_review")
+        )
+        assert review.output_data["decision"] == "Approve" and review.output_data["comment"] == "Looks great"
+        (post,) = s.scalars(select(Post).where(Post.workflow_run_id == run.id)).all()
+        assert post.status == "published"
