@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 
 from kipu.api.routes import ai, approvals, connections, media, posts, workflows
 
@@ -14,6 +18,22 @@ def create_app() -> FastAPI:
         "token (`kipu tokens create --user EMAIL`) as `Authorization: Bearer kipu_...`.",
         version="1",
     )
+
+    @app.middleware("http")
+    async def refuse_nul(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """PostgreSQL text cannot hold NUL: refuse it at the door (422), never fail on it later (500)."""
+        where = None
+        if "%00" in request.url.query or "\x00" in unquote(request.url.path) or "%00" in request.url.path:
+            where = "query" if "%00" in request.url.query else "path"
+        elif request.headers.get("content-type", "").startswith("application/json"):
+            body = await request.body()
+            if b"\\u0000" in body or b"\x00" in body:
+                where = "body"
+        if where:
+            detail = [{"loc": [where], "msg": "NUL characters are not allowed", "type": "value_error"}]
+            return JSONResponse({"detail": detail}, status_code=422)
+        return await call_next(request)
+
     for router in (posts.router, workflows.router, connections.router, media.router, approvals.router, ai.router):
         app.include_router(router, prefix="/api")
     return app

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy import select
 
 from kipu.api.auth import Caller, CallerDep
+from kipu.api.errors import unprocessable
 from kipu.hooks.base import PlatformError, Rejected
 from kipu.store.engine import session_scope
 from kipu.store.models import Connection, Team
@@ -113,9 +114,7 @@ def refresh_connection(connection_id: uuid.UUID, caller: CallerDep) -> Connectio
 
     conn = _load(caller, connection_id, "admin")
     if conn.platform not in PLATFORM_HOOKS:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, f"{conn.platform} connections have no tokens to refresh"
-        )
+        raise unprocessable(f"{conn.platform} connections have no tokens to refresh", ("path", "connection_id"))
     with session_scope() as s:
         hook = platform_hook(s.get(Connection, connection_id))  # type: ignore[arg-type]
     try:
@@ -134,7 +133,7 @@ def connect_bluesky(body: BlueskyBody, caller: CallerDep) -> ConnectionOut:
     try:
         tokens = BlueskyHook.login(body.service, body.handle, body.app_password)
     except Rejected as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        raise unprocessable(str(exc), ("body", "app_password")) from None
     with session_scope() as s:
         conn = upsert_connection(
             s,
@@ -160,7 +159,7 @@ def start_oauth(platform: OAUTH_PLATFORMS, team: str, caller: CallerDep) -> dict
     try:
         app = oauth.app_for(platform)
     except Rejected as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        raise unprocessable(str(exc), ("path", "platform")) from None
     with session_scope() as s:
         return {"authorization_url": oauth.begin(s, app, s.get(Team, team_id), caller.profile_id)}  # type: ignore[arg-type]
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy import and_, or_, select
 
 from kipu.api.auth import CallerDep
+from kipu.api.errors import unprocessable
 from kipu.store.engine import session_scope
 from kipu.store.models import Post, Team, WorkflowRun
 
@@ -54,9 +55,7 @@ def _uncursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         when, post_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
         return datetime.fromisoformat(when), uuid.UUID(post_id)
     except ValueError:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, [{"loc": ["query", "cursor"], "msg": "invalid cursor"}]
-        ) from None
+        raise unprocessable("invalid cursor", ("query", "cursor")) from None
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -162,7 +161,7 @@ def publish_post(post_id: uuid.UUID, caller: CallerDep) -> RetryOut:
     try:
         outcome = retry_post(post_id)
     except Rejected as exc:  # the platform (or a limit) refused it: the post keeps the reason
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        raise unprocessable(str(exc), ("path", "post_id")) from None
     except Transient as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     except PlatformError as exc:

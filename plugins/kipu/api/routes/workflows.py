@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from kipu.api.auth import Caller, CallerDep
+from kipu.api.errors import unprocessable
 from kipu.specs.items import ContentItem
 from kipu.specs.workflow import WorkflowSpecError
 from kipu.store.engine import session_scope
@@ -97,13 +98,11 @@ def _out(workflow_id: uuid.UUID) -> WorkflowOut:
 def _save(caller: Caller, document: dict[str, Any], replacing: Workflow | None = None) -> uuid.UUID:
     team_ref = document.get("team")
     if not isinstance(team_ref, str):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, [{"loc": ["body", "team"], "msg": "team is required"}]
-        )
+        raise unprocessable("team is required", ("body", "team"))
     team_id = caller.team(team_ref, "member")
     if replacing is not None:
         if replacing.team_id != team_id:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "a workflow cannot move to another team")
+            raise unprocessable("a workflow cannot move to another team", ("body", "team"))
         document = {**document, "slug": replacing.slug}
     try:
         with session_scope() as s:
@@ -113,7 +112,7 @@ def _save(caller: Caller, document: dict[str, Any], replacing: Workflow | None =
                     raise HTTPException(status.HTTP_409_CONFLICT, f"slug {document['slug']!r} is taken")
             return save_workflow(s, document).id
     except WorkflowSpecError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, [{"msg": e} for e in exc.errors]) from None
+        raise unprocessable(exc.errors, ("body",)) from None
 
 
 @router.get("", response_model=list[WorkflowOut])
