@@ -211,6 +211,8 @@ class Post(Base):
     __table_args__ = (
         UniqueConstraint("workflow_run_id", "step_id", "connection_id"),
         Index("ix_posts_status", "status"),
+        # The API lists a team's posts newest first, paged by (created_at, id).
+        Index("ix_posts_team_created", "team_id", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = _id()
