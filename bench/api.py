@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -23,17 +25,20 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-SERVER = textwrap.dedent(
+APP = textwrap.dedent(
     """
-    import sys, uvicorn
     from fastapi import FastAPI
     from kipu.api.app import create_app
+
     root = FastAPI()
+
+
     @root.get("/minimal")
     def minimal() -> dict:
         return {"ok": True}
+
+
     root.mount("/kipu", create_app())
-    uvicorn.run(root, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", workers=1)
     """
 )
 
@@ -93,6 +98,22 @@ async def load(url: str, n: int, clients: int, make: object) -> tuple[list[float
     return latencies, time.perf_counter() - started
 
 
+def wrk(url: str, headers: dict[str, str], clients: int, seconds: int = 10) -> str | None:
+    """p50/p99/throughput from wrk (a C load generator: the client costs far less CPU than httpx), if installed."""
+    exe = shutil.which("wrk")
+    if exe is None:
+        return None
+    args = [exe, "-t2", f"-c{clients}", f"-d{seconds}s", "--latency"]
+    for k, v in headers.items():
+        args += ["-H", f"{k}: {v}"]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    assert non2xx is None, out
+    return f"p50 {lat.get('50'):>8}  p99 {lat.get('99'):>8}  {float(rps.group(1)) if rps else 0:7.0f} req/s (wrk)"
+
+
 def report(name: str, lat: list[float], wall: float) -> str:
     lat = sorted(lat)
     p50, p99 = statistics.median(lat) * 1000, lat[int(len(lat) * 0.99) - 1] * 1000
@@ -104,6 +125,7 @@ def main() -> int:
     parser.add_argument("--posts", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (one per core here)")
     args = parser.parse_args()
     os.environ.setdefault("ENCRYPTION_KEY", "ZmDfcTF7_60GrrY167zsiPd67pEvs0aGOv2oasOM1Pg=")
     os.environ.setdefault("KIPU_HOME", tempfile.mkdtemp(prefix="kipu-bench-api-"))
@@ -121,7 +143,25 @@ def main() -> int:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], env={**os.environ, "PYTHONPATH": str(REPO)})
+    app_dir = Path(tempfile.mkdtemp(prefix="kipu-bench-app-"))
+    (app_dir / "bench_app.py").write_text(APP)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench_app:root",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, "PYTHONPATH": f"{app_dir}:{REPO}"},
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -145,14 +185,24 @@ def main() -> int:
             return await http.post(f"/kipu/api/workflows/{wf_id}/run", json={"item": item}, headers=h)
 
         asyncio.run(load(base, 100, args.clients, posts))  # warm-up
-        print(f"{args.posts} posts, {args.clients} concurrent clients, {args.requests} requests each, PostgreSQL")
+        print(
+            f"{args.posts} posts, {args.clients} concurrent clients, {args.requests} requests each, "
+            f"{args.workers} uvicorn workers, PostgreSQL"
+        )
         for name, make, n in (
             ("GET /minimal (FastAPI baseline)", minimal, args.requests),
             ("GET /kipu/api/posts?limit=50", posts, args.requests),
             ("POST /kipu/api/workflows/{id}/run", run, args.requests // 4),
         ):
             lat, wall = asyncio.run(load(base, n, args.clients, make))
-            print(report(name, lat, wall), flush=True)
+            print(report(name, lat, wall) + " (httpx)", flush=True)
+        for name, path, hdrs in (
+            ("GET /minimal (FastAPI baseline)", "/minimal", {}),
+            ("GET /kipu/api/posts?limit=50", "/kipu/api/posts?limit=50", h),
+        ):
+            line = wrk(base + path, hdrs, args.clients)
+            if line:
+                print(f"{name:<34} {line}", flush=True)
     finally:
         proc.terminate()
         proc.wait(10)

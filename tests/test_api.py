@@ -297,3 +297,18 @@ def test_publish_retries_one_target_only(api: TestClient, roles: dict, pg_demo_t
     refused = api.post(f"{API}/posts/{long_id}/publish", headers=roles["member"])
     assert refused.status_code == 422 and "over the limit of 5000" in refused.text
     assert api.get(f"{API}/posts/{long_id}", headers=roles["viewer"]).json()["status"] == "failed"
+
+
+def test_a_revoked_token_stops_working(api: TestClient, roles: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kipu.store.models import ApiToken
+    from kipu.store.tokens import revoke_token
+    from sqlalchemy import select
+
+    from tests.api_helpers import token_for
+
+    monkeypatch.setenv("KIPU_API_AUTH_CACHE_SECONDS", "0")
+    headers = token_for("viewer@demo.test", name="to-revoke")
+    assert api.get(f"{API}/teams", headers=headers).status_code == 200
+    with session_scope() as s:
+        revoke_token(s, s.scalar(select(ApiToken.id).where(ApiToken.name == "to-revoke")))
+    assert api.get(f"{API}/teams", headers=headers).status_code == 401
