@@ -8,7 +8,7 @@ from urllib.parse import unquote
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from kipu.api.routes import ai, approvals, connections, media, posts, workflows
+from kipu.api.routes import ai, approvals, connections, media, posts, webhooks, workflows
 
 
 def create_app() -> FastAPI:
@@ -34,6 +34,14 @@ def create_app() -> FastAPI:
             return JSONResponse({"detail": detail}, status_code=422)
         return await call_next(request)
 
-    for router in (posts.router, workflows.router, connections.router, media.router, approvals.router, ai.router):
+    for router in (
+        posts.router,
+        workflows.router,
+        connections.router,
+        media.router,
+        approvals.router,
+        webhooks.router,
+        ai.router,
+    ):
         app.include_router(router, prefix="/api")
     return app
