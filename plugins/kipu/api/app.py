@@ -8,7 +8,9 @@ from urllib.parse import unquote
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from kipu.api.routes import ai, approvals, connections, media, posts, webhooks, workflows
+from kipu.api.routes import ai, approvals, connections, media, posts, teams, webhooks, workflows
+
+MAX_JSON = 1024 * 1024  # uploads go to /media/upload, with their own limit
 
 
 def create_app() -> FastAPI:
@@ -26,7 +28,13 @@ def create_app() -> FastAPI:
         if "%00" in request.url.query or "\x00" in unquote(request.url.path) or "%00" in request.url.path:
             where = "query" if "%00" in request.url.query else "path"
         elif request.headers.get("content-type", "").startswith("application/json"):
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_JSON:
+                detail = f"JSON bodies are limited to {MAX_JSON} bytes"
+                return JSONResponse({"detail": detail}, status_code=413)
             body = await request.body()
+            if len(body) > MAX_JSON:
+                return JSONResponse({"detail": f"JSON bodies are limited to {MAX_JSON} bytes"}, status_code=413)
             if b"\\u0000" in body or b"\x00" in body:
                 where = "body"
         if where:
@@ -35,6 +43,7 @@ def create_app() -> FastAPI:
         return await call_next(request)
 
     for router in (
+        teams.router,
         posts.router,
         workflows.router,
         connections.router,

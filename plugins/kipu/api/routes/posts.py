@@ -40,13 +40,6 @@ class PostPage(BaseModel):
     next_cursor: str | None
 
 
-class TeamOut(BaseModel):
-    id: uuid.UUID
-    slug: str | None
-    name: str
-    role: str
-
-
 def _cursor(created: datetime, post_id: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(f"{created.isoformat()}|{post_id}".encode()).decode()
 
@@ -61,13 +54,6 @@ def _uncursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 def _aware(value: datetime | None) -> datetime | None:
     return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
-
-
-@router.get("/teams", response_model=list[TeamOut])
-def my_teams(caller: CallerDep) -> list[TeamOut]:
-    with session_scope() as s:
-        teams = s.scalars(select(Team).where(Team.id.in_(caller.team_ids)).order_by(Team.slug))
-        return [TeamOut(id=t.id, slug=t.slug, name=t.name, role=caller.roles[t.id]) for t in teams]
 
 
 @router.get("/posts", response_model=PostPage)

@@ -1,0 +1,123 @@
+"""``/api/teams``: my teams; members (admins manage them, only owners grant or remove ownership); the team and its
+plan (owners)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from kipu.api.auth import CallerDep
+from kipu.store.accounts import add_member, get_or_create_profile
+from kipu.store.engine import session_scope
+from kipu.store.models import Profile, Team, TeamMember
+
+router = APIRouter(prefix="/teams", tags=["teams"])
+Role = Literal["owner", "admin", "member", "viewer"]
+
+
+class TeamOut(BaseModel):
+    id: uuid.UUID
+    slug: str | None
+    name: str
+    role: str
+    plan: str | None
+
+
+class MemberOut(BaseModel):
+    email: str | None
+    name: str | None
+    role: str
+
+
+class MemberBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)
+    role: Role
+    name: str | None = Field(default=None, max_length=200)
+
+
+class TeamPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    plan: Literal["free", "pro", "business"] | None = None
+
+
+def _team_out(team_id: uuid.UUID, role: str) -> TeamOut:
+    with session_scope() as s:
+        team = s.get(Team, team_id)
+        assert team is not None
+        owner = s.get(Profile, team.owner_id) if team.owner_id else None
+        return TeamOut(id=team.id, slug=team.slug, name=team.name, role=role, plan=owner.plan if owner else None)
+
+
+@router.get("", response_model=list[TeamOut])
+def my_teams(caller: CallerDep) -> list[TeamOut]:
+    return sorted((_team_out(t, r) for t, r in caller.roles.items()), key=lambda t: t.slug or "")
+
+
+@router.patch("/{team}", response_model=TeamOut)
+def update_team(team: str, body: TeamPatch, caller: CallerDep) -> TeamOut:
+    team_id = caller.team(team, "owner")
+    with session_scope() as s:
+        row = s.get(Team, team_id)
+        assert row is not None
+        if body.name is not None:
+            row.name = body.name
+        if body.plan is not None and row.owner_id:
+            owner = s.get(Profile, row.owner_id)
+            if owner is not None:
+                owner.plan = body.plan
+    return _team_out(team_id, "owner")
+
+
+@router.get("/{team}/members", response_model=list[MemberOut])
+def members(team: str, caller: CallerDep) -> list[MemberOut]:
+    team_id = caller.team(team, "viewer")
+    with session_scope() as s:
+        rows = s.execute(
+            select(Profile.email, Profile.name, TeamMember.role)
+            .join(TeamMember, TeamMember.user_id == Profile.id)
+            .where(TeamMember.team_id == team_id)
+            .order_by(Profile.email)
+        ).tuples()
+        return [MemberOut(email=e, name=n, role=r or "member") for e, n, r in rows]
+
+
+def _owners(s, team_id: uuid.UUID) -> int:  # type: ignore[no-untyped-def]
+    return len(s.scalars(select(TeamMember).where(TeamMember.team_id == team_id, TeamMember.role == "owner")).all())
+
+
+@router.put("/{team}/members", response_model=MemberOut)
+def put_member(team: str, body: MemberBody, caller: CallerDep) -> MemberOut:
+    team_id = caller.team(team, "admin")
+    with session_scope() as s:
+        profile = get_or_create_profile(s, str(body.email), body.name)
+        current = s.get(TeamMember, (team_id, profile.id))
+        touches_owner = body.role == "owner" or (current is not None and current.role == "owner")
+        if touches_owner and caller.roles.get(team_id) != "owner":
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "only an owner grants or removes ownership")
+        if current is not None and current.role == "owner" and body.role != "owner" and _owners(s, team_id) == 1:
+            raise HTTPException(status.HTTP_409_CONFLICT, "a team keeps at least one owner")
+        add_member(s, s.get(Team, team_id), profile, body.role)  # type: ignore[arg-type]
+        return MemberOut(email=profile.email, name=profile.name, role=body.role)
+
+
+@router.delete("/{team}/members/{email}", status_code=status.HTTP_204_NO_CONTENT)
+def remove_member(team: str, email: str, caller: CallerDep) -> None:
+    team_id = caller.team(team, "admin")
+    with session_scope() as s:
+        profile = s.scalar(select(Profile).where(Profile.email == email))
+        member = s.get(TeamMember, (team_id, profile.id)) if profile else None
+        if member is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"member {email!r} not found")
+        if member.role == "owner" and caller.roles.get(team_id) != "owner":
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "only an owner removes an owner")
+        if member.role == "owner" and _owners(s, team_id) == 1:
+            raise HTTPException(status.HTTP_409_CONFLICT, "a team keeps at least one owner")
+        s.delete(member)
