@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Form, Request, Response
 from fastapi.responses import JSONResponse
 
-from tests.fakes.serve import ThreadedServer
+from tests.fakes.serve import FakeService
 
 
 @dataclass
@@ -140,25 +140,8 @@ def build_app(li: LinkedInState, base: str) -> FastAPI:
     return app
 
 
-class LinkedInServer:
+class LinkedInServer(FakeService):
+    state: LinkedInState
+
     def __init__(self, **state: Any) -> None:
-        self.state = LinkedInState(**state)
-        self._app: FastAPI | None = None
-        self._served = ThreadedServer(self._asgi)
-        self.state_base = self._served.url
-        self._app = build_app(self.state, self._served.url)
-
-    async def _asgi(self, scope: dict, receive: Any, send: Any) -> None:
-        assert self._app is not None
-        await self._app(scope, receive, send)
-
-    @property
-    def url(self) -> str:
-        return self._served.url
-
-    def __enter__(self) -> LinkedInServer:
-        self._served.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._served.stop()
+        super().__init__(LinkedInState(**state), build_app)

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
-from tests.fakes.serve import ThreadedServer
+from tests.fakes.serve import FakeService
 
 LIMITS = {"title": 100, "description": 500, "link": 2048, "alt_text": 500}
 
@@ -138,24 +138,8 @@ def build_app(st: PinterestState, base: str) -> FastAPI:
     return app
 
 
-class PinterestServer:
-    def __init__(self) -> None:
-        self.state = PinterestState()
-        self._app: FastAPI | None = None
-        self._served = ThreadedServer(self._asgi)
-        self._app = build_app(self.state, self._served.url)
+class PinterestServer(FakeService):
+    state: PinterestState
 
-    async def _asgi(self, scope: dict, receive: Any, send: Any) -> None:
-        assert self._app is not None
-        await self._app(scope, receive, send)
-
-    @property
-    def url(self) -> str:
-        return self._served.url
-
-    def __enter__(self) -> PinterestServer:
-        self._served.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._served.stop()
+    def __init__(self, **state: Any) -> None:
+        super().__init__(PinterestState(**state), build_app)

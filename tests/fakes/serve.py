@@ -37,3 +37,27 @@ class ThreadedServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(5)
+
+
+class FakeService:
+    """A fake platform: ``state`` plus an app built for this server's own URL (for upload URLs it hands out)."""
+
+    def __init__(self, state: Any, build: Any) -> None:
+        self.state = state
+        self._app: Any = None
+        self._served = ThreadedServer(self._asgi)
+        self._app = build(state, self._served.url)
+
+    async def _asgi(self, scope: dict, receive: Any, send: Any) -> None:
+        await self._app(scope, receive, send)
+
+    @property
+    def url(self) -> str:
+        return self._served.url
+
+    def __enter__(self) -> Any:
+        self._served.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._served.stop()

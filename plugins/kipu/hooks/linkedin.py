@@ -5,29 +5,28 @@ polling. A retired version (HTTP 426 ``NONEXISTENT_VERSION``) is a clear error t
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 
-from kipu.auth import oauth
 from kipu.hooks.base import Capabilities, PlatformError, PublishRequest, PublishResult, Rejected, Transient
-from kipu.hooks.http import LimitedClient, classify
+from kipu.hooks.http import LimitedClient
 from kipu.hooks.media import read_media
-from kipu.hooks.platform import Credentials, PlatformHook, TokenSet
+from kipu.hooks.oauth_platform import OAuthPlatformHook
 from kipu.specs.items import ContentItem
 
 DEFAULT_VERSION = "202511"  # YYYYMM; LinkedIn retires versions after about a year, so it is configurable
 MAX_IMAGE = 36 * 1024 * 1024
 
 
-class LinkedInHook(PlatformHook):
+class LinkedInHook(OAuthPlatformHook):
     platform: ClassVar[str] = "linkedin"
     conn_type = "kipu_linkedin"
     hook_name = "Kipu LinkedIn (Posts API)"
     base_url: ClassVar[str] = "https://api.linkedin.com"
+    me_path: ClassVar[str] = "/v2/userinfo"
     capabilities: ClassVar[Capabilities] = Capabilities(text=True, image=True, alt_text=True, max_images=1)
 
     @property
@@ -47,34 +46,10 @@ class LinkedInHook(PlatformHook):
                 f"linkedin: LinkedIn-Version {self.version} is retired (HTTP 426 NONEXISTENT_VERSION); set "
                 "metadata.linkedin_version on the connection to a current YYYYMM"
             )
-        error = classify(response, "linkedin")
-        if error is not None and response.status_code in (400, 403, 422):
-            try:
-                message = response.json().get("message")
-            except ValueError:
-                message = None
-            if message:
-                return type(error)(f"linkedin: HTTP {response.status_code}: {message}")
-        return error
-
-    def refresh_tokens(self, credentials: Credentials) -> TokenSet:
-        app = oauth.app_for("linkedin")
-        token_url = credentials.metadata.get("token_url")
-        return oauth.refresh(
-            replace(app, token_url=token_url) if token_url else app, credentials.refresh_token, self.client
-        )
+        return super().map_error(response)
 
     @classmethod
-    def identify(cls, base_url: str, tokens: TokenSet) -> tuple[str, str | None]:
-        resp = httpx.get(
-            f"{base_url.rstrip('/')}/v2/userinfo",
-            headers={"Authorization": f"Bearer {tokens.access_token.get_secret_value()}"},
-            timeout=20,
-        )
-        error = classify(resp, "linkedin")
-        if error:
-            raise error
-        data = resp.json()
+    def identity(cls, data: dict[str, Any]) -> tuple[str, str | None]:
         return data["sub"], data.get("name")
 
     def upload_image(self, url: str) -> str:

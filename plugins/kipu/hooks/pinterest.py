@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import base64
 import time
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 import httpx
 
-from kipu.auth import oauth
-from kipu.hooks.base import Capabilities, PlatformError, PublishRequest, PublishResult, Rejected, Transient
-from kipu.hooks.http import LimitedClient, classify
+from kipu.hooks.base import Capabilities, PublishRequest, PublishResult, Rejected, Transient
+from kipu.hooks.http import LimitedClient
 from kipu.hooks.media import read_media
-from kipu.hooks.platform import Credentials, PlatformHook, TokenSet
+from kipu.hooks.oauth_platform import OAuthPlatformHook
 from kipu.specs.items import ContentItem, MediaRef
 
 LIMITS = {"title": 100, "description": 500, "link": 2048, "alt_text": 500}
@@ -25,43 +23,17 @@ MAX_VIDEO = 2 * 1024 * 1024 * 1024
 PROCESSING_TIMEOUT = 300.0
 
 
-class PinterestHook(PlatformHook):
+class PinterestHook(OAuthPlatformHook):
     platform: ClassVar[str] = "pinterest"
     conn_type = "kipu_pinterest"
     hook_name = "Kipu Pinterest (API v5)"
     base_url: ClassVar[str] = "https://api.pinterest.com"
+    me_path: ClassVar[str] = "/v5/user_account"
     capabilities: ClassVar[Capabilities] = Capabilities(text=False, image=True, video=True, alt_text=True, max_images=1)
     processing_timeout: float = PROCESSING_TIMEOUT
 
-    def map_error(self, response: httpx.Response) -> PlatformError | None:
-        error = classify(response, "pinterest")
-        if error is not None and 400 <= response.status_code < 500 and response.status_code not in (401, 429):
-            try:
-                message = response.json().get("message")
-            except ValueError:
-                message = None
-            if message:
-                return type(error)(f"pinterest: HTTP {response.status_code}: {message}")
-        return error
-
-    def refresh_tokens(self, credentials: Credentials) -> TokenSet:
-        app = oauth.app_for("pinterest")
-        token_url = credentials.metadata.get("token_url")
-        return oauth.refresh(
-            replace(app, token_url=token_url) if token_url else app, credentials.refresh_token, self.client
-        )
-
     @classmethod
-    def identify(cls, base_url: str, tokens: TokenSet) -> tuple[str, str | None]:
-        resp = httpx.get(
-            f"{base_url.rstrip('/')}/v5/user_account",
-            headers={"Authorization": f"Bearer {tokens.access_token.get_secret_value()}"},
-            timeout=20,
-        )
-        error = classify(resp, "pinterest")
-        if error:
-            raise error
-        data = resp.json()
+    def identity(cls, data: dict[str, Any]) -> tuple[str, str | None]:
         return str(data.get("id") or data["username"]), data.get("username")
 
     def _fields(self, request: PublishRequest) -> dict[str, str]:

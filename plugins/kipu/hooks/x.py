@@ -6,18 +6,16 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
 
-from kipu.auth import oauth
 from kipu.captions.counting import URL_RE
 from kipu.hooks.base import Capabilities, PlatformError, PublishRequest, PublishResult, RateLimited, Rejected, Transient
-from kipu.hooks.http import LimitedClient, classify
+from kipu.hooks.http import LimitedClient
 from kipu.hooks.media import read_media
-from kipu.hooks.platform import Credentials, PlatformHook, TokenSet
+from kipu.hooks.oauth_platform import OAuthPlatformHook
 from kipu.specs.items import ContentItem, MediaRef
 
 CHUNK = 4 * 1024 * 1024
@@ -31,11 +29,13 @@ def _plain(text: str) -> str:
     return re.sub(r"\s+", " ", URL_RE.sub("", text)).strip()
 
 
-class XHook(PlatformHook):
+class XHook(OAuthPlatformHook):
     platform: ClassVar[str] = "x"
     conn_type = "kipu_x"
     hook_name = "Kipu X (API v2)"
     base_url: ClassVar[str] = "https://api.x.com"
+    me_path: ClassVar[str] = "/2/users/me"
+    message_keys: ClassVar[tuple[str, ...]] = ("detail", "title")
     capabilities: ClassVar[Capabilities] = Capabilities(text=True, image=True, video=True, alt_text=False, max_images=4)
     # 200 requests per 15 minutes per user (PLATFORMS.md); the window headers keep us under it exactly.
     token_rate: ClassVar[float | None] = 200 / 900
@@ -44,41 +44,16 @@ class XHook(PlatformHook):
     processing_timeout: float = PROCESSING_TIMEOUT
 
     def map_error(self, response: httpx.Response) -> PlatformError | None:
-        error = classify(response, "x")
-        if isinstance(error, RateLimited) and error.retry_after is None:
+        error = super().map_error(response)
+        if isinstance(error, RateLimited) and error.retry_after is None:  # X sends its window reset instead
             reset = response.headers.get("x-rate-limit-reset")
             if reset and reset.isdigit():
                 error.retry_after = max(0.0, float(reset) - time.time())
-        if error is not None and response.status_code in (400, 403):
-            try:
-                detail = response.json().get("detail") or response.json().get("title")
-            except ValueError:
-                detail = None
-            if detail:
-                return type(error)(f"x: HTTP {response.status_code}: {detail}")
         return error
 
-    def refresh_tokens(self, credentials: Credentials) -> TokenSet:
-        return oauth.refresh(self.oauth_app(), credentials.refresh_token, self.client)
-
-    def oauth_app(self) -> oauth.OAuthApp:
-        app = oauth.app_for("x")
-        token_url = self.credentials.metadata.get("token_url")
-        return replace(app, token_url=token_url) if token_url else app
-
     @classmethod
-    def identify(cls, base_url: str, tokens: TokenSet) -> tuple[str, str | None]:
-        """The user behind a new token (``GET /2/users/me``), for the OAuth callback."""
-        resp = httpx.get(
-            f"{base_url.rstrip('/')}/2/users/me",
-            headers={"Authorization": f"Bearer {tokens.access_token.get_secret_value()}"},
-            timeout=20,
-        )
-        error = classify(resp, "x")
-        if error:
-            raise error
-        data = resp.json()["data"]
-        return data["id"], data.get("username")
+    def identity(cls, data: dict[str, Any]) -> tuple[str, str | None]:
+        return data["data"]["id"], data["data"].get("username")
 
     # -- media -----------------------------------------------------------------------------------------------------
     def upload_media(self, media: MediaRef) -> str:
