@@ -158,25 +158,15 @@ def cmd_connect_bluesky(args: argparse.Namespace) -> int:
 
     from pydantic import SecretStr
 
-    from kipu.hooks.bluesky import BlueskyHook
-    from kipu.store.accounts import upsert_connection
+    from kipu.hooks.bluesky import connect_with_app_password
     from kipu.store.engine import session_scope
 
     password = os.environ.get(args.password_env)
     if not password:
         raise SystemExit(f"set the app password in ${args.password_env} (Bluesky → Settings → App passwords)")
-    tokens = BlueskyHook.login(args.service, args.handle, SecretStr(password))
     with session_scope() as session:
-        conn = upsert_connection(
-            session,
-            _team(session, args.team),
-            "bluesky",
-            tokens.platform_user_id or args.handle,
-            username=tokens.username,
-            access_token=tokens.access_token,
-            refresh_token=tokens.refresh_token,
-            expires_at=tokens.expires_at,
-            metadata={"base_url": args.service.rstrip("/")},
+        conn = connect_with_app_password(
+            session, _team(session, args.team), args.service, args.handle, SecretStr(password)
         )
         print(conn.id)
     return 0

@@ -11,7 +11,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -22,6 +22,7 @@ from kipu.store.engine import session_scope
 from kipu.store.models import TeamMember
 from kipu.store.tokens import profile_for_token
 
+T = TypeVar("T")
 ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
 bearer = HTTPBearer(auto_error=False, description="A Kipu API token: `kipu tokens create --user EMAIL`")
 
@@ -61,6 +62,16 @@ _CACHE: dict[str, tuple[float, Caller]] = {}
 
 def _cache_seconds() -> float:
     return float(os.environ.get("KIPU_API_AUTH_CACHE_SECONDS", "5"))
+
+
+def load_owned(caller: Caller, model: type[T], object_id: uuid.UUID, role: str, label: str) -> T:
+    """A row with a ``team_id`` if the caller holds ``role`` in that team; 404 (as if missing) otherwise."""
+    with session_scope() as s:
+        row = s.get(model, object_id)
+        team_id = getattr(row, "team_id", None) if row is not None else None
+    caller.require(team_id, role, f"{label} {object_id}")
+    assert row is not None
+    return row
 
 
 def current_caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:

@@ -299,3 +299,21 @@ class BlueskyHook(PlatformHook):
             params={"repo": self.did, "collection": POST, "limit": limit},
         )
         return self._items(resp.json().get("records", []))
+
+
+def connect_with_app_password(session: Any, team: Any, service: str, handle: str, app_password: SecretStr) -> Any:
+    """Sign in (``createSession``) and store the connection with its encrypted session tokens."""
+    from kipu.store.accounts import upsert_connection
+
+    tokens = BlueskyHook.login(service, handle, app_password)
+    return upsert_connection(
+        session,
+        team,
+        "bluesky",
+        tokens.platform_user_id or handle,
+        username=tokens.username,
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        expires_at=tokens.expires_at,
+        metadata={"base_url": service.rstrip("/")},
+    )

@@ -8,23 +8,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from kipu.ai.service import generate_hashtags, rewrite_caption
 from kipu.api.auth import CallerDep
 from kipu.captions.rewriter import RewriteRequest
-from kipu.specs.common import Platform, Tone
+from kipu.specs.common import Platform
+from kipu.specs.steps import AIRewriteConfig
 
 router = APIRouter(prefix="/ai", tags=["ai"])
 
 
-class RewriteBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RewriteBody(AIRewriteConfig):
+    """The ai_rewrite step's config, plus the team and the text."""
 
     team: str = Field(description="team slug or id; the caller must be an owner, admin or member")
     text: str = Field(max_length=20_000)
-    target_platform: Platform
-    tone: Tone = "casual"
-    max_length: int | None = Field(default=None, gt=0)
-    include_hashtags: bool = True
-    include_emojis: bool = True
-    custom_instructions: str | None = Field(default=None, max_length=2000)
-    hashtag_count: int | None = Field(default=None, ge=0, le=30)
 
 
 class RewriteOut(BaseModel):
@@ -58,8 +52,8 @@ class HashtagsOut(BaseModel):
 @router.post("/rewrite", response_model=RewriteOut)
 def rewrite(body: RewriteBody, caller: CallerDep) -> RewriteOut:
     team_id = caller.team(body.team, "member")
-    fields = body.model_dump(exclude={"team"})
-    result = rewrite_caption(RewriteRequest(**fields), team_id=team_id)
+    fields = body.model_dump(exclude={"team", "generate_hashtags"})
+    result = rewrite_caption(RewriteRequest(**fields, hashtag_count=body.generate_hashtags), team_id=team_id)
     return RewriteOut(
         caption=result.caption,
         hashtags=result.hashtags,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy import select
 
-from kipu.api.auth import Caller, CallerDep
+from kipu.api.auth import Caller, CallerDep, load_owned
 from kipu.api.errors import unprocessable
 from kipu.hooks.base import PlatformError, Rejected
 from kipu.store.engine import session_scope
@@ -62,12 +62,7 @@ def _out(conn: Connection, team: str | None) -> ConnectionOut:
 
 
 def _load(caller: Caller, connection_id: uuid.UUID, role: str) -> Connection:
-    with session_scope() as s:
-        conn = s.get(Connection, connection_id)
-        team_id = conn.team_id if conn else None
-    caller.require(team_id, role, f"connection {connection_id}")
-    assert conn is not None
-    return conn
+    return load_owned(caller, Connection, connection_id, role, "connection")
 
 
 def _one(connection_id: uuid.UUID) -> ConnectionOut:
@@ -126,27 +121,15 @@ def refresh_connection(connection_id: uuid.UUID, caller: CallerDep) -> Connectio
 
 @router.post("/connections/bluesky", response_model=ConnectionOut, status_code=status.HTTP_201_CREATED)
 def connect_bluesky(body: BlueskyBody, caller: CallerDep) -> ConnectionOut:
-    from kipu.hooks.bluesky import BlueskyHook
-    from kipu.store.accounts import upsert_connection
+    from kipu.hooks.bluesky import connect_with_app_password
 
     team_id = caller.team(body.team, "admin")
     try:
-        tokens = BlueskyHook.login(body.service, body.handle, body.app_password)
+        with session_scope() as s:
+            team = s.get(Team, team_id)
+            conn_id = connect_with_app_password(s, team, body.service, body.handle, body.app_password).id
     except Rejected as exc:
         raise unprocessable(str(exc), ("body", "app_password")) from None
-    with session_scope() as s:
-        conn = upsert_connection(
-            s,
-            s.get(Team, team_id),  # type: ignore[arg-type]
-            "bluesky",
-            tokens.platform_user_id or body.handle,
-            username=tokens.username,
-            access_token=tokens.access_token,
-            refresh_token=tokens.refresh_token,
-            expires_at=tokens.expires_at,
-            metadata={"base_url": body.service.rstrip("/")},
-        )
-        conn_id = conn.id
     return _one(conn_id)
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from kipu.api.auth import Caller, CallerDep
+from kipu.api.auth import Caller, CallerDep, load_owned
 from kipu.api.errors import unprocessable
 from kipu.specs.items import ContentItem
 from kipu.specs.workflow import WorkflowSpecError
@@ -69,13 +69,7 @@ class RunOut(BaseModel):
 
 
 def _load(caller: Caller, workflow_id: uuid.UUID, role: str) -> Workflow:
-    """The workflow if the caller holds ``role`` in its team (404 otherwise)."""
-    with session_scope() as s:
-        wf = s.get(Workflow, workflow_id)
-        team_id = wf.team_id if wf else None
-    caller.require(team_id, role, f"workflow {workflow_id}")
-    assert wf is not None
-    return wf
+    return load_owned(caller, Workflow, workflow_id, role, "workflow")
 
 
 def _out(workflow_id: uuid.UUID) -> WorkflowOut:
