@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kipu-installed
 
-.PHONY: demo test lint format bench venv clean
+.PHONY: demo test test-distributed lint format bench venv clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The compose topology natively (api-server, scheduler, dag-processor, triggerer, Celery worker); also part of `test`.
+test-distributed: $(STAMP)
+	$(BIN)/python -m pytest tests/test_distributed.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
