@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow.plugins_manager import AirflowPlugin
 
-from kipu.api.app import create_app
+
+class LazyKipuApp:
+    """The /kipu ASGI app, built on its first request. Plugins are imported by every Airflow process, tasks
+    included; building the app eagerly cost each of them about a second of imports."""
+
+    def __init__(self) -> None:
+        self._app: Any = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self._app is None:
+            from kipu.api.app import create_app
+
+            self._app = create_app()
+        await self._app(scope, receive, send)
 
 
 class KipuPlugin(AirflowPlugin):
     name = "kipu"
-    fastapi_apps = [{"app": create_app(), "url_prefix": "/kipu", "name": "Kipu API"}]
+    fastapi_apps = [{"app": LazyKipuApp(), "url_prefix": "/kipu", "name": "Kipu API"}]

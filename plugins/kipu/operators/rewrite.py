@@ -6,7 +6,6 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from kipu.ai.service import generate_hashtags, rewrite_caption
 from kipu.captions.rewriter import RewriteRequest
 from kipu.operators.base import KipuStepOperator, RunState
 from kipu.specs.steps import AIRewriteConfig
@@ -19,6 +18,8 @@ class KipuRewriteOperator(KipuStepOperator):
     ui_color = "#e6fff0"
 
     def run_step(self, context: Context, state: RunState) -> Any:
+        from kipu.ai.service import generate_hashtags, rewrite_caption  # the openai SDK stays out of DAG parsing
+
         cfg = AIRewriteConfig.model_validate(self.step_config["config"])
         source = state.captions.get(cfg.target_platform) or state.item.caption or state.item.title or ""
         extra = tuple(state.item.hashtags)
