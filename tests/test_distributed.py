@@ -190,3 +190,11 @@ def test_poll_approve_publish_exactly_once_on_celery(stack: dict, pg_demo_team: 
     assert runs["ad-1"].status == "skipped"
     assert sorted(p.status for p in posts) == ["published", "published"]
     assert len(list(pg_demo_team["outbox"].glob("*.json"))) == 2
+    # No secret in any log line of the whole run: every component's output and every task log.
+    logs = [*stack["logs"].glob("*.log"), *(stack["home"] / "logs").rglob("*")]
+    secrets = ["tok-OUTBOX-SECRET-0001", os.environ["ENCRYPTION_KEY"]]
+    for path in (p for p in logs if p.is_file()):
+        text = path.read_text(errors="replace")
+        for secret in secrets:
+            assert secret not in text, f"a secret appears in {path}"
+    assert any((stack["home"] / "logs").rglob("*.log")), "the task logs were read"
