@@ -88,6 +88,25 @@ def items_of(platform: str, payload: dict[str, Any]) -> list[tuple[str, ContentI
     return out
 
 
+def _watchers(session: Any, platform: str) -> dict[str, list[Any]]:
+    """Account id -> the active webhook workflows watching it; read once per delivery, not per item."""
+    accounts = {
+        (c.team_id, ref): c.platform_user_id
+        for c in session.scalars(select(Connection).where(Connection.platform == platform))
+        for ref in (str(c.id), f"{platform}:{c.platform_user_id}")
+    }
+    out: dict[str, list[Any]] = {}
+    for wf_id, team_id, cfg in session.execute(
+        select(Workflow.id, Workflow.team_id, Workflow.trigger_config).where(Workflow.status == "active")
+    ).tuples():
+        account = (
+            accounts.get((team_id, (cfg or {}).get("connection_id"))) if (cfg or {}).get("type") == "webhook" else None
+        )
+        if account is not None:
+            out.setdefault(account, []).append(wf_id)
+    return out
+
+
 @router.post("/{platform}")
 async def receive(platform: META, request: Request) -> dict[str, int]:
     from kipu.api.starter import AirflowStarter
@@ -108,19 +127,13 @@ async def receive(platform: META, request: Request) -> dict[str, int]:
     except ValueError:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "the body is not JSON") from None
     counts = {"recorded": 0, "duplicates": 0, "started": 0}
+    with session_scope() as s:
+        watchers = _watchers(s, platform)
     for account, item in items_of(platform, payload if isinstance(payload, dict) else {}):
+        if not watchers.get(account):
+            continue
         with session_scope() as s:
-            conns = s.scalars(
-                select(Connection).where(Connection.platform == platform, Connection.platform_user_id == account)
-            ).all()
-            refs = {(c.team_id, ref) for c in conns for ref in (str(c.id), f"{platform}:{account}")}
-            workflows = [
-                wf
-                for wf in s.scalars(select(Workflow).where(Workflow.status == "active"))
-                if (wf.trigger_config or {}).get("type") == "webhook"
-                and (wf.team_id, (wf.trigger_config or {}).get("connection_id")) in refs
-            ]
-            recorded = [record_item(s, wf, item, source="webhook") for wf in workflows]
+            recorded = [record_item(s, s.get(Workflow, wid), item, source="webhook") for wid in watchers[account]]
         for rec in recorded:
             counts["recorded" if rec.created else "duplicates"] += 1
             try:
