@@ -1,31 +1,47 @@
-"""``/api/media``: the media library. Uploads stream to the local media folder (or S3 with the amazon provider),
-checked for MIME type and size; beyond the limit the answer is 413 and nothing is kept."""
+"""``/api/media``: the media library. Uploads stream to the local media folder, or with ``KIPU_MEDIA_S3_BUCKET`` to S3
+through the amazon provider's S3Hook (multipart, bounded memory), checked for MIME type and size; beyond the limit the
+answer is 413 and nothing is kept. S3 media are served as short-lived presigned URLs (docs/media.md)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlparse
 
 from fastapi import APIRouter, HTTPException, Request, UploadFile, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
-from kipu.api.auth import CallerDep
+from kipu.api.auth import CallerDep, load_owned
 from kipu.config import kipu_home
+from kipu.hooks.media import s3_bucket, s3_hook
 from kipu.store.engine import session_scope
 from kipu.store.models import Media, MediaFolder
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/media", tags=["media"])
 ALLOWED = {"image/jpeg", "image/png", "image/gif", "image/webp", "video/mp4", "video/quicktime", "video/webm"}
 CHUNK = 1 << 20
 
 
+SIGV4_MAX_SECONDS = 7 * 24 * 3600  # the longest a SigV4 presigned URL can live
+
+
 def max_bytes() -> int:
     return int(os.environ.get("KIPU_MEDIA_MAX_BYTES", 512 * 1024 * 1024))
+
+
+def url_seconds() -> int:
+    """Lifetime of the presigned URLs handed out for S3 media (``KIPU_MEDIA_URL_SECONDS``, 15 minutes)."""
+    return max(1, min(int(os.environ.get("KIPU_MEDIA_URL_SECONDS", 900)), SIGV4_MAX_SECONDS))
 
 
 class MediaOut(BaseModel):
@@ -34,7 +50,9 @@ class MediaOut(BaseModel):
     filename: str
     mime_type: str | None
     size_bytes: int | None
-    url: str
+    storage_path: str = Field(description="Where the bytes live: a local path, or s3://bucket/key")
+    url: str = Field(description="A URL to read the media: file:// for local media, a presigned https URL for S3")
+    url_expires_at: datetime | None = Field(description="When a presigned url stops working; null if it does not")
     created_at: datetime
 
 
@@ -52,14 +70,59 @@ class FolderOut(BaseModel):
     parent_id: uuid.UUID | None
 
 
-def _out(m: Media) -> MediaOut:
+class _TooBig(Exception):
+    """Raised by the upload reader once more than the limit has been read."""
+
+
+def _unavailable(what: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        f"media storage (S3) is unavailable: {what}; check the kipu_media_s3 connection",
+    )
+
+
+class _Presigner:
+    """Presigned GET URLs for one request: one boto3 client signs them all locally (no request per URL)."""
+
+    def __init__(self) -> None:
+        self._client: Any = None
+        self.seconds = url_seconds()
+
+    def __call__(self, storage_path: str) -> str:
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        parsed = urlparse(storage_path)
+        try:
+            if self._client is None:
+                hook = s3_hook()
+                # SigV4 as in kipu.hooks.media._presign: botocore signs us-east-1 with SigV2, which new buckets refuse.
+                config = Config(signature_version="s3v4").merge(hook.config)
+                self._client = hook.get_client_type(region_name=hook.region_name, config=config)
+            params = {"Bucket": parsed.netloc, "Key": parsed.path.lstrip("/")}
+            return str(self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=self.seconds))
+        except (BotoCoreError, ClientError) as exc:
+            raise _unavailable(f"cannot sign a URL ({type(exc).__name__})") from None
+
+
+def _out(m: Media, presign: _Presigner | None = None) -> MediaOut:
+    url, expires = m.storage_path, None
+    if m.storage_path.startswith("s3://"):
+        presign = presign or _Presigner()
+        # X-Amz-Date is whole seconds, taken at signing (after this): the URL lives at least until ``expires``.
+        expires = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=presign.seconds)
+        url = presign(m.storage_path)
+    elif "://" not in m.storage_path:
+        url = Path(m.storage_path).as_uri()
     return MediaOut(
         id=m.id,
         folder_id=m.folder_id,
         filename=m.filename,
         mime_type=m.mime_type,
         size_bytes=m.size_bytes,
-        url=m.storage_path if "://" in m.storage_path else Path(m.storage_path).as_uri(),
+        storage_path=m.storage_path,
+        url=url,
+        url_expires_at=expires,
         created_at=m.created_at,
     )
 
@@ -79,7 +142,14 @@ def list_media(caller: CallerDep, team: str, folder_id: uuid.UUID | None = None)
     _folder(team_id, folder_id)
     with session_scope() as s:
         query = select(Media).where(Media.team_id == team_id, Media.folder_id == folder_id).order_by(Media.created_at)
-        return [_out(m) for m in s.scalars(query)]
+        presign = _Presigner()
+        return [_out(m, presign) for m in s.scalars(query)]
+
+
+@router.get("/{media_id}", response_model=MediaOut)
+def get_media(media_id: uuid.UUID, caller: CallerDep) -> MediaOut:
+    """One media item; for S3 media ``url`` is a fresh presigned URL valid ``KIPU_MEDIA_URL_SECONDS``."""
+    return _out(load_owned(caller, Media, media_id, "viewer", "media"))
 
 
 @router.post("/folders", response_model=FolderOut, status_code=status.HTTP_201_CREATED)
@@ -102,14 +172,28 @@ async def upload(
     limit = max_bytes()
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"the upload is over the limit of {limit} bytes")
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"the upload is over the limit of {limit} bytes")
     mime = (file.content_type or "").split(";")[0].strip().lower()
     if mime not in ALLOWED:
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"{mime or 'no type'} is not one of {sorted(ALLOWED)}"
         )
-    name = Path(file.filename or "upload").name[:200] or "upload"
+    name = "".join(ch for ch in Path(file.filename or "upload").name if ch.isprintable())[:200] or "upload"
     media_id = uuid.uuid4()
+    bucket = s3_bucket()
+    if bucket is not None:
+        if file.size is not None and file.size > limit:  # known once the multipart body is parsed
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"the upload is over the limit of {limit} bytes")
+        key = f"media/{team_id}/{media_id}/{name}"
+        size = await run_in_threadpool(_upload_s3, file.file, bucket, key, mime, limit)
+        try:
+            # In a thread: the answer's presigned URL needs a boto3 client, which is slow to build.
+            return await run_in_threadpool(
+                _record, media_id, team_id, folder_id, name, f"s3://{bucket}/{key}", mime, size
+            )
+        except BaseException:
+            await run_in_threadpool(_delete_s3, bucket, key)  # no object without its row
+            raise
     folder = kipu_home() / "media" / str(team_id)
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
@@ -120,7 +204,7 @@ async def upload(
                 size += len(chunk)
                 if size > limit:
                     raise HTTPException(
-                        status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"the upload is over the limit of {limit} bytes"
+                        status.HTTP_413_CONTENT_TOO_LARGE, f"the upload is over the limit of {limit} bytes"
                     )
                 out.write(chunk)
         final = folder / f"{media_id}-{name}"
@@ -128,16 +212,78 @@ async def upload(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)  # nothing partial is kept
         raise
+    return _record(media_id, team_id, folder_id, name, str(final), mime, size)
+
+
+def _record(
+    media_id: uuid.UUID,
+    team_id: uuid.UUID,
+    folder_id: uuid.UUID | None,
+    name: str,
+    storage_path: str,
+    mime: str,
+    size: int,
+) -> MediaOut:
     with session_scope() as s:
         media = Media(
             id=media_id,
             team_id=team_id,
             folder_id=folder_id,
             filename=name,
-            storage_path=str(final),
+            storage_path=storage_path,
             mime_type=mime,
             size_bytes=size,
         )
         s.add(media)
         s.flush()
         return _out(media)
+
+
+class _LimitedReader:
+    """A forward-only view of the spooled upload that counts bytes and stops past ``limit``. Without ``seek`` boto3
+    streams it as a non-seekable source: parts of ``multipart_chunksize`` (8 MiB), never the whole file in memory."""
+
+    def __init__(self, raw: IO[bytes], limit: int) -> None:
+        self._raw, self._limit, self.size = raw, limit, 0
+
+    def read(self, size: int = -1) -> bytes:
+        want = self._limit - self.size + 1 if size is None or size < 0 else size
+        data = self._raw.read(want)
+        self.size += len(data)
+        if self.size > self._limit:
+            raise _TooBig
+        return data
+
+
+def _upload_s3(raw: IO[bytes], bucket: str, key: str, mime: str, limit: int) -> int:
+    """Stream the upload to ``s3://bucket/key`` with the S3Hook's client and transfer config; the size uploaded.
+
+    Over the limit: 413, and the multipart upload is aborted by boto3 (s3transfer's failure cleanup)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    reader = _LimitedReader(raw, limit)
+    try:
+        hook = s3_hook()
+        hook.get_conn().upload_fileobj(
+            reader, bucket, key, ExtraArgs={"ContentType": mime}, Config=hook.transfer_config
+        )
+    except _TooBig:
+        _delete_s3(bucket, key)
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE, f"the upload is over the limit of {limit} bytes"
+        ) from None
+    except (BotoCoreError, ClientError) as exc:
+        log.warning("media upload to s3://%s/%s failed: %s", bucket, key, type(exc).__name__)
+        _delete_s3(bucket, key)
+        raise _unavailable(f"the upload failed ({type(exc).__name__})") from None
+    return reader.size
+
+
+def _delete_s3(bucket: str, key: str) -> None:
+    """Best effort: an object whose upload or row failed is removed (deleting a missing key is not an error)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        s3_hook().get_conn().delete_object(Bucket=bucket, Key=key)
+    except (BotoCoreError, ClientError) as exc:
+        log.warning("could not remove s3://%s/%s after a failed upload: %s", bucket, key, type(exc).__name__)
