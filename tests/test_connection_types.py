@@ -11,7 +11,13 @@ def test_every_kipu_connection_type_is_registered() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hooks = ProvidersManager().hooks
-    for conn_type in ("kipu_openai", "kipu_x_app", "kipu_linkedin_app", "kipu_pinterest_app", "kipu_bluesky", "kipu_x"):
+    platforms = ("x", "linkedin", "pinterest", "facebook", "instagram", "threads", "tiktok")
+    for conn_type in (
+        "kipu_openai",
+        "kipu_bluesky",
+        *(f"kipu_{p}" for p in platforms),
+        *(f"kipu_{p}_app" for p in platforms),
+    ):
         info = hooks[conn_type]
         assert info is not None and info.package_name == "kipu", conn_type
     assert hooks["kipu_openai"].hook_name == "Kipu AI (OpenAI-compatible)"

@@ -62,3 +62,8 @@ def _app(platform: str, title: str) -> type[_ConnectionType]:
 XAppConnection = _app("x", "X")
 LinkedInAppConnection = _app("linkedin", "LinkedIn")
 PinterestAppConnection = _app("pinterest", "Pinterest")
+FacebookAppConnection = _app("facebook", "Facebook")
+InstagramAppConnection = _app("instagram", "Instagram")
+ThreadsAppConnection = _app("threads", "Threads")
+TikTokAppConnection = _app("tiktok", "TikTok")
+YouTubeAppConnection = _app("youtube", "YouTube")

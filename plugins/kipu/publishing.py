@@ -5,23 +5,43 @@ The publish step and the API's manual retry (``POST /kipu/api/posts/{id}/publish
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 import uuid
 from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from kipu.hooks.base import NeedsReconnect, PublishRequest, PublishResult, Rejected, TargetHook
 from kipu.specs.items import MediaRef
 from kipu.store.engine import session_scope
 from kipu.store.models import Connection, Post, WorkflowRun, WorkflowStep
-from kipu.store.posts import mark_failed, mark_published
+from kipu.store.posts import mark_awaiting, mark_failed, mark_published
+
+log = logging.getLogger(__name__)
 
 
 class LimitExceeded(Rejected):
     """The post breaks a platform limit; checked before any call, never retried."""
 
 
+def remember_ref(post_id: uuid.UUID, ref: str) -> None:
+    """Store the platform's handle on the intent at once, in its own transaction."""
+    with session_scope() as s:
+        post = s.get(Post, post_id, with_for_update=True)
+        if post is not None:
+            post.metadata_ = {**(post.metadata_ or {}), "publish_ref": ref}
+
+
 def deliver(hook: TargetHook, request: PublishRequest) -> PublishResult:
     """The post as published: found (an earlier attempt landed) or published now, after the limits pass."""
+    try:
+        post_id = uuid.UUID(request.idempotency_key)
+    except ValueError:
+        post_id = None
+    if post_id is not None:
+        hook.on_accepted = lambda ref: remember_ref(post_id, ref)
     existing = hook.find_published(request)
     if existing is not None:
         return existing
@@ -36,8 +56,11 @@ def record_outcome(post_id: uuid.UUID, result: PublishResult | None, error: Exce
     with session_scope() as s:
         post = s.get(Post, post_id)
         assert post is not None
+        if result is not None and result.awaiting:
+            mark_awaiting(s, post, result.publish_ref)
+            return
         if result is not None:
-            mark_published(s, post, result.platform_post_id, result.url)
+            mark_published(s, post, result.platform_post_id or "", result.url)
             return
         assert error is not None
         mark_failed(s, post, f"{type(error).__name__}: {error}")
@@ -47,41 +70,92 @@ def record_outcome(post_id: uuid.UUID, result: PublishResult | None, error: Exce
                 conn.status, conn.last_error = "needs_reconnect", str(error)[:500]
 
 
-def retry_post(post_id: uuid.UUID) -> dict[str, Any]:
-    """Publish (or confirm) one stored intent again, for its target only; returns its new state."""
+def request_for(session: Session, post: Post) -> PublishRequest:
+    """The publish request a stored intent stands for, as the publish step built it."""
+    step = session.get(WorkflowStep, post.step_id) if post.step_id else None
+    meta = post.metadata_ or {}
+    return PublishRequest(
+        idempotency_key=str(post.id),
+        content_type=post.content_type or "text",  # type: ignore[arg-type]
+        caption=post.caption or "",
+        media=[MediaRef(url=u, mime_type=mimetypes.guess_type(u)[0]) for u in post.media_urls or []],
+        link=meta.get("source_url"),
+        options=dict((step.config or {}).get("config") or {}) if step else {},
+        created_at=post.created_at,
+        publish_ref=meta.get("publish_ref"),
+    )
+
+
+def _hook_and_request(post_id: uuid.UUID) -> tuple[Post, TargetHook, PublishRequest]:
     from kipu.hooks.registry import target_hook
 
     with session_scope() as s:
         post = s.get(Post, post_id)
         assert post is not None
-        if post.status == "published":
-            return {"status": "published", "already": True}
         conn = s.get(Connection, post.connection_id) if post.connection_id else None
         if conn is None:
             raise NeedsReconnect("the post's connection no longer exists")
-        hook = target_hook(conn)
-        step = s.get(WorkflowStep, post.step_id) if post.step_id else None
-        meta = post.metadata_ or {}
-        request = PublishRequest(
-            idempotency_key=str(post.id),
-            content_type=post.content_type or "text",  # type: ignore[arg-type]
-            caption=post.caption or "",
-            media=[MediaRef(url=u, mime_type=mimetypes.guess_type(u)[0]) for u in post.media_urls or []],
-            link=meta.get("source_url"),
-            options=dict((step.config or {}).get("config") or {}) if step else {},
-            created_at=post.created_at,
-        )
-        run_id = post.workflow_run_id
+        s.expunge(post)
+        return post, target_hook(conn), request_for(s, post)
+
+
+def _complete_run(run_id: uuid.UUID | None) -> None:
+    """A partially published run is complete once every target is."""
+    if run_id is None:
+        return
+    with session_scope() as s:
+        posts = s.query(Post).filter(Post.workflow_run_id == run_id).all()
+        run = s.get(WorkflowRun, run_id)
+        if run is not None and posts and all(p.status == "published" for p in posts):
+            run.status, run.error_message = "completed", None
+
+
+def retry_post(post_id: uuid.UUID) -> dict[str, Any]:
+    """Publish (or confirm) one stored intent again, for its target only; returns its new state."""
+    with session_scope() as s:
+        post = s.get(Post, post_id)
+        assert post is not None
+        if post.status == "published":
+            return {"status": "published", "already": True}
+    post, hook, request = _hook_and_request(post_id)
     try:
         result = deliver(hook, request)
     except Exception as exc:
         record_outcome(post_id, None, exc)
         raise
     record_outcome(post_id, result, None)
-    if run_id is not None:  # a partially published run is complete once every target is
-        with session_scope() as s:
-            posts = s.query(Post).filter(Post.workflow_run_id == run_id).all()
-            run = s.get(WorkflowRun, run_id)
-            if run is not None and posts and all(p.status == "published" for p in posts):
-                run.status, run.error_message = "completed", None
+    if result.awaiting:
+        return {"status": "awaiting_moderation", "already": False, "platform_post_id": None, "url": None}
+    _complete_run(post.workflow_run_id)
     return {"status": "published", "already": False, "platform_post_id": result.platform_post_id, "url": result.url}
+
+
+def settle_awaiting(limit: int = 500) -> dict[str, int]:
+    """Ask the platform about every post awaiting its moderation; record the ones that became final."""
+    with session_scope() as s:
+        ids = list(
+            s.scalars(
+                select(Post.id).where(Post.status == "awaiting_moderation").order_by(Post.created_at).limit(limit)
+            )
+        )
+    report = {"checked": 0, "published": 0, "failed": 0, "awaiting": 0, "errors": 0}
+    for post_id in ids:
+        report["checked"] += 1
+        try:
+            post, hook, request = _hook_and_request(post_id)
+            result = hook.find_published(request)
+        except Rejected as exc:  # the platform refused it in moderation: final, and the reason is kept
+            record_outcome(post_id, None, exc)
+            report["failed"] += 1
+            continue
+        except Exception as exc:  # the platform is unavailable now; the next run asks again
+            log.warning("post %s: could not ask %s: %s", post_id, type(exc).__name__, exc)
+            report["errors"] += 1
+            continue
+        if result is None or result.awaiting:
+            report["awaiting"] += 1
+            continue
+        record_outcome(post_id, result, None)
+        _complete_run(post.workflow_run_id)
+        report["published"] += 1
+    return report

@@ -45,6 +45,9 @@ class OAuthApp:
     pkce: bool = False
     scope_separator: str = " "
     client_auth: str = "basic"  # basic | body
+    client_id_param: str = "client_id"  # TikTok calls it client_key
+    # Extra authorize-URL parameters (Google needs access_type=offline to hand out a refresh token).
+    authorize_params: tuple[tuple[str, str], ...] = ()
 
     def __repr__(self) -> str:
         return f"OAuthApp({self.platform!r}, client_id={self.client_id!r})"
@@ -72,6 +75,49 @@ DEFAULT_APPS: dict[str, OAuthApp] = {
         "https://api.pinterest.com/v5/oauth/token",
         ("boards:read", "pins:read", "pins:write", "user_accounts:read"),
         scope_separator=",",
+    ),
+    "facebook": OAuthApp(
+        "facebook",
+        "https://www.facebook.com/v21.0/dialog/oauth",
+        "https://graph.facebook.com/v21.0/oauth/access_token",
+        ("pages_show_list", "pages_read_engagement", "pages_manage_posts"),
+        scope_separator=",",
+        client_auth="body",
+    ),
+    "instagram": OAuthApp(
+        "instagram",
+        "https://www.instagram.com/oauth/authorize",
+        "https://api.instagram.com/oauth/access_token",
+        ("instagram_business_basic", "instagram_business_content_publish", "instagram_business_manage_comments"),
+        scope_separator=",",
+        client_auth="body",
+    ),
+    "threads": OAuthApp(
+        "threads",
+        "https://threads.net/oauth/authorize",
+        "https://graph.threads.net/oauth/access_token",
+        ("threads_basic", "threads_content_publish"),
+        scope_separator=",",
+        client_auth="body",
+    ),
+    "tiktok": OAuthApp(
+        "tiktok",
+        "https://www.tiktok.com/v2/auth/authorize/",
+        "https://open.tiktokapis.com/v2/oauth/token/",
+        ("user.info.basic", "video.list", "video.publish", "video.upload"),
+        scope_separator=",",
+        client_auth="body",
+        client_id_param="client_key",
+        pkce=True,
+    ),
+    "youtube": OAuthApp(
+        "youtube",
+        "https://accounts.google.com/o/oauth2/v2/auth",
+        "https://oauth2.googleapis.com/token",
+        ("https://www.googleapis.com/auth/youtube.upload", "https://www.googleapis.com/auth/youtube.readonly"),
+        client_auth="body",
+        pkce=True,
+        authorize_params=(("access_type", "offline"), ("prompt", "consent")),
     ),
 }
 
@@ -127,10 +173,11 @@ def begin(session: Session, app: OAuthApp, team: Team, profile_id: uuid.UUID | N
     state = secrets.token_urlsafe(32)
     params = {
         "response_type": "code",
-        "client_id": app.client_id,
+        app.client_id_param: app.client_id,
         "redirect_uri": app.redirect_uri,
         "scope": app.scope_separator.join(app.scopes),
         "state": state,
+        **dict(app.authorize_params),
     }
     verifier = None
     if app.pkce:
@@ -153,7 +200,7 @@ def begin(session: Session, app: OAuthApp, team: Team, profile_id: uuid.UUID | N
 
 
 def _token_request(app: OAuthApp, data: dict[str, str], client: httpx.Client | None) -> TokenSet:
-    data = {**data, "client_id": app.client_id}
+    data = {**data, app.client_id_param: app.client_id}
     auth = None
     if app.client_secret is not None:
         if app.client_auth == "basic":

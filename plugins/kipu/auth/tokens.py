@@ -75,9 +75,12 @@ def refresh_connection(stale: Credentials, do_refresh: Callable[[Credentials], T
         return credentials_of(conn)
 
 
+SELF_REFRESHING = ("instagram", "threads")
+
+
 def expiring(now: datetime, within: timedelta = timedelta(hours=48)) -> list[uuid.UUID]:
     """Connections whose access token expires within ``within`` and that hold a refresh token."""
-    from sqlalchemy import select
+    from sqlalchemy import or_, select
 
     with session_scope() as s:
         return list(
@@ -85,7 +88,8 @@ def expiring(now: datetime, within: timedelta = timedelta(hours=48)) -> list[uui
                 select(Connection.id).where(
                     Connection.token_expires_at.is_not(None),
                     Connection.token_expires_at < now + within,
-                    Connection.refresh_token.is_not(None),
+                    # Instagram and Threads refresh the long-lived access token itself; the others need one.
+                    or_(Connection.refresh_token.is_not(None), Connection.platform.in_(SELF_REFRESHING)),
                     Connection.status != "needs_reconnect",
                 )
             )

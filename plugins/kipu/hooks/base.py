@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -72,11 +73,17 @@ class PublishRequest(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     # When the post intent was written: platforms derive deterministic ids from it (Bluesky's record key).
     created_at: AwareDatetime | None = None
+    # The platform's handle from an earlier attempt that was accepted but not final (TikTok's publish_id).
+    publish_ref: str | None = None
 
 
 class PublishResult(BaseModel):
-    platform_post_id: str
+    """A publish outcome; ``awaiting`` means accepted and in moderation or processing, final later."""
+
+    platform_post_id: str | None = None
     url: str | None = None
+    awaiting: bool = False
+    publish_ref: str | None = None
 
 
 class SourceHook(BaseHook, ABC):
@@ -100,6 +107,14 @@ class TargetHook(BaseHook, ABC):
 
     platform: ClassVar[str]
     capabilities: ClassVar[Capabilities] = Capabilities()
+    # Set by ``publishing.deliver``: stores the platform's handle the moment the platform has the post, so a crash
+    # between then and the outcome being recorded is settled from the handle instead of posting again.
+    on_accepted: Callable[[str], None] | None = None
+
+    def accepted(self, ref: str) -> None:
+        """The platform has the post under ``ref`` (TikTok's publish_id), final or not."""
+        if self.on_accepted is not None:
+            self.on_accepted(ref)
 
     @property
     def caption_rules(self) -> CaptionRules:

@@ -9,6 +9,7 @@ import asyncio
 import random
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -125,9 +126,11 @@ class LimitedClient:
         token_key: str,
         retries: int = 1,
         timeout: float | httpx.Timeout | None = None,
+        map_error: Callable[[httpx.Response], Exception | None] | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        """Send with limits; map failures onto the error taxonomy. 5xx and timeouts are retried ``retries`` times."""
+        """Send with limits; map failures onto the error taxonomy (by status, or the platform's ``map_error`` for
+        bodies that say more than the status). 5xx and timeouts are retried ``retries`` times."""
         client = self._client
         assert client is not None, "use LimitedClient as an async context manager"
         rate = self.limits.token_rates.get(platform)
@@ -144,7 +147,7 @@ class LimitedClient:
                     async with asyncio.timeout(self.request_timeout):
                         response = await client.request(method, url, timeout=timeout or DEFAULT_TIMEOUT, **kwargs)
                         await response.aread()
-                    error: Exception | None = classify(response, platform)
+                    error: Exception | None = (map_error or (lambda r: classify(r, platform)))(response)
                 except (httpx.TimeoutException, TimeoutError):
                     error = Transient(f"{platform}: no answer within {self.request_timeout:g}s")
                 except httpx.HTTPError as exc:

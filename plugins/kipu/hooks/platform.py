@@ -58,7 +58,7 @@ class Credentials:
         return {"Authorization": f"Bearer {self.access_token.get_secret_value()}"}
 
 
-class _Bucket:
+class Bucket:
     """A thread-safe token bucket: ``rate`` requests per second per token, bursts of ``burst``."""
 
     def __init__(self, rate: float, burst: float) -> None:
@@ -94,7 +94,7 @@ class PlatformHook(SourceHook, TargetHook):
     # Response headers with the requests left in the window and its reset (epoch seconds), where the platform
     # sends them: a token with none left waits for the reset instead of earning a 429.
     limit_headers: ClassVar[tuple[str, str] | None] = None
-    _buckets: ClassVar[dict[str, _Bucket]] = {}
+    _buckets: ClassVar[dict[str, Bucket]] = {}
     _windows: ClassVar[dict[str, tuple[int, float]]] = {}
     _buckets_lock: ClassVar[threading.Lock] = threading.Lock()
 
@@ -147,13 +147,13 @@ class PlatformHook(SourceHook, TargetHook):
         if left is not None and reset is not None and left.isdigit() and reset.isdigit():
             self._windows[self._token_key] = (int(left), float(reset))
 
-    def _bucket(self) -> _Bucket | None:
+    def _bucket(self) -> Bucket | None:
         if not self.token_rate:
             return None
         key = self._token_key
         with self._buckets_lock:
             if key not in self._buckets:
-                self._buckets[key] = _Bucket(self.token_rate, self.token_burst)
+                self._buckets[key] = Bucket(self.token_rate, self.token_burst)
             return self._buckets[key]
 
     def call(self, method: str, path: str, *, auth: bool = True, retries: int = 2, **kwargs: Any) -> httpx.Response:
@@ -164,7 +164,8 @@ class PlatformHook(SourceHook, TargetHook):
         attempt = 0
         base_headers = kwargs.pop("headers", {})
         while True:
-            bucket = self._bucket()
+            # Pre-signed upload URLs (auth=False) are not the API and do not spend its rate.
+            bucket = self._bucket() if auth else None
             if bucket:
                 bucket.take()
             self._wait_for_window()

@@ -21,6 +21,11 @@ PLATFORM_HOOKS: dict[str, str] = {
     "x": "kipu.hooks.x.XHook",
     "linkedin": "kipu.hooks.linkedin.LinkedInHook",
     "pinterest": "kipu.hooks.pinterest.PinterestHook",
+    "instagram": "kipu.hooks.instagram.InstagramHook",
+    "facebook": "kipu.hooks.facebook.FacebookPageHook",
+    "threads": "kipu.hooks.threads.ThreadsHook",
+    "tiktok": "kipu.hooks.tiktok.TikTokHook",
+    "youtube": "kipu.hooks.youtube.YouTubeHook",
 }
 
 

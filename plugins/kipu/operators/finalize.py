@@ -74,7 +74,8 @@ class KipuFinalizeOperator(BaseOperator):
                 ).tuples()
             )
             posts = posts_for_run(session, state.run_id)
-            published = sum(1 for p in posts if p.status == "published")
+            # Accepted and in the platform's moderation counts as delivered: it is settled later, never re-posted.
+            published = sum(1 for p in posts if p.status in ("published", "awaiting_moderation"))
             failed_posts = sum(1 for p in posts if p.status == "failed")
             status, reason = run_outcome(rows, published, failed_posts, self._failed_tasks(context))
             finish_run(session, uuid.UUID(str(state.run_id)), status, reason)

@@ -60,6 +60,7 @@ class KipuPublishOperator(KipuStepOperator):
                     metadata={"source_post_id": state.item.platform_post_id, "source_url": state.item.url},
                 )
                 post_id, already, created = str(post.id), post.status == "published", post.created_at
+                publish_ref = (post.metadata_ or {}).get("publish_ref")
                 hook = target_hook(conn)
             key = target.connection_id
             if already:
@@ -75,6 +76,7 @@ class KipuPublishOperator(KipuStepOperator):
                 link=state.item.url,
                 options=step.config.model_dump(mode="json", exclude_none=True, exclude={"custom_caption"}),
                 created_at=created,
+                publish_ref=publish_ref,
             )
             try:
                 # A previous attempt may have reached the platform before crashing: deliver asks before posting.
@@ -85,13 +87,17 @@ class KipuPublishOperator(KipuStepOperator):
                 failures.append((target.platform, exc))
                 continue
             record_outcome(uuid.UUID(post_id), existing, None)
+            if existing.awaiting:
+                results[key] = {"status": "awaiting_moderation", "post_id": post_id}
+                self.log.info("%s: accepted, awaiting the platform's moderation; settled later", target.platform)
+                continue
             results[key] = {"status": "published", "post_id": post_id, "url": existing.url}
             self.log.info("%s: published as %s", target.platform, existing.platform_post_id)
         state.output["targets"] = results
         if failures:
             message = "; ".join(f"{p}: {e}" for p, e in failures)
             retryable = any(getattr(e, "retryable", True) and not isinstance(e, LimitExceeded) for _, e in failures)
-            published = sum(1 for r in results.values() if r["status"] == "published")
+            published = sum(1 for r in results.values() if r["status"] in ("published", "awaiting_moderation"))
             state.output["partially_published"] = published > 0
             if not retryable:
                 raise AirflowFailException(f"publish rejected: {message}")

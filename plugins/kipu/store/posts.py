@@ -65,6 +65,14 @@ def mark_published(session: Session, post: Post, platform_post_id: str, url: str
     session.flush()
 
 
+def mark_awaiting(session: Session, post: Post, publish_ref: str | None) -> None:
+    """Accepted by the platform, final after its moderation; ``publish_ref`` is how to ask about it later."""
+    post.status = "awaiting_moderation"
+    post.metadata_ = {**(post.metadata_ or {}), "publish_ref": publish_ref}
+    post.error_message = None
+    session.flush()
+
+
 def mark_failed(session: Session, post: Post, error: str) -> None:
     post.status = "failed"
     post.error_message = error[:4000]
