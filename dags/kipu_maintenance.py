@@ -1,4 +1,5 @@
-"""``kipu_maintenance``: daily, refresh tokens expiring within 48 h and report connections that need a reconnect."""
+"""``kipu_maintenance``: daily, refresh tokens expiring within 48 h, report connections that need a reconnect, and
+renew YouTube WebSub leases."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -36,4 +37,12 @@ with DAG(
             )
         return flagged
 
+    @task
+    def renew_youtube_leases() -> list[str]:
+        """Re-subscribe YouTube channels whose WebSub lease ends soon (leases last days)."""
+        from kipu.api.routes.youtube_webhooks import renew_leases
+
+        return renew_leases()
+
     refresh_expiring_tokens() >> report_reconnects()
+    renew_youtube_leases()

@@ -41,9 +41,12 @@ def test_dagbag_loads_every_active_workflow_without_import_errors(demo_team: dic
     _store_three()
     bag = dagbag("dags")
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {"kipu_demo_crosspost", "kipu_second", "kipu_broken", "kipu_poll", "kipu_maintenance"}
+    engine = {"kipu_poll", "kipu_maintenance", "kipu_awaiting"}
+    assert set(bag.dag_ids) == {"kipu_demo_crosspost", "kipu_second", "kipu_broken", *engine}
     maintenance = bag.dags["kipu_maintenance"]
-    assert maintenance.max_active_runs == 1 and maintenance.task_ids == ["refresh_expiring_tokens", "report_reconnects"]
+    assert maintenance.max_active_runs == 1
+    assert set(maintenance.task_ids) == {"refresh_expiring_tokens", "renew_youtube_leases", "report_reconnects"}
+    assert bag.dags["kipu_awaiting"].task_ids == ["settle_awaiting_posts"]
     poll = bag.dags["kipu_poll"]
     assert poll.max_active_runs == 1 and type(poll.timetable).__name__ == "DeltaTriggerTimetable"
     assert poll.timetable.delta == timedelta(minutes=1)

@@ -8,7 +8,7 @@ from urllib.parse import unquote
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from kipu.api.routes import ai, approvals, connections, media, posts, teams, webhooks, workflows
+from kipu.api.routes import ai, approvals, connections, media, posts, teams, webhooks, workflows, youtube_webhooks
 
 MAX_JSON = 1024 * 1024  # uploads go to /media/upload, with their own limit
 
@@ -49,6 +49,7 @@ def create_app() -> FastAPI:
         connections.router,
         media.router,
         approvals.router,
+        youtube_webhooks.router,  # before Meta's /webhooks/{platform}, which would take /webhooks/youtube
         webhooks.router,
         ai.router,
     ):

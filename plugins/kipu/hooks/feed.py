@@ -77,7 +77,7 @@ def _item(
     )
 
 
-def _struct_time(value: Any) -> datetime | None:
+def struct_time_utc(value: Any) -> datetime | None:
     if not value:
         return None
     return datetime(*value[:6], tzinfo=UTC)
@@ -130,7 +130,7 @@ def parse_xml_feed(data: bytes) -> list[ContentItem]:
                 entry.get("title"),
                 entry.get("link"),
                 media,
-                _struct_time(entry.get("published_parsed") or entry.get("updated_parsed")),
+                struct_time_utc(entry.get("published_parsed") or entry.get("updated_parsed")),
                 entry.get("author"),
             )
         )
