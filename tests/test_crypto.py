@@ -121,3 +121,78 @@ def test_empty_refresh_token_never_overwrites_a_good_one(store_url: str) -> None
         conn = upsert_connection(s, team, "linkedin", "u1", access_token="a2", refresh_token="")
         access, refresh = connection_tokens(conn)
     assert access.get_secret_value() == "a2" and refresh.get_secret_value() == "r1"
+
+
+def test_rotation_under_load_loses_no_refresh_and_leaves_only_the_new_key(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tasks refresh and read tokens in threads while ``kipu keys rotate`` runs again and again: every connection
+    ends with its latest token, readable with the new key alone."""
+    import threading
+    import time
+
+    from kipu.auth.tokens import credentials_of, refresh_connection
+    from kipu.hooks.platform import TokenSet
+    from kipu.store.accounts import get_or_create_profile, get_or_create_team, rotate_tokens, upsert_connection
+    from kipu.store.engine import session_scope
+    from kipu.store.models import Connection
+
+    old = os.environ["ENCRYPTION_KEY"]
+    with session_scope() as s:
+        team = get_or_create_team(s, "Load", get_or_create_profile(s, "o@load.test"))
+        ids = [
+            upsert_connection(s, team, "x", f"user-{i}", access_token=f"acc-{i}-0", refresh_token=f"ref-{i}-0").id
+            for i in range(8)
+        ]
+    new = Fernet.generate_key().decode()
+    monkeypatch.setenv("ENCRYPTION_KEY", f"{new},{old}")  # step 1 of a rotation: every process has both keys
+    crypto.get_cipher.cache_clear()
+    slow_rotate = TokenCipher.rotate
+
+    def rotate(self: TokenCipher, ciphertext: str | None) -> str | None:
+        time.sleep(0.002)  # a loaded machine: refreshes land between a rotation's read and its write
+        return slow_rotate(self, ciphertext)
+
+    monkeypatch.setattr(TokenCipher, "rotate", rotate)
+    latest = {cid: 0 for cid in ids}
+    errors: list[BaseException] = []
+    stop = time.monotonic() + 6
+
+    def refresher(cid: object) -> None:
+        try:
+            while time.monotonic() < stop:
+                with session_scope() as s:
+                    creds = credentials_of(s.get(Connection, cid))
+                n = latest[cid] + 1
+
+                def grant(_: object, n: int = n) -> TokenSet:
+                    from pydantic import SecretStr
+
+                    return TokenSet(access_token=SecretStr(f"acc-{cid}-{n}"), refresh_token=SecretStr(f"ref-{n}"))
+
+                fresh = refresh_connection(creds, grant)
+                if fresh.access_token.get_secret_value() == f"acc-{cid}-{n}":
+                    latest[cid] = n
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=refresher, args=(cid,)) for cid in ids]
+    for w in workers:
+        w.start()
+    rotations = 0
+    while time.monotonic() < stop:
+        with session_scope() as s:
+            rotate_tokens(s)
+        rotations += 1
+    for w in workers:
+        w.join()
+    assert not errors, errors[0]
+    assert rotations >= 3 and all(n >= 3 for n in latest.values()), (rotations, latest)
+    with session_scope() as s:
+        rotate_tokens(s)
+    monkeypatch.setenv("ENCRYPTION_KEY", new)  # step 3: the old key is retired
+    crypto.get_cipher.cache_clear()
+    with session_scope() as s:
+        for cid in ids:
+            creds = credentials_of(s.get(Connection, cid))
+            assert creds.access_token.get_secret_value() == f"acc-{cid}-{latest[cid]}", "a refresh was lost"

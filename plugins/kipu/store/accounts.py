@@ -113,10 +113,12 @@ def connection_tokens(conn: Connection) -> tuple[SecretStr | None, SecretStr | N
 
 
 def rotate_tokens(session: Session) -> int:
-    """Re-encrypt every stored token under the primary key; returns how many rows changed."""
+    """Re-encrypt every stored token under the primary key; returns how many rows changed.
+
+    Rows are locked as a refresh locks them, so a token refreshed during the rotation is never overwritten."""
     cipher = get_cipher()
     n = 0
-    for conn in session.scalars(select(Connection)):
+    for conn in session.scalars(select(Connection).with_for_update()):
         if conn.access_token or conn.refresh_token:
             conn.access_token = cipher.rotate(conn.access_token)
             conn.refresh_token = cipher.rotate(conn.refresh_token)
