@@ -42,50 +42,60 @@ def _as_postgres_user() -> list[str]:
     raise RuntimeError("running as root and no unprivileged user exists to own a PostgreSQL cluster")
 
 
+class Cluster:
+    """A throwaway PostgreSQL cluster (initdb/pg_ctl) on its own port, which a test can stop and start again."""
+
+    def __init__(self) -> None:
+        initdb = shutil.which("initdb") or next(
+            (p for p in sorted(__import__("glob").glob("/usr/lib/postgresql/*/bin/initdb"))[::-1]), None
+        )
+        if not initdb:
+            raise RuntimeError("initdb is not installed: no PostgreSQL cluster can be made")
+        self.pg_ctl = os.path.join(os.path.dirname(initdb), "pg_ctl")
+        self.data = tempfile.mkdtemp(prefix="kipu-pg-")
+        self.prefix = _as_postgres_user()
+        if self.prefix:
+            shutil.chown(self.data, self.prefix[2])
+        self.port = _free_port()
+        subprocess.run(
+            [*self.prefix, initdb, "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        self.start()
+        atexit.register(self.destroy)
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.data} -h 127.0.0.1 -c max_connections=300"
+        cmd = [*self.prefix, self.pg_ctl, "-D", self.data, "-o", opts, "-l", f"{self.data}/log", "-w", "start"]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        for _ in range(50):
+            if _answers("127.0.0.1", self.port):
+                return
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """A fast shutdown: open connections are cut, new ones refused, until ``start``."""
+        cmd = [*self.prefix, self.pg_ctl, "-D", self.data, "-m", "fast", "-w", "stop"]
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, check=False)
+
+    def destroy(self) -> None:
+        if not os.path.isdir(self.data):
+            return
+        self.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+    def create_database(self) -> str:
+        name = f"kipu_t_{uuid.uuid4().hex[:12]}"
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        conn.cursor().execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{name}"
+
+
 def _start_cluster() -> tuple[str, int]:
-    initdb = shutil.which("initdb") or next(
-        (p for p in sorted(__import__("glob").glob("/usr/lib/postgresql/*/bin/initdb"))[::-1]), None
-    )
-    if not initdb:
-        raise RuntimeError("no PostgreSQL answers on 127.0.0.1:5432 and initdb is not installed")
-    pg_ctl = os.path.join(os.path.dirname(initdb), "pg_ctl")
-    data = tempfile.mkdtemp(prefix="kipu-pg-")
-    prefix = _as_postgres_user()
-    if prefix:
-        shutil.chown(data, prefix[2])
-    port = _free_port()
-    subprocess.run(
-        [*prefix, initdb, "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    subprocess.run(
-        [
-            *prefix,
-            pg_ctl,
-            "-D",
-            data,
-            "-o",
-            f"-p {port} -k {data} -h 127.0.0.1",
-            "-l",
-            f"{data}/log",
-            "-w",
-            "start",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-
-    def stop() -> None:
-        subprocess.run([*prefix, pg_ctl, "-D", data, "-m", "fast", "stop"], stdout=subprocess.DEVNULL, check=False)
-        shutil.rmtree(data, ignore_errors=True)
-
-    atexit.register(stop)
-    for _ in range(50):
-        if _answers("127.0.0.1", port):
-            break
-        time.sleep(0.2)
-    return "127.0.0.1", port
+    return "127.0.0.1", Cluster().port
 
 
 _SERVER: tuple[str, int] | None = None

@@ -4,115 +4,32 @@ answered through the HITL REST API, and every item is published exactly once. Ev
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-import redis
 from sqlalchemy import select
 
-from tests import pg
 from tests.conftest import REPO
 from tests.fakes.platform_server import PlatformServer
 from tests.helpers import demo_doc, step
+from tests.stack import AirflowStack
 
 pytestmark = pytest.mark.slow
-COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer", "celery worker")
-
-
-def _port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 @pytest.fixture
-def stack(tmp_path: Path, pg_url: str) -> Iterator[dict]:
-    """Every Airflow component as its own process, CeleryExecutor on Redis, metadata and store on PostgreSQL."""
-    assert redis.Redis(host="127.0.0.1", port=6379).ping(), "Redis on 127.0.0.1:6379 is needed"
-    metadata = pg.create_database()
-    port = _port()
-    home = tmp_path / "airflow"
-    (home / "plugins").mkdir(parents=True)
-    broker_db = 1 + int(uuid.uuid4().int % 14)
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata,
-        "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{broker_db}",
-        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata,
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
-        "KIPU_DATABASE_URL": pg_url,
-        "KIPU_HOME": str(tmp_path / "kipu"),
-    }
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
-    procs: list[subprocess.Popen[bytes]] = []
+def stack(tmp_path: Path, pg_url: str) -> Iterator[AirflowStack]:
+    stack = AirflowStack(tmp_path, pg_url).start()
     try:
-        for component in COMPONENTS:
-            args = component.split() + (["--port", str(port), "--workers", "1"] if component == "api-server" else [])
-            if component == "celery worker":
-                args += ["--concurrency", "4"]
-            log = (tmp_path / f"{component.replace(' ', '-')}.log").open("wb")
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "airflow", *args],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-        yield {"url": f"http://127.0.0.1:{port}", "home": home, "logs": tmp_path, "procs": procs}
+        yield stack
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        redis.Redis(host="127.0.0.1", port=6379, db=broker_db).flushdb()
-        pg.drop_database(metadata)
+        stack.stop()
 
 
-def _wait(what: str, predicate, stack: dict, timeout: float = 240) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        for proc, name in zip(stack["procs"], COMPONENTS, strict=True):
-            log = stack["logs"] / f"{name.replace(' ', '-')}.log"
-            assert proc.poll() is None, f"{name} exited:\n{log.read_text()[-3000:]}"
-        try:
-            if predicate():
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(2)
-
-
-def test_poll_approve_publish_exactly_once_on_celery(stack: dict, pg_demo_team: dict) -> None:
-    from kipu.airflow_api import AirflowAPI
+def test_poll_approve_publish_exactly_once_on_celery(stack: AirflowStack, pg_demo_team: dict) -> None:
     from kipu.store.engine import session_scope
     from kipu.store.models import Post, WorkflowRun
     from kipu.store.workflows import save_workflow
@@ -143,22 +60,9 @@ def test_poll_approve_publish_exactly_once_on_celery(stack: dict, pg_demo_team: 
             }
             step(doc, "team_review")["config"] = {"approvers": ["admin"], "timeout_hours": 1}
             save_workflow(s, doc)
-        password_file = stack["home"] / "simple_auth_manager_passwords.json.generated"
-        _wait(
-            "the api-server",
-            lambda: password_file.exists() and httpx.get(f"{stack['url']}/api/v2/monitor/health").status_code == 200,
-            stack,
-        )
-        api = AirflowAPI(stack["url"], username="admin", password=json.loads(password_file.read_text())["admin"])
-        _wait(
-            "the DAGs to be parsed",
-            lambda: api.dag_exists("kipu_poll") and api.dag_exists("kipu_demo_crosspost"),
-            stack,
-        )
-        api.unpause("kipu_poll")
-        api.unpause("kipu_demo_crosspost")
+        api = stack.wait_for_dags("kipu_poll", "kipu_demo_crosspost")
         assert api.trigger("kipu_poll", "distributed_cycle", {})
-        _wait("the poll cycle", lambda: api.run_state("kipu_poll", "distributed_cycle") in ("success", "failed"), stack)
+        stack.wait("the poll cycle", lambda: api.run_state("kipu_poll", "distributed_cycle") in ("success", "failed"))
         assert api.run_state("kipu_poll", "distributed_cycle") == "success"
         with session_scope() as s:
             started = {r.platform_post_id: r.dag_run_id for r in s.scalars(select(WorkflowRun))}
@@ -174,13 +78,11 @@ def test_poll_approve_publish_exactly_once_on_celery(stack: dict, pg_demo_team: 
             states = [api.run_state("kipu_demo_crosspost", r) for r in started.values()]
             return all(st in ("success", "failed") for st in states)
 
-        _wait("the workflow runs", finished, stack, timeout=300)
+        stack.wait("the workflow runs", finished, timeout=300)
         # A second cycle finds nothing new and starts nothing twice.
         assert api.trigger("kipu_poll", "distributed_cycle_2", {})
-        _wait(
-            "the second cycle",
-            lambda: api.run_state("kipu_poll", "distributed_cycle_2") in ("success", "failed"),
-            stack,
+        stack.wait(
+            "the second cycle", lambda: api.run_state("kipu_poll", "distributed_cycle_2") in ("success", "failed")
         )
     with session_scope() as s:
         runs = {r.platform_post_id: r for r in s.scalars(select(WorkflowRun))}
@@ -191,10 +93,9 @@ def test_poll_approve_publish_exactly_once_on_celery(stack: dict, pg_demo_team: 
     assert sorted(p.status for p in posts) == ["published", "published"]
     assert len(list(pg_demo_team["outbox"].glob("*.json"))) == 2
     # No secret in any log line of the whole run: every component's output and every task log.
-    logs = [*stack["logs"].glob("*.log"), *(stack["home"] / "logs").rglob("*")]
     secrets = ["tok-OUTBOX-SECRET-0001", os.environ["ENCRYPTION_KEY"]]
-    for path in (p for p in logs if p.is_file()):
+    for path in stack.logs():
         text = path.read_text(errors="replace")
         for secret in secrets:
             assert secret not in text, f"a secret appears in {path}"
-    assert any((stack["home"] / "logs").rglob("*.log")), "the task logs were read"
+    assert any((stack.home / "logs").rglob("*.log")), "the task logs were read"

@@ -85,6 +85,19 @@ class AirflowAPI:
         resp = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
         return resp.json().get("state") if resp.status_code == 200 else None
 
+    def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any] | None:
+        resp = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+        return resp.json() if resp.status_code == 200 else None
+
+    def task_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
+        ti = self.task_instance(dag_id, run_id, task_id)
+        return ti.get("state") if ti else None
+
+    def task_tries(self, dag_id: str, run_id: str, task_id: str) -> int:
+        """How many times the task started (Airflow's ``try_number``)."""
+        ti = self.task_instance(dag_id, run_id, task_id)
+        return int(ti.get("try_number") or 0) if ti else 0
+
     def pending_approvals(self, dag_id: str) -> list[PendingApproval]:
         resp = self.request("GET", f"/dags/{dag_id}/dagRuns/~/hitlDetails", params={"response_received": False})
         if resp.status_code >= 300:

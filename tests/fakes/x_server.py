@@ -9,6 +9,7 @@ media "in_progress" forever.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import itertools
@@ -35,6 +36,9 @@ class XState:
     limit: int = 200
     window: float = 900.0
     fail_next: int = 0  # answer 503 to this many next API calls
+    fail_until: float = 0.0  # answer 500 to every API call until this time (epoch): an outage
+    after_post: Any = None  # called with the new tweet after it is stored, before the answer (fault injection)
+    token_delay: float = 0.0  # seconds the token endpoint takes (widens a refresh race)
     stuck_media: bool = False  # media processing never finishes
     codes: dict[str, dict[str, str]] = field(default_factory=dict)
     access: dict[str, float] = field(default_factory=dict)  # token -> expiry (epoch)
@@ -93,6 +97,8 @@ def build_app(x: XState) -> FastAPI:
             "x-rate-limit-remaining": str(x.limit - len(hits)),
             "x-rate-limit-reset": str(reset),
         }
+        if x.fail_until > time.time():
+            return None, _error(500, "Internal Server Error", "Internal error"), {}
         if x.fail_next > 0:
             x.fail_next -= 1
             return None, _error(503, "Service Unavailable", "Service Unavailable", headers), {}
@@ -115,7 +121,7 @@ def build_app(x: XState) -> FastAPI:
         return RedirectResponse(f"{redirect_uri}?{urlencode({'state': state, 'code': code})}", status_code=302)
 
     @app.post("/2/oauth2/token")
-    def token(
+    async def token(
         request: Request,
         grant_type: str = Form(...),
         code: str | None = Form(None),
@@ -125,6 +131,8 @@ def build_app(x: XState) -> FastAPI:
         client_id: str | None = Form(None),
     ) -> Response:
         x.token_calls += 1
+        if x.token_delay:
+            await asyncio.sleep(x.token_delay)
         expected = "Basic " + base64.b64encode(f"{x.client_id}:{x.client_secret}".encode()).decode()
         if request.headers.get("authorization") != expected:
             return JSONResponse({"error": "unauthorized_client"}, status_code=401)
@@ -175,16 +183,20 @@ def build_app(x: XState) -> FastAPI:
                 "media": media_ids,
             }
         )
+        if x.after_post is not None:
+            x.after_post(x.tweets[-1])
         return JSONResponse({"data": {"id": tid, "text": text}}, status_code=201, headers=headers)
 
     @app.get("/2/users/{user_id}/tweets")
-    def timeline(request: Request, user_id: str, max_results: int = 10) -> Response:
+    def timeline(request: Request, user_id: str, max_results: int = 10, start_time: str | None = None) -> Response:
         _, error, headers = check(request)
         if error:
             return error
+        since = datetime.fromisoformat(start_time.replace("Z", "+00:00")) if start_time else None
         data = [
             {"id": t["id"], "text": t["text"], "created_at": t["created_at"], "attachments": {"media_keys": t["media"]}}
             for t in reversed(x.tweets)
+            if since is None or datetime.fromisoformat(t["created_at"].replace("Z", "+00:00")) >= since
         ][:max_results]
         return JSONResponse({"data": data, "meta": {"result_count": len(data)}}, headers=headers)
 

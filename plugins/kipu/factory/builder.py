@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,6 +45,11 @@ def _tags(spec: WorkflowSpec, record: WorkflowRecord) -> list[str]:
     return ["kipu", team, *sorted(p for p in platforms if p)]
 
 
+def retry_delay_seconds() -> float:
+    """The first retry's delay (then doubled, up to 15 min): ``KIPU_TASK_RETRY_DELAY``, 20 s by default."""
+    return float(os.environ.get("KIPU_TASK_RETRY_DELAY", "20"))
+
+
 def build_dag(spec: WorkflowSpec, record: WorkflowRecord) -> DAG:
     graph = spec.graph()
     dag = DAG(
@@ -59,7 +65,7 @@ def build_dag(spec: WorkflowSpec, record: WorkflowRecord) -> DAG:
         default_args={
             "owner": record.owner or record.team_slug or "kipu",
             "retries": 3,
-            "retry_delay": timedelta(seconds=20),
+            "retry_delay": timedelta(seconds=retry_delay_seconds()),
             "retry_exponential_backoff": 2.0,
             "max_retry_delay": timedelta(minutes=15),
         },
