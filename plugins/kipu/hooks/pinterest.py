@@ -13,7 +13,7 @@ import httpx
 
 from kipu.hooks.base import Capabilities, PublishRequest, PublishResult, Rejected, Transient
 from kipu.hooks.http import LimitedClient
-from kipu.hooks.media import read_media
+from kipu.hooks.media import open_media, read_media
 from kipu.hooks.oauth_platform import OAuthPlatformHook
 from kipu.specs.items import ContentItem, MediaRef
 
@@ -69,13 +69,14 @@ class PinterestHook(OAuthPlatformHook):
 
     def _video_source(self, media: MediaRef, cover: str | None) -> dict[str, Any]:
         registered = self.call("POST", "/v5/media", json={"media_type": "video"}).json()
-        data = read_media(media.url, MAX_VIDEO, "pinterest")
-        upload = httpx.post(
-            registered["upload_url"],
-            data=registered.get("upload_parameters") or {},
-            files={"file": ("video.mp4", data, media.mime_type or "video/mp4")},
-            timeout=300,
-        )
+        with open_media(media.url, MAX_VIDEO, "pinterest") as video, video.open() as fh:
+            # httpx streams a file object in a multipart body: the video is never whole in memory.
+            upload = httpx.post(
+                registered["upload_url"],
+                data=registered.get("upload_parameters") or {},
+                files={"file": ("video.mp4", fh, media.mime_type or "video/mp4")},
+                timeout=300,
+            )
         if upload.status_code >= 300:
             raise Transient(f"pinterest: video upload answered HTTP {upload.status_code}")
         media_id = str(registered["media_id"])

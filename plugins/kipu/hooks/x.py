@@ -14,7 +14,7 @@ import httpx
 from kipu.captions.counting import URL_RE
 from kipu.hooks.base import Capabilities, PlatformError, PublishRequest, PublishResult, RateLimited, Rejected, Transient
 from kipu.hooks.http import LimitedClient
-from kipu.hooks.media import read_media
+from kipu.hooks.media import open_media
 from kipu.hooks.oauth_platform import OAuthPlatformHook
 from kipu.specs.items import ContentItem, MediaRef
 
@@ -57,31 +57,33 @@ class XHook(OAuthPlatformHook):
 
     # -- media -----------------------------------------------------------------------------------------------------
     def upload_media(self, media: MediaRef) -> str:
+        """INIT, APPEND in chunks read from disk one at a time (a large video never sits in memory), FINALIZE."""
         video = media.kind == "video"
-        data = read_media(media.url, MAX_VIDEO if video else MAX_IMAGE, "x")
         mime = (
             media.mime_type
             if media.mime_type and "*" not in media.mime_type
             else ("video/mp4" if video else "image/jpeg")
         )
-        init = self.call(
-            "POST",
-            "/2/media/upload",
-            data={
-                "command": "INIT",
-                "media_type": mime,
-                "total_bytes": str(len(data)),
-                "media_category": "tweet_video" if video else "tweet_image",
-            },
-        ).json()["data"]
-        media_id = str(init["id"])
-        for index in range(max(1, math.ceil(len(data) / CHUNK))):
-            self.call(
+        with open_media(media.url, MAX_VIDEO if video else MAX_IMAGE, "x", mime) as data:
+            init = self.call(
                 "POST",
                 "/2/media/upload",
-                data={"command": "APPEND", "media_id": media_id, "segment_index": str(index)},
-                files={"media": ("chunk", data[index * CHUNK : (index + 1) * CHUNK], "application/octet-stream")},
-            )
+                data={
+                    "command": "INIT",
+                    "media_type": mime,
+                    "total_bytes": str(data.size),
+                    "media_category": "tweet_video" if video else "tweet_image",
+                },
+            ).json()["data"]
+            media_id = str(init["id"])
+            for index in range(max(1, math.ceil(data.size / CHUNK))):
+                chunk = data.read_range(index * CHUNK, CHUNK)
+                self.call(
+                    "POST",
+                    "/2/media/upload",
+                    data={"command": "APPEND", "media_id": media_id, "segment_index": str(index)},
+                    files={"media": ("chunk", chunk, "application/octet-stream")},
+                )
         info = self.call("POST", "/2/media/upload", data={"command": "FINALIZE", "media_id": media_id}).json()["data"]
         self._await_processing(media_id, info.get("processing_info"))
         return media_id
