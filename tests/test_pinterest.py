@@ -119,3 +119,12 @@ def test_expired_token_429_and_rejected_content(
     assert hook.publish(request("after refresh and a 429", img)).platform_post_id == fake.state.pins[-1]["id"]
     with pytest.raises(Rejected, match="Board not found"):  # the platform's own words are kept
         hook.publish(request("to a deleted board", img, options={"board_id": "gone"}))
+
+
+def test_video_duration_is_probed_before_any_call(hook: PinterestHook, fake: PinterestServer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.videos import make_video
+
+    short = make_video(tmp_path / "short.mp4", seconds=2)
+    problems = hook.check(request("too short", [MediaRef(url=str(short), mime_type="video/mp4")]))
+    assert problems == ["pinterest video is 2.0s long, under the minimum of 4s"]
+    assert fake.state.media == {}

@@ -6,6 +6,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import httpx
@@ -208,3 +209,21 @@ def test_kipu_maintenance_refreshes_expiring_tokens_and_reports_reconnects(
     with session_scope() as s:
         assert connection_tokens(s.get(Connection, x))[0].get_secret_value() != old_access
     assert old_access not in json.dumps(xcoms)
+
+
+def test_video_limits_are_probed_before_any_call(x: uuid.UUID, fake: XServer, tmp_path: Path) -> None:
+    from tests.videos import make_video
+
+    h = hook(x)
+    long = make_video(tmp_path / "long.mp4", seconds=150, width=32, height=32, fps=1)
+    wide = make_video(tmp_path / "wide.mp4", seconds=2, width=128, height=32)
+    ok = make_video(tmp_path / "ok.mp4", seconds=2)
+    assert h.check(request("long", media=[MediaRef(url=str(long), mime_type="video/mp4")])) == [
+        "x video is 150.0s long, over the limit of 140s"
+    ]
+    assert (
+        "aspect ratio 4.000 is over the maximum of 3.000"
+        in h.check(request("wide", media=[MediaRef(url=str(wide), mime_type="video/mp4")]))[0]
+    )
+    assert h.check(request("fine", media=[MediaRef(url=str(ok), mime_type="video/mp4")])) == []
+    assert fake.state.media == {} and fake.state.tweets == []

@@ -13,7 +13,7 @@ import httpx
 
 from kipu.hooks.base import Capabilities, PublishRequest, PublishResult, Rejected, Transient
 from kipu.hooks.http import LimitedClient
-from kipu.hooks.media import open_media, read_media
+from kipu.hooks.media import VideoLimits, check_video, open_media, read_media
 from kipu.hooks.oauth_platform import OAuthPlatformHook
 from kipu.specs.items import ContentItem, MediaRef
 
@@ -21,6 +21,8 @@ LIMITS = {"title": 100, "description": 500, "link": 2048, "alt_text": 500}
 MAX_IMAGE = 20 * 1024 * 1024
 MAX_VIDEO = 2 * 1024 * 1024 * 1024
 PROCESSING_TIMEOUT = 300.0
+# Pinterest video pins: 4 s to 15 minutes, up to 2 GB.
+VIDEO_LIMITS = VideoLimits(max_bytes=MAX_VIDEO, min_duration=4, max_duration=15 * 60)
 
 
 class PinterestHook(OAuthPlatformHook):
@@ -58,6 +60,8 @@ class PinterestHook(OAuthPlatformHook):
                 problems.append(f"pinterest {name} is {len(value)} characters, over the limit of {LIMITS[name]}")
         if not any(m.kind in ("image", "video") for m in request.media):
             problems.append("pinterest needs an image or a video for a pin")
+        for media in (m for m in request.media if m.kind == "video"):
+            problems += check_video(media.url, VIDEO_LIMITS, "pinterest")
         return problems
 
     def _image_source(self, media: MediaRef) -> dict[str, Any]:

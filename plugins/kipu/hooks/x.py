@@ -14,11 +14,15 @@ import httpx
 from kipu.captions.counting import URL_RE
 from kipu.hooks.base import Capabilities, PlatformError, PublishRequest, PublishResult, RateLimited, Rejected, Transient
 from kipu.hooks.http import LimitedClient
-from kipu.hooks.media import open_media
+from kipu.hooks.media import VideoLimits, check_video, open_media
 from kipu.hooks.oauth_platform import OAuthPlatformHook
 from kipu.specs.items import ContentItem, MediaRef
 
 CHUNK = 4 * 1024 * 1024
+# X's video rules for tweet_video uploads: 0.5-140 s, up to 512 MB, aspect ratio between 1:3 and 3:1.
+VIDEO_LIMITS = VideoLimits(
+    max_bytes=512 * 1024 * 1024, min_duration=0.5, max_duration=140, min_aspect=1 / 3, max_aspect=3
+)
 MAX_IMAGE = 5 * 1024 * 1024
 MAX_VIDEO = 512 * 1024 * 1024
 PROCESSING_TIMEOUT = 300.0  # seconds: every wait is bounded (PLATFORMS.md, complaint 4)
@@ -54,6 +58,12 @@ class XHook(OAuthPlatformHook):
     @classmethod
     def identity(cls, data: dict[str, Any]) -> tuple[str, str | None]:
         return data["data"]["id"], data["data"].get("username")
+
+    def check(self, request: PublishRequest) -> list[str]:
+        problems = super().check(request)
+        for media in (m for m in request.media if m.kind == "video"):
+            problems += check_video(media.url, VIDEO_LIMITS, "x")
+        return problems
 
     # -- media -----------------------------------------------------------------------------------------------------
     def upload_media(self, media: MediaRef) -> str:
