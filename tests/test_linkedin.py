@@ -48,8 +48,8 @@ def li(fake: LinkedInServer, pg_demo_team: dict) -> uuid.UUID:
     assert "code_challenge" not in url and "scope=openid+profile+w_member_social" in url
     state = url.split("state=")[1].split("&")[0]
     with session_scope() as s:
-        conn = oauth.complete(s, app, state, "any-code", lambda t: LinkedInHook.identify(fake.url, t))
-        conn.metadata_ = {"base_url": fake.url}
+        [conn] = oauth.complete(s, app, state, "any-code", lambda t: LinkedInHook.connect(fake.url, app, t))
+        assert conn.metadata_ == {"base_url": fake.url}
         return conn.id
 
 

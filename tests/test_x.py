@@ -56,8 +56,8 @@ def connect(fake: XServer) -> uuid.UUID:
     back = parse_qs(urlparse(consent.headers["location"]).query)
     assert back["state"] == query["state"]
     with session_scope() as s:
-        conn = oauth.complete(s, app, back["state"][0], back["code"][0], lambda t: XHook.identify(fake.url, t))
-        conn.metadata_ = {"base_url": fake.url}
+        [conn] = oauth.complete(s, app, back["state"][0], back["code"][0], lambda t: XHook.connect(fake.url, app, t))
+        assert conn.metadata_ == {"base_url": fake.url}  # not X's own host: kept for the hook
         return conn.id
 
 
@@ -93,9 +93,9 @@ def test_oauth_with_pkce_stores_the_connection_encrypted_and_state_is_single_use
         url = oauth.begin(s, app, find_team(s, "demo"))
     back = parse_qs(urlparse(httpx.get(url).headers["location"]).query)
     with session_scope() as s:
-        oauth.complete(s, app, back["state"][0], back["code"][0], lambda t: XHook.identify(fake.url, t))
+        oauth.complete(s, app, back["state"][0], back["code"][0], lambda t: XHook.connect(fake.url, app, t))
     with session_scope() as s, pytest.raises(Rejected, match="unknown or already used OAuth state"):
-        oauth.complete(s, app, back["state"][0], back["code"][0], lambda t: XHook.identify(fake.url, t))
+        oauth.complete(s, app, back["state"][0], back["code"][0], lambda t: XHook.connect(fake.url, app, t))
 
 
 def test_a_missing_oauth_app_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

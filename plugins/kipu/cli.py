@@ -182,24 +182,14 @@ def cmd_connect_start(args: argparse.Namespace) -> int:
 
 
 def cmd_connect_finish(args: argparse.Namespace) -> int:
-    """The OAuth callback by hand: the ``state`` and ``code`` from the redirect URL."""
+    """The OAuth callback by hand: the ``state`` and ``code`` from the redirect URL. Prints one connection id per
+    account connected (Facebook: one per Page)."""
     from kipu.auth import oauth
-    from kipu.hooks.registry import hook_class
     from kipu.store.engine import session_scope
 
-    cls = hook_class(args.platform)
-    base = args.api_base or cls.base_url
     with session_scope() as session:
-        conn = oauth.complete(
-            session,
-            oauth.app_for(args.platform),
-            args.state,
-            args.code,
-            lambda t: cls.identify(base, t),  # type: ignore[attr-defined]
-        )
-        if args.api_base:
-            conn.metadata_ = {**(conn.metadata_ or {}), "base_url": args.api_base}
-        print(conn.id)
+        for conn in oauth.finish(session, args.platform, args.state, args.code, args.api_base):
+            print(conn.id, conn.platform_username or conn.platform_user_id, sep="\t")
     return 0
 
 
@@ -274,6 +264,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kipu.specs.common import OAUTH_PLATFORMS
+
     p = argparse.ArgumentParser(prog="kipu", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -327,15 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--service", default="https://bsky.social", help="the account's PDS")
     b.add_argument("--password-env", default="BLUESKY_APP_PASSWORD", help="environment variable with the app password")
     b.set_defaults(fn=cmd_connect_bluesky)
-    cs = connect.add_parser("start", help="print the OAuth authorization URL for a platform (X, LinkedIn, Pinterest)")
-    cs.add_argument("platform", choices=["x", "linkedin", "pinterest"])
+    cs = connect.add_parser("start", help="print the OAuth authorization URL for a platform")
+    cs.add_argument("platform", choices=OAUTH_PLATFORMS)
     cs.add_argument("--team", required=True)
     cs.set_defaults(fn=cmd_connect_start)
     cf = connect.add_parser("finish", help="complete an OAuth authorization with the state and code it returned")
-    cf.add_argument("platform", choices=["x", "linkedin", "pinterest"])
+    cf.add_argument("platform", choices=OAUTH_PLATFORMS)
     cf.add_argument("--state", required=True)
     cf.add_argument("--code", required=True)
-    cf.add_argument("--api-base", help="the platform API's base URL (default: the platform's own)")
+    cf.add_argument(
+        "--api-base",
+        help="the platform API's base URL (default: the app's extra.api_base_url, else the platform's own)",
+    )
     cf.set_defaults(fn=cmd_connect_finish)
 
     tokens = sub.add_parser("tokens", help="/kipu API tokens").add_subparsers(dest="sub", required=True)
@@ -370,11 +365,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.fn(args) or 0)
     except Exception as exc:
+        from kipu.hooks.base import PlatformError
         from kipu.store.crypto import EncryptionKeyError
 
         if isinstance(exc, EncryptionKeyError):
             print(f"kipu: {exc}", file=sys.stderr)
             return 2
+        if isinstance(exc, PlatformError):  # a platform's refusal (e.g. connect finish): its words, no traceback
+            print(f"kipu: {exc}", file=sys.stderr)
+            return 1
         raise
 
 

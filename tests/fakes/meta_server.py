@@ -1,7 +1,11 @@
 """A fake Meta Graph API for Instagram, Threads and Facebook Pages: containers that process then FINISH (or ERROR,
 EXPIRE, never finish), publishing quotas, Page vs user tokens, Reels start → rupload (offset/file_size checked) →
 finish → status, expired tokens (190/463), throttling (429 or Graph code 4 with usage headers), the refresh grants,
-and a /media route so "Meta fetches the URL" really happens. Everything published is recorded so tests can count."""
+a /media route so "Meta fetches the URL" really happens, and the connect flow of each product: the authorization
+window (consents at once and redirects with a single-use code), the code exchanges (Instagram Login's
+``{"data": [...]}`` answer, Threads', Facebook Login's), the long-lived exchanges (``ig_exchange_token``,
+``th_exchange_token``, ``fb_exchange_token``) and ``/me/accounts`` with Page tokens (any number of Pages, zero
+included, paged by cursor). Everything published is recorded so tests can count."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from fastapi import FastAPI, Request, Response
@@ -22,6 +27,8 @@ from tests.fakes.serve import FakeService
 
 HOUR = 3600
 LONG_LIVED = 60 * 24 * HOUR
+NEVER = 10 * 365 * 24 * HOUR  # Page tokens obtained with a long-lived user token do not expire
+PAGE_TASKS = ["ADVERTISE", "ANALYZE", "CREATE_CONTENT", "MESSAGING", "MODERATE", "MANAGE"]
 
 
 @dataclass
@@ -31,6 +38,7 @@ class Token:
     kind: str = "user"  # facebook: page | user
     expires_at: float = 0.0
     invalid_subcode: int | None = None  # 190 with this subcode (460: password changed, 458: app removed, ...)
+    short: bool = False  # a short-lived (1 h) token from a code exchange
 
 
 @dataclass
@@ -67,12 +75,38 @@ class MetaState:
     reel_polls: int = 1  # status polls after finish before a Reel is ready
     reel_outcome: str = "ready"  # ready | error | stuck
     ids: Any = field(default_factory=lambda: itertools.count(18_000_000_000_000_001))
+    # connecting: one app (client id, secret) per product, as Meta gives them
+    apps: dict[str, tuple[str, str]] = field(
+        default_factory=lambda: {
+            p: (f"{p}-app-{n}", f"{p}-secret-{secrets.token_hex(12)}")
+            for n, p in enumerate(("instagram", "threads", "facebook"), 1001)
+        }
+    )
+    pages: dict[str, str] | None = None  # Page id → name the Facebook user manages; None: the one Page above
+    page_tasks: list[str] = field(default_factory=lambda: list(PAGE_TASKS))
+    accounts_page_size: int = 25  # /me/accounts answers at most this many Pages per request
+    codes: dict[str, dict[str, str]] = field(default_factory=dict)  # authorization code → platform, redirect_uri
+    exchanges: list[str] = field(default_factory=list)  # every grant_type exchanged, in order
+    # the next long-lived exchange is refused with this message ({secret} and {token} are filled in, as if Meta
+    # echoed the parameters back)
+    refuse_exchange: str | None = None
 
-    def issue(self, platform: str, owner: str | None = None, kind: str = "user", ttl: float = LONG_LIVED) -> str:
+    def __post_init__(self) -> None:
+        if self.pages is None:
+            self.pages = {self.page_id: self.page_name}
+
+    def issue(
+        self, platform: str, owner: str | None = None, kind: str = "user", ttl: float = LONG_LIVED, short: bool = False
+    ) -> str:
         default = {"instagram": self.ig_user, "threads": self.threads_user, "facebook": self.page_id}[platform]
         token = f"{platform[:2].upper()}{secrets.token_urlsafe(24)}"
-        self.tokens[token] = Token(platform, owner or default, kind, time.time() + ttl)
+        self.tokens[token] = Token(
+            platform, owner or default, kind, time.time() + (HOUR if short else ttl), short=short
+        )
         return token
+
+    def platform_of(self, client_id: str | None) -> str | None:
+        return next((p for p, (cid, _) in self.apps.items() if cid == client_id), None)
 
     def page_token(self) -> str:
         return self.issue("facebook", self.page_id, "page")
@@ -172,6 +206,126 @@ def build_app(st: MetaState, base: str) -> FastAPI:
         async with httpx.AsyncClient(timeout=5) as client:
             resp = await client.get(url)
         return resp.content if resp.status_code == 200 else None
+
+    # -- connecting (before the generic Graph routes) -----------------------------------------------------------
+    @app.get("/oauth/authorize")  # www.instagram.com/oauth/authorize, threads.net/oauth/authorize
+    @app.get("/{version}/dialog/oauth")  # www.facebook.com/{version}/dialog/oauth
+    async def authorize(request: Request) -> Response:
+        """The authorization window, consenting at once: a redirect with a single-use code and the state."""
+        q = request.query_params
+        platform = st.platform_of(q.get("client_id"))
+        if platform is None or q.get("response_type") != "code" or not q.get("redirect_uri"):
+            return JSONResponse({"error_message": "Invalid client_id, response_type or redirect_uri"}, 400)
+        code = secrets.token_urlsafe(24)
+        st.codes[code] = {"platform": platform, "redirect_uri": q["redirect_uri"]}
+        location = f"{q['redirect_uri']}?{urlencode({'code': code, 'state': q.get('state', '')})}"
+        return Response(status_code=302, headers={"location": location + ("#_" if platform != "facebook" else "")})
+
+    def take_code(platform: str, p: dict[str, str]) -> str | None:
+        """Why a code exchange is refused, or None (the code is used up either way)."""
+        if p.get("client_secret") != st.apps[platform][1]:
+            return "Error validating client secret."
+        grant = st.codes.pop(p.get("code", ""), None)
+        if grant is None or grant["platform"] != platform:
+            return "This authorization code has been used or is invalid"
+        if grant["redirect_uri"] != p.get("redirect_uri"):
+            return "Error validating verification code. Please make sure your redirect_uri is identical"
+        return None
+
+    @app.post("/oauth/access_token")  # api.instagram.com and graph.threads.net
+    async def code_exchange(request: Request) -> Response:
+        p = await params_of(request)
+        st.requests.append((request.method, request.url.path))
+        platform = st.platform_of(p.get("client_id"))
+        if platform not in ("instagram", "threads"):
+            return JSONResponse(
+                {"error_type": "OAuthException", "code": 400, "error_message": "Invalid client_id"}, 400
+            )
+        refused = "Invalid grant_type" if p.get("grant_type") != "authorization_code" else take_code(platform, p)
+        if refused:
+            return JSONResponse({"error_type": "OAuthException", "code": 400, "error_message": refused}, 400)
+        st.exchanges.append("authorization_code")
+        token = st.issue(platform, short=True)
+        if platform == "instagram":
+            perms = "instagram_business_basic,instagram_business_content_publish,instagram_business_manage_comments"
+            return JSONResponse({"data": [{"access_token": token, "user_id": st.ig_user, "permissions": perms}]})
+        return JSONResponse({"access_token": token, "user_id": int(st.threads_user)})
+
+    def refused_exchange(secret: str, token: str) -> Response | None:
+        if st.refuse_exchange is None:
+            return None
+        message, st.refuse_exchange = st.refuse_exchange.format(secret=secret, token=token), None
+        return graph_error(message, 100)
+
+    @app.get("/access_token")  # graph.instagram.com and graph.threads.net
+    async def long_lived(request: Request) -> Response:
+        p = dict(request.query_params)
+        st.requests.append((request.method, request.url.path))
+        platform = {"ig_exchange_token": "instagram", "th_exchange_token": "threads"}.get(p.get("grant_type", ""))
+        if platform is None:
+            return graph_error("Unsupported grant_type", 100)
+        if p.get("client_secret") != st.apps[platform][1]:
+            return graph_error("Error validating client secret.", 1)
+        tok = st.tokens.get(p.get("access_token", ""))
+        if tok is None or tok.platform != platform:
+            return graph_error("Invalid OAuth access token - Cannot parse access token", 190)
+        if tok.expires_at < time.time():
+            return graph_error("Error validating access token: Session has expired", 190, 463)
+        if not tok.short:
+            return graph_error("Only a short-lived access token can be exchanged", 100)
+        refused = refused_exchange(p["client_secret"], p["access_token"])
+        if refused is not None:
+            return refused
+        st.exchanges.append(p["grant_type"])
+        new = st.issue(platform, tok.owner)
+        return JSONResponse({"access_token": new, "token_type": "bearer", "expires_in": LONG_LIVED})
+
+    @app.api_route("/{version}/oauth/access_token", methods=["GET", "POST"])  # graph.facebook.com
+    async def fb_access_token(request: Request) -> Response:
+        p = await params_of(request)
+        st.requests.append((request.method, request.url.path))
+        if st.platform_of(p.get("client_id")) != "facebook":
+            return graph_error("Error validating application. Invalid application ID.", 101)
+        if p.get("grant_type") == "fb_exchange_token":
+            if p.get("client_secret") != st.apps["facebook"][1]:
+                return graph_error("Error validating client secret.", 1)
+            tok = st.tokens.get(p.get("fb_exchange_token", ""))
+            if tok is None or tok.platform != "facebook" or tok.kind != "user" or tok.expires_at < time.time():
+                return graph_error("Invalid OAuth access token - Cannot parse access token", 190)
+            refused = refused_exchange(p["client_secret"], p["fb_exchange_token"])
+            if refused is not None:
+                return refused
+            st.exchanges.append("fb_exchange_token")
+            new = st.issue("facebook", tok.owner, "user")
+            return JSONResponse({"access_token": new, "token_type": "bearer", "expires_in": LONG_LIVED})
+        refused = take_code("facebook", p)
+        if refused:
+            return graph_error(refused, 100, 36009 if "used" in refused else None)
+        st.exchanges.append("authorization_code")
+        token = st.issue("facebook", st.fb_user, "user", short=True)
+        return JSONResponse({"access_token": token, "token_type": "bearer", "expires_in": HOUR})
+
+    def accounts(tok: Token, params: dict[str, str], version: str) -> Response:
+        """``/me/accounts``: the Pages the user manages with a Page token each (short-lived from a short user token)."""
+        if tok.platform != "facebook" or tok.kind != "user":
+            return graph_error("(#100) Tried accessing nonexisting field (accounts) on node type (Page)", 100)
+        fields = params.get("fields", "id,name").split(",")
+        rows = list((st.pages or {}).items())
+        start = int(params.get("after") or 0)
+        size = min(int(params.get("limit", 25)), st.accounts_page_size)
+        data = []
+        for pid, name in rows[start : start + size]:
+            row: dict[str, Any] = {"id": pid, "name": name, "category": "Restaurant"}
+            if "access_token" in fields:
+                row["access_token"] = st.issue("facebook", pid, "page", ttl=HOUR if tok.short else NEVER)
+            if "tasks" in fields:
+                row["tasks"] = list(st.page_tasks)
+            data.append({k: v for k, v in row.items() if k in fields or k == "id"})
+        end = start + len(data)
+        paging: dict[str, Any] = {"cursors": {"before": str(start), "after": str(end)}}
+        if end < len(rows):
+            paging["next"] = f"{base}/{version}/me/accounts?{urlencode({**params, 'after': str(end)})}"
+        return JSONResponse({"data": data, "paging": paging} if data else {"data": []})
 
     # -- media, refresh and rupload (before the generic Graph routes) -----------------------------------------------
     @app.get("/media/{name}")
@@ -283,7 +437,7 @@ def build_app(st: MetaState, base: str) -> FastAPI:
             if tok.platform == "threads":
                 return JSONResponse({"id": st.threads_user, "username": st.ig_username})
             if tok.kind == "page":
-                return JSONResponse({"id": tok.owner, "name": st.page_name})
+                return JSONResponse({"id": tok.owner, "name": (st.pages or {}).get(tok.owner, st.page_name)})
             return JSONResponse({"id": tok.owner, "name": st.fb_user_name})
         if node in st.containers:
             return container_status(st.containers[node])
@@ -345,12 +499,14 @@ def build_app(st: MetaState, base: str) -> FastAPI:
         return status
 
     @app.get("/{version}/{node}/{edge}")
-    async def read_edge(request: Request, node: str, edge: str) -> Response:
+    async def read_edge(request: Request, version: str, node: str, edge: str) -> Response:
         params = await params_of(request)
         tok = guard(request, params)
         if isinstance(tok, JSONResponse):
             return tok
         limit = int(params.get("limit", 25))
+        if edge == "accounts" and node in ("me", st.fb_user):
+            return accounts(tok, params, version)
         if edge in ("content_publishing_limit", "threads_publishing_limit"):
             platform = "instagram" if edge.startswith("content") else "threads"
             row = {

@@ -2,21 +2,27 @@
 the platform wants it), single-use code exchange, encrypted storage, and refresh-token grants.
 
 App credentials live in the Airflow connection ``kipu_<platform>_app`` (login = client id, password = client
-secret, extra = redirect_uri, scopes, authorize_url, token_url) or in ``KIPU_<PLATFORM>_CLIENT_ID`` /
-``KIPU_<PLATFORM>_CLIENT_SECRET`` / ``KIPU_<PLATFORM>_REDIRECT_URI``.
+secret, extra = redirect_uri, scopes, authorize_url, token_url, api_base_url) or in ``KIPU_<PLATFORM>_CLIENT_ID`` /
+``KIPU_<PLATFORM>_CLIENT_SECRET`` / ``KIPU_<PLATFORM>_REDIRECT_URI``. ``api_base_url`` replaces the platform API's
+host for the calls made while connecting (Meta's long-lived token exchanges, "who is this", the Pages list) and is
+then stored on each new connection as ``metadata.base_url``.
+
+What a code exchange connects is the hook's business (``OAuthPlatformHook.connect``): one account by default,
+Meta's long-lived token instead of the short-lived one, one account per Facebook Page.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 import httpx
@@ -31,6 +37,29 @@ from kipu.store.crypto import get_cipher
 from kipu.store.models import Connection, OAuthState, Team
 
 STATE_TTL = timedelta(minutes=15)
+# Query parameters that carry a secret: Meta's long-lived token exchanges are GETs with the app secret and the token
+# in the query string (as documented), and httpx logs every request's URL at INFO.
+SECRET_PARAMS = frozenset({"client_secret", "access_token", "fb_exchange_token", "refresh_token", "code"})
+
+
+class RedactSecretParams(logging.Filter):
+    """Masks ``SECRET_PARAMS`` in the URLs httpx logs (``HTTP Request: GET <url> ...``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(redact_url(a) if isinstance(a, httpx.URL) else a for a in record.args)
+        return True
+
+
+def redact_url(url: httpx.URL) -> str:
+    if not any(key in SECRET_PARAMS for key in url.params):
+        return str(url)
+    query = "&".join(f"{k}={'***' if k in SECRET_PARAMS else v}" for k, v in url.params.multi_items())
+    return str(url.copy_with(query=None)) + "?" + query
+
+
+if not any(isinstance(f, RedactSecretParams) for f in logging.getLogger("httpx").filters):
+    logging.getLogger("httpx").addFilter(RedactSecretParams())
 
 
 @dataclass(frozen=True)
@@ -43,11 +72,15 @@ class OAuthApp:
     client_secret: SecretStr | None = None
     redirect_uri: str = ""
     pkce: bool = False
+    # How the S256 code challenge is written: "base64url" as RFC 7636 says (X, Google), or "hex" for TikTok, whose
+    # Login Kit documents the challenge as the hex-encoded SHA-256 of the verifier (docs/platforms/tiktok.md).
+    pkce_encoding: Literal["base64url", "hex"] = "base64url"
     scope_separator: str = " "
     client_auth: str = "basic"  # basic | body
     client_id_param: str = "client_id"  # TikTok calls it client_key
     # Extra authorize-URL parameters (Google needs access_type=offline to hand out a refresh token).
     authorize_params: tuple[tuple[str, str], ...] = ()
+    api_base_url: str = ""  # the platform API's host while connecting, when not the hook's own (fakes, proxies)
 
     def __repr__(self) -> str:
         return f"OAuthApp({self.platform!r}, client_id={self.client_id!r})"
@@ -78,8 +111,8 @@ DEFAULT_APPS: dict[str, OAuthApp] = {
     ),
     "facebook": OAuthApp(
         "facebook",
-        "https://www.facebook.com/v21.0/dialog/oauth",
-        "https://graph.facebook.com/v21.0/oauth/access_token",
+        "https://www.facebook.com/v24.0/dialog/oauth",
+        "https://graph.facebook.com/v24.0/oauth/access_token",
         ("pages_show_list", "pages_read_engagement", "pages_manage_posts"),
         scope_separator=",",
         client_auth="body",
@@ -109,6 +142,7 @@ DEFAULT_APPS: dict[str, OAuthApp] = {
         client_auth="body",
         client_id_param="client_key",
         pkce=True,
+        pkce_encoding="hex",
     ),
     "youtube": OAuthApp(
         "youtube",
@@ -136,7 +170,7 @@ def app_for(platform: str) -> OAuthApp:
         fields = {
             "client_id": conn.login or "",
             "client_secret": SecretStr(conn.password) if conn.password else None,
-            **{k: extra[k] for k in ("redirect_uri", "authorize_url", "token_url") if extra.get(k)},
+            **{k: extra[k] for k in ("redirect_uri", "authorize_url", "token_url", "api_base_url") if extra.get(k)},
         }
         if extra.get("scopes"):
             fields["scopes"] = tuple(str(extra["scopes"]).replace(",", " ").split())
@@ -157,15 +191,62 @@ def app_for(platform: str) -> OAuthApp:
     return app
 
 
+@dataclass(frozen=True)
+class ConnectedAccount:
+    """One account an authorization connects: a hook's ``connect`` answers one or more (one per Facebook Page)."""
+
+    platform_user_id: str
+    username: str | None
+    tokens: TokenSet
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"ConnectedAccount({self.platform_user_id!r}, {self.username!r})"
+
+
+def scrub(text: str, *secrets: SecretStr | str | None) -> str:
+    """``text`` with every secret value in it masked: a platform echoing a parameter back must not leak it."""
+    for secret in secrets:
+        value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+def response_message(resp: httpx.Response, *secrets: SecretStr | str | None) -> str:
+    """The platform's own explanation of a refusal (Graph ``error.message``, OAuth ``error_description``,
+    Instagram's ``error_message``, ...), short and with any secret masked; ``""`` when there is none."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    text = ""
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            text = str(err.get("error_user_msg") or err.get("message") or err.get("type") or "")
+        for key in ("error_description", "error_message", "message"):
+            if not text and body.get(key):
+                text = str(body[key])
+        if not text and isinstance(err, str):
+            text = err
+    elif resp.content and not resp.headers.get("content-type", "").startswith("text/html"):
+        text = resp.text
+    return scrub(" ".join(text.split())[:200], *secrets)
+
+
 def _hash(state: str) -> str:
     return hashlib.sha256(state.encode()).hexdigest()
 
 
-def pkce_pair() -> tuple[str, str]:
-    """``(verifier, S256 challenge)`` as in RFC 7636."""
+def pkce_pair(encoding: Literal["base64url", "hex"] = "base64url") -> tuple[str, str]:
+    """``(verifier, S256 challenge)``: the challenge is the verifier's SHA-256, base64url-encoded as in RFC 7636, or
+    hex-encoded where the platform documents that (``OAuthApp.pkce_encoding``, TikTok)."""
     verifier = secrets.token_urlsafe(64)[:128]
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    return verifier, challenge
+    digest = hashlib.sha256(verifier.encode())
+    if encoding == "hex":
+        return verifier, digest.hexdigest()
+    return verifier, base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
 
 
 def begin(session: Session, app: OAuthApp, team: Team, profile_id: uuid.UUID | None = None) -> str:
@@ -181,7 +262,7 @@ def begin(session: Session, app: OAuthApp, team: Team, profile_id: uuid.UUID | N
     }
     verifier = None
     if app.pkce:
-        verifier, challenge = pkce_pair()
+        verifier, challenge = pkce_pair(app.pkce_encoding)
         params |= {"code_challenge": challenge, "code_challenge_method": "S256"}
     now = datetime.now(UTC)
     session.add(
@@ -215,15 +296,41 @@ def _token_request(app: OAuthApp, data: dict[str, str], client: httpx.Client | N
         raise NeedsReconnect(f"{app.platform}: the refresh token was refused; reconnect the account")
     error = classify(resp, app.platform)
     if error is not None:
-        raise type(error)(f"{app.platform}: token request failed (HTTP {resp.status_code})")
-    body = resp.json()
+        why = response_message(
+            resp, app.client_secret, *(data.get(k) for k in ("code", "code_verifier", "refresh_token"))
+        )
+        raise type(error)(
+            f"{app.platform}: token request failed (HTTP {resp.status_code})" + (f": {why}" if why else "")
+        )
+    try:
+        body = resp.json()
+    except ValueError:
+        raise Transient(f"{app.platform}: the token endpoint answered something that is not JSON") from None
+    if isinstance(body, dict) and "access_token" not in body and isinstance(body.get("data"), list) and body["data"]:
+        body = body["data"][0]  # Instagram Login: {"data": [{"access_token", "user_id", "permissions"}]}
+    if isinstance(body, dict) and not body.get("access_token") and isinstance(body.get("error"), str):
+        # A refusal in a 2xx answer (TikTok's token endpoint can answer {"error", "error_description", "log_id"}
+        # with HTTP 200): the same refusal as a 4xx one.
+        if data.get("grant_type") == "refresh_token":
+            raise NeedsReconnect(f"{app.platform}: the refresh token was refused; reconnect the account")
+        why = response_message(
+            resp, app.client_secret, *(data.get(k) for k in ("code", "code_verifier", "refresh_token"))
+        )
+        raise Rejected(f"{app.platform}: token request failed (HTTP {resp.status_code}): {why}")
+    if not isinstance(body, dict) or not body.get("access_token"):
+        raise Rejected(f"{app.platform}: the token endpoint answered without an access token")
     expires = body.get("expires_in")
-    scope = body.get("scope")
+    scope = body.get("scope") or body.get("permissions")  # Instagram names the granted scopes "permissions"
+    if isinstance(scope, str):
+        scopes: list[str] | None = scope.replace(",", " ").split()
+    else:
+        scopes = [str(s) for s in scope] if isinstance(scope, list) else None
     return TokenSet(
         access_token=SecretStr(body["access_token"]),
         refresh_token=SecretStr(body["refresh_token"]) if body.get("refresh_token") else None,
         expires_at=datetime.now(UTC) + timedelta(seconds=int(expires)) if expires else None,
-        scopes=scope.replace(",", " ").split() if isinstance(scope, str) else None,
+        scopes=scopes,
+        platform_user_id=str(body["user_id"]) if body.get("user_id") else None,
     )
 
 
@@ -232,18 +339,19 @@ def complete(
     app: OAuthApp,
     state: str,
     code: str,
-    identify: Callable[[TokenSet], tuple[str, str | None]],
+    connect: Callable[[TokenSet], list[ConnectedAccount]],
     client: httpx.Client | None = None,
-) -> Connection:
-    """The callback: check ``state`` (and PKCE), exchange the code, and store the connection encrypted.
+) -> list[Connection]:
+    """The callback: check ``state`` (and PKCE), exchange the code, and store every account ``connect`` answers
+    for the new tokens (``OAuthPlatformHook.connect``), encrypted; all of them or none.
 
-    ``identify`` returns the platform user id and name for the new access token.
+    The state is consumed and committed before the exchange, so it stays used even when the exchange fails.
     """
     pending = session.get(OAuthState, _hash(state), with_for_update=True)
     if pending is None or pending.platform != app.platform:
         raise Rejected(f"{app.platform}: unknown or already used OAuth state; start connecting again")
     session.delete(pending)  # single use, whatever happens next
-    session.flush()
+    session.commit()
     if pending.expires_at < datetime.now(UTC):
         raise Rejected(f"{app.platform}: the authorization took longer than {STATE_TTL}; start connecting again")
     data = {"grant_type": "authorization_code", "code": code, "redirect_uri": pending.redirect_uri}
@@ -252,20 +360,40 @@ def complete(
         assert verifier is not None
         data["code_verifier"] = verifier.get_secret_value()
     tokens = _token_request(app, data, client)
-    user_id, username = identify(tokens)
+    accounts = connect(tokens)
+    if not accounts:
+        raise Rejected(f"{app.platform}: the authorization connected no account")
     team = session.get(Team, pending.team_id)
     assert team is not None
-    return upsert_connection(
-        session,
-        team,
-        app.platform,
-        user_id,
-        username=username,
-        access_token=tokens.access_token,
-        refresh_token=tokens.refresh_token,
-        expires_at=tokens.expires_at,
-        scopes=tokens.scopes,
-    )
+    return [
+        upsert_connection(
+            session,
+            team,
+            app.platform,
+            account.platform_user_id,
+            username=account.username,
+            access_token=account.tokens.access_token,
+            refresh_token=account.tokens.refresh_token,  # an empty one never replaces a stored one
+            expires_at=account.tokens.expires_at,
+            scopes=account.tokens.scopes,
+            metadata=account.metadata or None,
+        )
+        for account in accounts
+    ]
+
+
+def finish(session: Session, platform: str, state: str, code: str, api_base: str | None = None) -> list[Connection]:
+    """``complete`` for a platform's hook (the API callback and ``kipu connect finish``): the hook's ``connect``
+    decides what the new tokens connect, against ``api_base``, else the app's ``api_base_url``, else its own host."""
+    from kipu.hooks.oauth_platform import OAuthPlatformHook
+    from kipu.hooks.registry import hook_class
+
+    app = app_for(platform)
+    cls = hook_class(platform)
+    if not issubclass(cls, OAuthPlatformHook):
+        raise Rejected(f"{platform} does not connect through OAuth 2.0")
+    base = api_base or app.api_base_url or cls.base_url
+    return complete(session, app, state, code, lambda tokens: cls.connect(base, app, tokens))
 
 
 def refresh(app: OAuthApp, refresh_token: SecretStr | None, client: httpx.Client | None = None) -> TokenSet:

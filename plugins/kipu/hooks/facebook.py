@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from pydantic import SecretStr
 
+from kipu.auth import oauth
 from kipu.hooks.base import (
     Capabilities,
     NeedsReconnect,
@@ -30,6 +31,8 @@ MAX_PHOTOS = 10
 REEL_LIMITS = VideoLimits(max_bytes=1_000_000_000, min_duration=3, max_duration=90)
 UPLOAD_ATTEMPTS = 3  # a broken upload resumes from the offset Meta reports, at most this often
 POST_FIELDS = "id,message,created_time,permalink_url,full_picture"
+PAGE_FIELDS = "id,name,access_token,tasks"
+MAX_PAGE_LISTS = 20  # /me/accounts pages of 100 Pages each, followed by cursor
 REEL_FIELDS = "id,description,created_time"
 
 
@@ -45,6 +48,75 @@ class FacebookPageHook(GraphHook):
     processing_timeout: float = 300.0
     poll_interval: float = 5.0
     _page_token_checked: bool = False
+
+    # -- connecting: one connection per Page ------------------------------------------------------------------------
+    exchange_grant: ClassVar[str | None] = "fb_exchange_token"
+
+    @classmethod
+    def exchange_params(cls, app: oauth.OAuthApp, short: str, secret: str) -> tuple[str, dict[str, str]]:
+        return f"/{cls.api_version}/oauth/access_token", {
+            "grant_type": "fb_exchange_token",
+            "client_id": app.client_id,
+            "client_secret": secret,
+            "fb_exchange_token": short,
+        }
+
+    @classmethod
+    def connect(cls, base_url: str, app: oauth.OAuthApp, tokens: TokenSet) -> list[oauth.ConnectedAccount]:
+        """The code exchange answers a user token; Kipu publishes as Pages. The user token is made long-lived, the
+        Pages the user manages are listed with their Page tokens (which, obtained with a long-lived user token, do
+        not expire), and each Page becomes a connection: its token as the access token, the long-lived user token
+        as the refresh token (``refresh_tokens`` derives a new Page token from it), ``metadata.page_id``."""
+        user = cls.long_lived(base_url, app, tokens)
+        pages = cls.managed_pages(base_url, user.access_token)
+        if not pages:
+            raise Rejected(
+                "facebook: this Facebook account manages no Page, or shared none with Kipu when asked: Kipu publishes "
+                "to Facebook Pages, not to personal profiles; create a Page (or get a role on one) and connect again, "
+                "selecting the Page"
+            )
+        usable = [p for p in pages if p.get("access_token") and (not p.get("tasks") or "CREATE_CONTENT" in p["tasks"])]
+        if not usable:
+            names = ", ".join(str(p.get("name") or p["id"]) for p in pages)
+            raise Rejected(
+                f"facebook: this Facebook account cannot publish to any of the Pages it manages ({names}): it needs "
+                "the CREATE_CONTENT task on a Page; ask the Page's admin for it and connect again"
+            )
+        host = cls.host_metadata(base_url)
+        return [
+            oauth.ConnectedAccount(
+                str(p["id"]),
+                str(p.get("name") or p["id"]),
+                TokenSet(
+                    access_token=SecretStr(str(p["access_token"])),
+                    refresh_token=user.access_token,
+                    scopes=tokens.scopes,
+                ),
+                {"page_id": str(p["id"]), **host},
+            )
+            for p in usable
+        ]
+
+    @classmethod
+    def managed_pages(cls, base_url: str, user_token: SecretStr) -> list[dict[str, Any]]:
+        """``GET /me/accounts``: every Page the user can act on, with its Page token and the user's tasks on it."""
+        pages: list[dict[str, Any]] = []
+        after: str | None = None
+        for _ in range(MAX_PAGE_LISTS):
+            params: dict[str, Any] = {"fields": PAGE_FIELDS, "limit": 100, **({"after": after} if after else {})}
+            body = cls.connect_call(
+                base_url,
+                f"/{cls.api_version}/me/accounts",
+                "listing the Pages the user manages",
+                params=params,
+                token=user_token,
+            )
+            pages += [p for p in body.get("data") or [] if isinstance(p, dict) and p.get("id")]
+            paging = body.get("paging") or {}
+            after = (paging.get("cursors") or {}).get("after")
+            if not paging.get("next") or not after:
+                break
+        return pages
 
     @property
     def page_id(self) -> str:

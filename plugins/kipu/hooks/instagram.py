@@ -36,6 +36,7 @@ class InstagramHook(ContainerHook):
         text=False, image=True, video=True, carousel=True, alt_text=True, first_comment=True, max_images=MAX_CAROUSEL
     )
     refresh_grant: ClassVar[str | None] = "ig_refresh_token"
+    exchange_grant: ClassVar[str | None] = "ig_exchange_token"  # the code exchange's short-lived token → long-lived
     container_edge: ClassVar[str] = "media"
     status_field: ClassVar[str] = "status_code"
     error_field: ClassVar[str] = "status"

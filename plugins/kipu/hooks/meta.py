@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import SecretStr
 
+from kipu.auth import oauth
 from kipu.hooks.base import (
     AuthExpired,
     NeedsReconnect,
@@ -176,6 +177,83 @@ class GraphHook(OAuthPlatformHook):
         if err.transient or response.status_code >= 500 or code in (1, 2, -1, -2) or sub in IG_RETRY_SUBCODES:
             return Transient(text)
         return Rejected(text)
+
+    # -- connecting ----------------------------------------------------------------------------------------------
+    exchange_grant: ClassVar[str | None] = None  # ig_exchange_token / th_exchange_token / fb_exchange_token
+
+    @classmethod
+    def connect(cls, base_url: str, app: oauth.OAuthApp, tokens: TokenSet) -> list[oauth.ConnectedAccount]:
+        """The code exchange answers a short-lived (1 h) token: the account is stored with the long-lived one."""
+        return super().connect(base_url, app, cls.long_lived(base_url, app, tokens))
+
+    @classmethod
+    def exchange_params(cls, app: oauth.OAuthApp, short: str, secret: str) -> tuple[str, dict[str, str]]:
+        """The long-lived exchange's path and query (Instagram and Threads: ``GET /access_token``)."""
+        return "/access_token", {"grant_type": str(cls.exchange_grant), "client_secret": secret, "access_token": short}
+
+    @classmethod
+    def long_lived(cls, base_url: str, app: oauth.OAuthApp, tokens: TokenSet) -> TokenSet:
+        """A short-lived token traded for a long-lived (about 60 days) one, with its expiry; Meta documents the
+        exchange as a GET with the app secret in the query, so it is made server-side only and never logged."""
+        if cls.exchange_grant is None:
+            return tokens
+        if app.client_secret is None:
+            raise Rejected(
+                f"{cls.platform}: the long-lived token exchange needs the app secret: set it as the password of the "
+                f"Airflow connection kipu_{cls.platform}_app (or KIPU_{cls.platform.upper()}_CLIENT_SECRET)"
+            )
+        path, params = cls.exchange_params(
+            app, tokens.access_token.get_secret_value(), app.client_secret.get_secret_value()
+        )
+        what = "the long-lived token exchange"
+        body = cls.connect_call(base_url, path, what, params=params, secrets=(app.client_secret, tokens.access_token))
+        if not body.get("access_token"):
+            raise Rejected(f"{cls.platform}: {what} answered without an access token")
+        expires = body.get("expires_in")
+        return TokenSet(
+            access_token=SecretStr(str(body["access_token"])),
+            expires_at=datetime.now(UTC) + timedelta(seconds=int(expires)) if expires else None,
+            scopes=tokens.scopes,
+            platform_user_id=tokens.platform_user_id,
+        )
+
+    @classmethod
+    def connect_call(
+        cls,
+        base_url: str,
+        path: str,
+        what: str,
+        *,
+        params: dict[str, Any],
+        token: SecretStr | None = None,
+        secrets: tuple[SecretStr | str | None, ...] = (),
+    ) -> dict[str, Any]:
+        """A GET made while connecting (no stored connection yet): errors name ``what`` failed and keep Meta's
+        words, with every secret masked; the URL (which may carry the app secret) is never part of one."""
+        headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else None
+        try:
+            resp = httpx.get(f"{base_url.rstrip('/')}{path}", params=params, headers=headers, timeout=20)
+        except httpx.HTTPError as exc:
+            raise Transient(f"{cls.platform}: {what} failed: {type(exc).__name__}") from None
+        if resp.status_code >= 400:
+            why = oauth.response_message(resp, token, *secrets)
+            text = f"{cls.platform}: {what} failed (HTTP {resp.status_code})" + (f": {why}" if why else "")
+            try:
+                err = GraphError.parse(resp.json())
+            except ValueError:
+                err = None
+            if resp.status_code == 429 or (err is not None and err.code in RATE_CODES):
+                raise RateLimited(text, regain_after(resp.headers))
+            if resp.status_code >= 500 or (err is not None and err.transient):
+                raise Transient(text)
+            raise Rejected(text)
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise Transient(f"{cls.platform}: {what} answered something that is not a JSON object")
+        return body
 
     # -- tokens ------------------------------------------------------------------------------------------------
     @classmethod

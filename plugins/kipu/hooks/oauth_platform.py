@@ -36,6 +36,20 @@ class OAuthPlatformHook(PlatformHook):
             raise error
         return cls.identity(resp.json())
 
+    @classmethod
+    def connect(cls, base_url: str, app: oauth.OAuthApp, tokens: TokenSet) -> list[oauth.ConnectedAccount]:
+        """What a new authorization connects, for ``oauth.complete`` to store: by default the one user behind the
+        token. Meta's hooks trade the short-lived token for a long-lived one first; Facebook answers one account per
+        Page. ``base_url`` is the API host to ask (a non-default one is kept as ``metadata.base_url``)."""
+        user_id, username = cls.identify(base_url, tokens)
+        return [oauth.ConnectedAccount(user_id, username, tokens, cls.host_metadata(base_url))]
+
+    @classmethod
+    def host_metadata(cls, base_url: str) -> dict[str, Any]:
+        """``{"base_url": ...}`` when the connection talks to another host than the hook's default."""
+        base = base_url.rstrip("/")
+        return {"base_url": base} if base and base != cls.base_url.rstrip("/") else {}
+
     def oauth_app(self) -> oauth.OAuthApp:
         app = oauth.app_for(self.platform)
         token_url = self.credentials.metadata.get("token_url")

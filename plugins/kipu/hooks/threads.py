@@ -27,6 +27,7 @@ class ThreadsHook(ContainerHook):
     me_path: ClassVar[str] = "/v1.0/me?fields=id,username"
     capabilities: ClassVar[Capabilities] = Capabilities(text=True, image=True, video=True, alt_text=True, max_images=1)
     refresh_grant: ClassVar[str | None] = "th_refresh_token"
+    exchange_grant: ClassVar[str | None] = "th_exchange_token"  # the code exchange's short-lived token → long-lived
     container_edge: ClassVar[str] = "threads"
     status_field: ClassVar[str] = "status"
     error_field: ClassVar[str] = "error_message"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -12,13 +12,13 @@ from sqlalchemy import select
 
 from kipu.api.auth import Caller, CallerDep, load_owned
 from kipu.api.errors import unprocessable
-from kipu.hooks.base import PlatformError, Rejected
+from kipu.hooks.base import PlatformError, RateLimited, Rejected, Transient
+from kipu.specs.common import OAuthPlatformName
 from kipu.store.engine import session_scope
 from kipu.store.models import Connection, Team
 
 router = APIRouter(tags=["connections"])
 EXPIRING = timedelta(hours=48)
-OAUTH_PLATFORMS = Literal["x", "linkedin", "pinterest"]
 
 
 class ConnectionOut(BaseModel):
@@ -32,6 +32,15 @@ class ConnectionOut(BaseModel):
     scopes: list[str] | None
     last_error: str | None
     last_checked_at: datetime | None
+
+
+class OAuthConnectedOut(ConnectionOut):
+    """The first connection the authorization made (as before), and every one of them: Facebook connects one per
+    Page the user manages."""
+
+    connections: list[ConnectionOut] = Field(
+        description="every account this authorization connected, the first one included (one per Facebook Page)"
+    )
 
 
 class BlueskyBody(BaseModel):
@@ -134,7 +143,7 @@ def connect_bluesky(body: BlueskyBody, caller: CallerDep) -> ConnectionOut:
 
 
 @router.post("/connections/oauth/{platform}")
-def start_oauth(platform: OAUTH_PLATFORMS, team: str, caller: CallerDep) -> dict[str, str]:
+def start_oauth(platform: OAuthPlatformName, team: str, caller: CallerDep) -> dict[str, str]:
     """The URL to send the user to; the platform redirects back to ``/kipu/api/auth/callback/{platform}``."""
     from kipu.auth import oauth
 
@@ -147,20 +156,27 @@ def start_oauth(platform: OAUTH_PLATFORMS, team: str, caller: CallerDep) -> dict
         return {"authorization_url": oauth.begin(s, app, s.get(Team, team_id), caller.profile_id)}  # type: ignore[arg-type]
 
 
-@router.get("/auth/callback/{platform}", response_model=ConnectionOut)
-def oauth_callback(platform: OAUTH_PLATFORMS, state: str, code: str | None = None, error: str | None = None) -> Any:
-    """The OAuth redirect target. The single-use ``state`` (and PKCE verifier) authenticates it, not a token."""
+@router.get(
+    "/auth/callback/{platform}",
+    response_model=OAuthConnectedOut,
+    responses={
+        400: {"description": "refused: unknown or used state, the platform's refusal, or nothing to connect"},
+        502: {"description": "the platform could not be reached or asked to wait; start connecting again later"},
+    },
+)
+def oauth_callback(platform: OAuthPlatformName, state: str, code: str | None = None, error: str | None = None) -> Any:
+    """The OAuth redirect target. The single-use ``state`` (and PKCE verifier) authenticates it, not a token.
+    Every account the authorization connects is stored (Facebook: one connection per Page)."""
     from kipu.auth import oauth
-    from kipu.hooks.registry import hook_class
 
     if error or not code:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{platform} did not authorize: {error or 'no code'}")
-    cls = hook_class(platform)
     try:
-        app = oauth.app_for(platform)
         with session_scope() as s:
-            conn = oauth.complete(s, app, state, code, lambda t: cls.identify(cls.base_url, t))  # type: ignore[attr-defined]
-            conn_id = conn.id
-    except Rejected as exc:
+            ids = [c.id for c in oauth.finish(s, platform, state, code)]
+    except (Transient, RateLimited) as exc:
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, str(exc)) from None
+    except PlatformError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
-    return _one(conn_id)
+    connected = [_one(i) for i in ids]
+    return OAuthConnectedOut(**connected[0].model_dump(), connections=connected)
