@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from kipu.config import database_url
@@ -57,10 +60,35 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         session.close()
 
 
+# Async engines for the API's hottest reads; one per event loop, since asyncpg connections belong to their loop.
+_ASYNC: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AsyncEngine]] = weakref.WeakKeyDictionary()
+
+
+def async_url(url: str) -> str:
+    """The same database through an asyncio driver: asyncpg for PostgreSQL, aiosqlite for SQLite."""
+    scheme, _, rest = url.partition("://")
+    if scheme.startswith("postgresql"):
+        return f"postgresql+asyncpg://{rest}"
+    if scheme.startswith("sqlite"):
+        return f"sqlite+aiosqlite://{rest}"
+    raise ValueError(f"no asyncio driver for {scheme}")
+
+
+def get_async_engine(url: str | None = None) -> AsyncEngine:
+    """This event loop's async engine for the store."""
+    url = async_url(url or database_url())
+    engines = _ASYNC.setdefault(asyncio.get_running_loop(), {})
+    if url not in engines:
+        kwargs: dict[str, Any] = {} if url.startswith("sqlite") else {"pool_size": 10, "max_overflow": 10}
+        engines[url] = create_async_engine(url, pool_pre_ping=True, **kwargs)
+    return engines[url]
+
+
 def reset_engines() -> None:
     """Forget cached engines (tests switch databases; forked workers must not share sockets)."""
     for engine in [get_engine(u) for u in ()]:
         engine.dispose()
     get_engine.cache_clear()
     _factory.cache_clear()
+    _ASYNC.clear()
     database_url.cache_clear()

@@ -7,13 +7,14 @@ import uuid
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import and_, or_, select
 
 from kipu.api.auth import CallerDep
 from kipu.api.errors import unprocessable
-from kipu.store.engine import session_scope
+from kipu.store.engine import get_async_engine, session_scope
 from kipu.store.models import Post, Team, WorkflowRun
 
 router = APIRouter(tags=["posts"])
@@ -57,7 +58,7 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 @router.get("/posts", response_model=PostPage)
-def list_posts(
+async def list_posts(
     caller: CallerDep,
     team: str | None = None,
     status_: str | None = Query(None, alias="status"),
@@ -69,7 +70,7 @@ def list_posts(
     limit: int = Query(50, ge=1, le=200),
 ) -> PostPage:
     """Newest first. ``next_cursor`` continues where the page ended, stable under concurrent inserts."""
-    teams = [caller.team(team, "viewer")] if team else caller.team_ids
+    teams = [await run_in_threadpool(caller.team, team, "viewer")] if team else caller.team_ids
     # Core columns, not ORM entities, and no second validation pass: this is the API's hottest read.
     p, t, r = Post.__table__, Team.__table__, WorkflowRun.__table__
     cols = (
@@ -106,8 +107,9 @@ def list_posts(
         when, last = _uncursor(cursor)
         query = query.where(or_(p.c.created_at < when, and_(p.c.created_at == when, p.c.id < last)))
     query = query.order_by(p.c.created_at.desc(), p.c.id.desc()).limit(limit + 1)
-    with session_scope() as s:
-        rows = list(s.execute(query).tuples())
+    # On the event loop with an asyncio driver: no thread-pool hop and no GIL hand-offs between request threads.
+    async with get_async_engine().connect() as conn:
+        rows = list((await conn.execute(query)).tuples())
     items = [_row(row) for row in rows[:limit]]
     more = len(rows) > limit and rows[:limit]
     next_cursor = _cursor(rows[limit - 1][11], rows[limit - 1][0]) if more else None
