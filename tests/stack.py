@@ -39,10 +39,23 @@ class AirflowStack:
     """Every Airflow component as its own process group, CeleryExecutor on Redis, metadata on PostgreSQL."""
 
     def __init__(
-        self, tmp: Path, store_url: str, *, workers: int = 1, concurrency: int = 4, env: dict[str, str] | None = None
+        self,
+        tmp: Path,
+        store_url: str,
+        *,
+        workers: int = 1,
+        concurrency: int = 4,
+        env: dict[str, str] | None = None,
+        metadata: str | None = None,
+        restart_always: bool = False,
     ) -> None:
         assert redis.Redis(host="127.0.0.1", port=6379).ping(), "Redis on 127.0.0.1:6379 is needed"
-        self.tmp, self.metadata, self.port = tmp, pg.create_database(), free_port()
+        self.own_metadata = metadata is None
+        self.tmp, self.metadata, self.port = tmp, metadata or pg.create_database(), free_port()
+        # Compose's `restart: always`: a component that exits (a database outage can do that) is started again.
+        self.restart_always = restart_always
+        self.restarts: dict[str, int] = {}
+        self._last_restart: dict[str, float] = {}
         self.home = tmp / "airflow"
         (self.home / "plugins").mkdir(parents=True, exist_ok=True)
         self.broker_db = 1 + int(uuid.uuid4().int % 14)
@@ -139,16 +152,15 @@ class AirflowStack:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
         redis.Redis(host="127.0.0.1", port=6379, db=self.broker_db).flushdb()
-        pg.drop_database(self.metadata)
+        if self.own_metadata:
+            pg.drop_database(self.metadata)
 
     # -- waiting ------------------------------------------------------------------------------------------------
     def wait(self, what: str, predicate: Callable[[], Any], timeout: float = 240, every: float = 2) -> None:
         """Poll ``predicate`` until true; fail at once, with its log, if a component died."""
         deadline = time.monotonic() + timeout
         while True:
-            for name, proc in self.procs.items():
-                if name not in self.stopped:
-                    assert proc.poll() is None, f"{name} exited:\n{self.log_path(name).read_text()[-3000:]}"
+            self.supervise()
             try:
                 if predicate():
                     return
@@ -156,6 +168,25 @@ class AirflowStack:
                 pass
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             time.sleep(every)
+
+    def supervise(self) -> None:
+        """Fail at once, with its log, if a component died; with ``restart_always``, start it again instead."""
+        for name, proc in list(self.procs.items()):
+            if name in self.stopped or proc.poll() is None:
+                continue
+            if not self.restart_always:
+                raise AssertionError(f"{name} exited:\n{self.log_path(name).read_text()[-3000:]}")
+            if time.monotonic() - self._last_restart.get(name, 0.0) >= 5:  # compose waits between restarts too
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                self._last_restart[name] = time.monotonic()
+                self._spawn(name)
+
+    def hold(self, seconds: float) -> None:
+        """Let ``seconds`` pass while keeping the restart policy."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.supervise()
+            time.sleep(min(1.0, max(0.0, end - time.monotonic())))
 
     def api(self) -> Any:
         """Airflow's REST API as admin, once the api-server answers."""
