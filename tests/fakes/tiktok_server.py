@@ -1,6 +1,7 @@
-"""A fake TikTok Content Posting API: token refresh, user info, creator info, Direct Post and inbox init with the
-documented chunk rules, the pre-signed upload URL checking each Content-Range, status (processing, complete with or
-without a post id, FAILED, never finishing), the video list, and TikTok's error bodies."""
+"""A fake TikTok Content Posting API: Login Kit (an authorization page that consents at once, the code and refresh
+grants), user info, creator info, Direct Post and inbox init with the documented chunk rules, the pre-signed upload URL
+checking each Content-Range, status (processing, complete with or without a post id, FAILED, never finishing), the
+video list, and TikTok's error bodies."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from tests.fakes.serve import FakeService
 
@@ -29,6 +31,12 @@ def error(status: int, code: str, message: str, headers: dict[str, str] | None =
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def oauth_error(status: int, error: str, description: str) -> JSONResponse:
+    """Login Kit's error struct (developers.tiktok.com/doc/oauth-error-handling): error, error_description, log_id."""
+    body = {"error": error, "error_description": description, "log_id": secrets.token_hex(8)}
+    return JSONResponse(body, status_code=status)
+
+
 def ok(data: dict[str, Any]) -> JSONResponse:
     return JSONResponse({"data": data, "error": {"code": "ok", "message": "", "log_id": secrets.token_hex(8)}})
 
@@ -41,6 +49,15 @@ class TikTokState:
     access: dict[str, float] = field(default_factory=dict)
     refresh: set[str] = field(default_factory=set)
     scopes: set[str] = field(default_factory=lambda: {"user.info.basic", "video.list", "video.publish", "video.upload"})
+    # Login Kit: the scopes the app was approved for, authorization codes (code -> challenge, redirect_uri, scopes),
+    # whether the user refuses, and whether a refused grant answers HTTP 200 (as TikTok has been seen to) or 4xx.
+    app_scopes: set[str] = field(
+        default_factory=lambda: {"user.info.basic", "user.info.profile", "video.list", "video.publish", "video.upload"}
+    )
+    codes: dict[str, dict[str, str]] = field(default_factory=dict)
+    deny: bool = False
+    errors_with_200: bool = False
+    exchanges: list[str] = field(default_factory=list)  # grant_type of every token request
     creator: dict[str, Any] = field(
         default_factory=lambda: {
             "creator_username": "ana.bakes",
@@ -73,6 +90,8 @@ class TikTokState:
     ids: Any = field(default_factory=lambda: itertools.count(7_300_000_000_000_000_000))
 
     def issue(self, ttl: float = 86_400) -> dict[str, Any]:
+        """A token response as /v2/oauth/token/ answers it (open_id, scope, access_token, expires_in, refresh_token,
+        refresh_expires_in, token_type)."""
         access, refresh = f"act.{secrets.token_urlsafe(24)}", f"rft.{secrets.token_urlsafe(24)}"
         self.access[access] = time.time() + ttl
         self.refresh.add(refresh)
@@ -160,13 +179,67 @@ def build_app(st: TikTokState, base: str) -> FastAPI:
             return error(500, "internal_error", "Something went wrong.")
         return None
 
+    @app.get("/v2/auth/authorize/")
+    def authorize(request: Request) -> Response:
+        """www.tiktok.com/v2/auth/authorize/: the user is signed in and consents at once. A request TikTok cannot
+        serve shows its error page naming the parameter; a refusal goes back to redirect_uri with ``error``."""
+        q = request.query_params
+        scopes = [s for s in q.get("scope", "").split(",") if s]  # comma-separated, as Login Kit documents
+        challenge = q.get("code_challenge", "")
+        problems = [
+            name
+            for name, bad in (
+                ("client_key", q.get("client_key") != st.client_key),
+                ("response_type", q.get("response_type") != "code"),
+                ("redirect_uri", not q.get("redirect_uri", "").startswith("https://")),
+                ("scope", not scopes or not set(scopes) <= st.app_scopes),
+                ("state", not q.get("state")),
+                # TikTok's PKCE: S256 only, the challenge the hex SHA-256 of the verifier (64 hex digits).
+                ("code_challenge", re.fullmatch(r"[0-9a-f]{64}", challenge) is None),
+                ("code_challenge_method", q.get("code_challenge_method") != "S256"),
+            )
+            if bad
+        ]
+        if problems:
+            return HTMLResponse(
+                "<html><body>We couldn't log in with TikTok. This may be due to specific app settings. If you're a "
+                f"developer, correct the following and try again: {', '.join(problems)}</body></html>",
+                status_code=400,
+            )
+        back: dict[str, str] = {"state": q["state"]}
+        if st.deny:
+            back |= {"error": "access_denied", "error_description": "The user denied the authorization."}
+        else:
+            code = secrets.token_urlsafe(32) + "*0!" + secrets.token_hex(4)  # codes need URL encoding
+            st.codes[code] = {"challenge": challenge, "redirect_uri": q["redirect_uri"], "scope": ",".join(scopes)}
+            back |= {"code": code, "scopes": ",".join(scopes)}
+        return RedirectResponse(f"{q['redirect_uri']}?{urlencode(back)}", status_code=302)
+
     @app.post("/v2/oauth/token/")
     async def token(request: Request) -> Response:
         form = await request.form()
+        grant = str(form.get("grant_type") or "")
+        st.exchanges.append(grant)
+
+        def refuse(status: int, error: str, description: str) -> JSONResponse:
+            return oauth_error(200 if st.errors_with_200 else status, error, description)
+
         if form.get("client_key") != st.client_key or form.get("client_secret") != st.client_secret:
-            return JSONResponse({"error": "invalid_client", "error_description": "Client key or secret is wrong."}, 401)
-        if form.get("grant_type") != "refresh_token" or form.get("refresh_token") not in st.refresh:
-            return JSONResponse({"error": "invalid_grant", "error_description": "Refresh token is invalid."}, 400)
+            return refuse(401, "invalid_client", "Client key or secret is incorrect.")
+        if grant == "authorization_code":
+            pending = st.codes.pop(str(form.get("code") or ""), None)  # single use, whatever happens next
+            if pending is None:
+                return refuse(400, "invalid_grant", "Authorization code is expired.")
+            if form.get("redirect_uri") != pending["redirect_uri"]:
+                return refuse(400, "invalid_grant", "Redirect URI does not match the authorization request.")
+            verifier = str(form.get("code_verifier") or "")
+            if hashlib.sha256(verifier.encode()).hexdigest() != pending["challenge"]:
+                return refuse(400, "invalid_request", "Code verifier or code challenge is invalid.")
+            return JSONResponse({**st.issue(), "scope": pending["scope"]})
+        if grant != "refresh_token":
+            return refuse(400, "unsupported_grant_type", f"Grant type {grant} is not supported.")
+        if form.get("refresh_token") not in st.refresh:
+            return refuse(400, "invalid_grant", "Refresh token is invalid or expired.")
         st.refresh.discard(str(form.get("refresh_token")))  # TikTok rotates refresh tokens
         return JSONResponse(st.issue())
 

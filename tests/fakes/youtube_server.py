@@ -1,10 +1,13 @@
-"""A fake YouTube Data API v3 and Google token endpoint: resumable upload sessions (308 with ``Range``, a connection
-cut halfway through a PUT that keeps what arrived, expired sessions, 5xx), channels/playlistItems/videos.list, the
-channel RSS feed, Google's error bodies (quotaExceeded, uploadLimitExceeded, insufficientPermissions, 401, 429), and
-a WebSub hub that records subscription requests."""
+"""A fake YouTube Data API v3 and Google OAuth 2.0 (an authorization page that consents at once, the code grant with
+PKCE and the refresh grant): resumable upload sessions (308 with ``Range``, a connection cut halfway through a PUT
+that keeps what arrived, expired sessions, 5xx), channels/playlistItems/videos.list, the channel RSS feed, Google's
+error bodies (quotaExceeded, uploadLimitExceeded, insufficientPermissions, 401, 429), and a WebSub hub that records
+subscription requests."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import logging
 import re
@@ -14,15 +17,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from tests.fakes.serve import FakeService
 
 UPLOAD = "/upload/youtube/v3/videos"
 UNIT = 256 * 1024
+AUTHORIZE = "/o/oauth2/v2/auth"  # accounts.google.com
+TOKEN = "/token"  # oauth2.googleapis.com
+GOOGLE_SCOPES = frozenset(
+    {
+        "https://www.googleapis.com/auth/youtube",
+        "https://www.googleapis.com/auth/youtube.readonly",
+        "https://www.googleapis.com/auth/youtube.upload",
+        "https://www.googleapis.com/auth/youtube.force-ssl",
+        "openid",
+        "email",
+        "profile",
+    }
+)
 
 
 class _QuietCut(logging.Filter):
@@ -46,6 +62,11 @@ def google_error(code: int, reason: str, message: str, headers: dict[str, str] |
         }
     }
     return JSONResponse(body, status_code=code, headers=headers)
+
+
+def token_error(status: int, error: str, description: str) -> JSONResponse:
+    """Google's token endpoint refusal: ``{"error", "error_description"}`` (RFC 6749 section 5.2)."""
+    return JSONResponse({"error": error, "error_description": description}, status_code=status)
 
 
 def tags_length(tags: list[str]) -> int:
@@ -72,6 +93,14 @@ class YouTubeState:
     client_secret: str = "yt-client-secret"
     access: dict[str, float] = field(default_factory=dict)
     refresh: set[str] = field(default_factory=set)
+    # Google OAuth: authorization codes (code -> challenge, redirect_uri, scope, offline, consent), whether the user
+    # refuses, whether the user already granted this app (then a refresh token comes only with prompt=consent), and
+    # whether the Google account has a YouTube channel at all.
+    codes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deny: bool = False
+    granted_before: bool = False
+    has_channel: bool = True
+    exchanges: list[str] = field(default_factory=list)  # grant_type of every token request
     videos: list[dict[str, Any]] = field(default_factory=list)  # oldest first
     sessions: dict[str, UploadSession] = field(default_factory=dict)
     keep_bytes: bool = True  # False: only count (the peak-RSS test sends a gigabyte)
@@ -89,11 +118,14 @@ class YouTubeState:
     hub_requests: list[dict[str, str]] = field(default_factory=list)
     ids: Any = field(default_factory=lambda: itertools.count(1))
 
-    def issue(self, ttl: float = 3600) -> dict[str, Any]:
+    def issue(self, ttl: float = 3599, scope: str | None = None) -> dict[str, Any]:
+        """A token response as Google's token endpoint answers it (access_token, expires_in, refresh_token, scope,
+        token_type)."""
         access, refresh = "ya29." + secrets.token_urlsafe(24), "1//" + secrets.token_urlsafe(24)
         self.access[access] = time.time() + ttl
         self.refresh.add(refresh)
-        return {"access_token": access, "refresh_token": refresh, "expires_in": int(ttl), "token_type": "Bearer"}
+        issued = {"access_token": access, "refresh_token": refresh, "expires_in": int(ttl), "token_type": "Bearer"}
+        return {**issued, "scope": scope} if scope else issued
 
     def expire_all(self) -> None:
         for token in self.access:
@@ -140,15 +172,77 @@ def build_app(st: YouTubeState, base: str) -> Any:
             )
         return None
 
-    @app.post("/token")
+    @app.get(AUTHORIZE)
+    def authorize(request: Request) -> Response:
+        """accounts.google.com/o/oauth2/v2/auth: the user is signed in and consents at once. A request Google cannot
+        serve shows its error page (``Error 400: invalid_request`` naming the parameter); a refusal goes back to
+        redirect_uri with ``error``."""
+        q = request.query_params
+        scopes = q.get("scope", "").split()  # space-delimited
+        if q.get("client_id") != st.client_id:
+            return HTMLResponse("<html>Error 401: invalid_client. The OAuth client was not found.</html>", 401)
+        problems = [
+            name
+            for name, bad in (
+                ("response_type", q.get("response_type") != "code"),
+                ("redirect_uri", not q.get("redirect_uri", "").startswith("https://")),
+                ("scope", not scopes or not set(scopes) <= GOOGLE_SCOPES),
+                ("state", not q.get("state")),
+                # PKCE: the RFC 7636 S256 challenge, 43 base64url characters.
+                ("code_challenge", re.fullmatch(r"[A-Za-z0-9_-]{43}", q.get("code_challenge", "")) is None),
+                ("code_challenge_method", q.get("code_challenge_method") != "S256"),
+                ("access_type", q.get("access_type", "online") not in ("online", "offline")),
+            )
+            if bad
+        ]
+        if problems:
+            return HTMLResponse(
+                f"<html>Error 400: invalid_request. Invalid parameter: {', '.join(problems)}</html>", 400
+            )
+        back: dict[str, str] = {"state": q["state"]}
+        if st.deny:
+            back["error"] = "access_denied"
+        else:
+            code = "4/0A" + secrets.token_urlsafe(40)
+            st.codes[code] = {
+                "challenge": q["code_challenge"],
+                "redirect_uri": q["redirect_uri"],
+                "scope": " ".join(scopes),
+                "offline": q.get("access_type") == "offline",
+                "consent": "consent" in q.get("prompt", "").split(),
+            }
+            back |= {"code": code, "scope": " ".join(scopes)}
+        return RedirectResponse(f"{q['redirect_uri']}?{urlencode(back)}", status_code=302)
+
+    @app.post(TOKEN)
     async def token(request: Request) -> Response:
         form = await request.form()
+        grant = str(form.get("grant_type") or "")
+        st.exchanges.append(grant)
         if (form.get("client_id"), form.get("client_secret")) != (st.client_id, st.client_secret):
-            return JSONResponse({"error": "invalid_client", "error_description": "Unauthorized"}, status_code=401)
-        if form.get("grant_type") != "refresh_token" or form.get("refresh_token") not in st.refresh:
-            return JSONResponse(
-                {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}, status_code=400
-            )
+            return token_error(401, "invalid_client", "Unauthorized")
+        if grant == "authorization_code":
+            pending = st.codes.pop(str(form.get("code") or ""), None)  # single use, whatever happens next
+            if pending is None:
+                return token_error(400, "invalid_grant", "Bad Request")
+            if form.get("redirect_uri") != pending["redirect_uri"]:
+                return token_error(400, "redirect_uri_mismatch", "Bad Request")
+            verifier = str(form.get("code_verifier") or "")
+            if not verifier:
+                return token_error(400, "invalid_request", "code_verifier or verifier is not found.")
+            digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            if digest != pending["challenge"]:
+                return token_error(400, "invalid_grant", "Invalid code verifier.")
+            issued = st.issue(scope=pending["scope"])
+            # A refresh token only with access_type=offline, and only on the first consent unless prompt=consent.
+            if not pending["offline"] or (st.granted_before and not pending["consent"]):
+                st.refresh.discard(issued.pop("refresh_token"))
+            st.granted_before = True
+            return JSONResponse(issued)
+        if grant != "refresh_token":
+            return token_error(400, "unsupported_grant_type", f"Invalid grant_type: {grant}")
+        if form.get("refresh_token") not in st.refresh:
+            return token_error(400, "invalid_grant", "Token has been expired or revoked.")
         issued = st.issue()
         issued.pop("refresh_token")  # Google keeps the refresh token on a refresh
         return JSONResponse(issued)
@@ -163,7 +257,11 @@ def build_app(st: YouTubeState, base: str) -> Any:
             channel["snippet"] = {"title": st.channel_title}
         if "contentDetails" in part:
             channel["contentDetails"] = {"relatedPlaylists": {"uploads": "UU" + st.channel_id[2:]}}
-        return JSONResponse({"kind": "youtube#channelListResponse", "items": [channel] if mine else []})
+        # A Google account without a channel: an empty list, as YouTube answers it.
+        items = [channel] if mine and st.has_channel else []
+        return JSONResponse(
+            {"kind": "youtube#channelListResponse", "pageInfo": {"totalResults": len(items)}, "items": items}
+        )
 
     @app.get("/youtube/v3/playlistItems")
     def playlist_items(request: Request, part: str, playlistId: str, maxResults: int = 5) -> Response:

@@ -214,8 +214,8 @@ def scrub(text: str, *secrets: SecretStr | str | None) -> str:
 
 
 def response_message(resp: httpx.Response, *secrets: SecretStr | str | None) -> str:
-    """The platform's own explanation of a refusal (Graph ``error.message``, OAuth ``error_description``,
-    Instagram's ``error_message``, ...), short and with any secret masked; ``""`` when there is none."""
+    """The platform's own explanation of a refusal (Graph ``error.message``, OAuth ``error_description`` with its
+    ``error`` code, Instagram's ``error_message``, ...), short and with any secret masked; ``""`` when there is none."""
     try:
         body = resp.json()
     except ValueError:
@@ -228,8 +228,8 @@ def response_message(resp: httpx.Response, *secrets: SecretStr | str | None) -> 
         for key in ("error_description", "error_message", "message"):
             if not text and body.get(key):
                 text = str(body[key])
-        if not text and isinstance(err, str):
-            text = err
+        if isinstance(err, str) and err:  # an OAuth error code (RFC 6749 5.2): "Bad Request" alone says little
+            text = f"{text} ({err})" if text and err not in text else text or err
     elif resp.content and not resp.headers.get("content-type", "").startswith("text/html"):
         text = resp.text
     return scrub(" ".join(text.split())[:200], *secrets)

@@ -22,6 +22,10 @@ PlatformName = Literal[
 # Kipu's account-free source and target, which make the demo and tests real without a network.
 LOCAL_PLATFORMS = ("feed", "outbox")
 SOCIAL_PLATFORMS = tuple(p for p in get_args(PlatformName) if p not in LOCAL_PLATFORMS)
+# The platforms connected through the OAuth 2.0 flow (``POST /connections/oauth/{platform}``, ``kipu connect
+# start/finish``); each has an app in ``kipu.auth.oauth.DEFAULT_APPS``. Bluesky connects with an app password.
+OAuthPlatformName = Literal["x", "linkedin", "pinterest", "facebook", "instagram", "threads", "tiktok", "youtube"]
+OAUTH_PLATFORMS: tuple[str, ...] = get_args(OAuthPlatformName)
 
 
 def _platform_alias(value: object) -> object:
