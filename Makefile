@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kipu-installed
 
-.PHONY: demo test test-distributed lint format bench venv clean
+.PHONY: demo test test-distributed lint format bench bench-e2e venv clean
 
 venv: $(STAMP)
 
@@ -38,6 +38,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/poll.py
 	$(BIN)/python bench/ai.py
 	$(BIN)/python bench/x_publish.py
+
+# The native distributed stack (2 Celery workers) end to end; several minutes.
+bench-e2e: $(STAMP)
+	$(BIN)/python bench/e2e.py
 
 clean:
 	rm -rf .kipu
