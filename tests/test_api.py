@@ -119,22 +119,28 @@ def test_manual_run_is_recorded_once_and_history_shows_it(api: TestClient, roles
 
 
 def test_connections_never_return_tokens_and_show_health(api: TestClient, roles: dict) -> None:
+    soon = datetime.now(UTC) + timedelta(hours=3)
     with session_scope() as s:
+        team = find_team(s, "demo")
         conn = upsert_connection(
-            s,
-            find_team(s, "demo"),
-            "x",
-            "9001",
-            username="ana",
-            access_token="tok-X-ACCESS-SECRET",
-            refresh_token="tok-X-REFRESH-SECRET",
-            expires_at=datetime.now(UTC) + timedelta(hours=3),
+            s, team, "x", "9001", username="ana", access_token="tok-X-ACCESS-SECRET", expires_at=soon
         )
-        cid = str(conn.id)
-    SECRETS.extend(["tok-X-ACCESS-SECRET", "tok-X-REFRESH-SECRET"])
+        renewing = upsert_connection(
+            s,
+            team,
+            "linkedin",
+            "li-1",
+            access_token="tok-LI-ACCESS-SECRET",
+            refresh_token="tok-LI-REFRESH-SECRET",
+            expires_at=soon,
+        )
+        cid, rid = str(conn.id), str(renewing.id)
+    SECRETS.extend(["tok-X-ACCESS-SECRET", "tok-LI-ACCESS-SECRET", "tok-LI-REFRESH-SECRET"])
     listed = api.get(f"{API}/connections", headers=roles["viewer"]).json()
     x = next(c for c in listed if c["id"] == cid)
+    # Expiring asks the user to reconnect soon; a token Kipu refreshes by itself stays healthy.
     assert x["status"] == "expiring" and x["username"] == "ana" and "access_token" not in x
+    assert next(c for c in listed if c["id"] == rid)["status"] == "healthy"
     assert api.delete(f"{API}/connections/{cid}", headers=roles["member"]).status_code == 403
     feed = next(c for c in listed if c["platform"] == "feed")
     assert api.post(f"{API}/connections/{feed['id']}/refresh", headers=roles["owner"]).status_code == 422

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from kipu.api.auth import Caller, CallerDep, load_owned
 from kipu.api.errors import unprocessable
+from kipu.auth.tokens import SELF_REFRESHING
 from kipu.hooks.base import PlatformError, RateLimited, Rejected, Transient
 from kipu.specs.common import OAuthPlatformName
 from kipu.store.engine import session_scope
@@ -54,7 +55,11 @@ class BlueskyBody(BaseModel):
 
 def _out(conn: Connection, team: str | None) -> ConnectionOut:
     state = conn.status or "healthy"
-    if state == "healthy" and conn.token_expires_at and conn.token_expires_at < datetime.now(UTC) + EXPIRING:
+    # "expiring" asks the user to act: a token Kipu renews by itself (a refresh token, or a platform whose long-lived
+    # token refreshes itself) is healthy however short its life.
+    renews = bool(conn.refresh_token) or conn.platform in SELF_REFRESHING
+    soon = conn.token_expires_at and conn.token_expires_at < datetime.now(UTC) + EXPIRING
+    if state == "healthy" and soon and not renews:
         state = "expiring"
     return ConnectionOut(
         id=conn.id,
