@@ -109,9 +109,6 @@ def _watchers(session: Any, platform: str) -> dict[str, list[Any]]:
 
 @router.post("/{platform}")
 async def receive(platform: META, request: Request) -> dict[str, int]:
-    from kipu.api.starter import AirflowStarter
-    from kipu.ingest import record_item, start
-
     body = await request.body()
     if len(body) > MAX_BODY:
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"webhook bodies are limited to {MAX_BODY} bytes")
@@ -132,13 +129,21 @@ async def receive(platform: META, request: Request) -> dict[str, int]:
     for account, item in items_of(platform, payload if isinstance(payload, dict) else {}):
         if not watchers.get(account):
             continue
-        with session_scope() as s:
-            recorded = [record_item(s, s.get(Workflow, wid), item, source="webhook") for wid in watchers[account]]
-        for rec in recorded:
-            counts["recorded" if rec.created else "duplicates"] += 1
-            try:
-                with session_scope() as s:
-                    counts["started"] += bool(start(AirflowStarter(), s, rec))
-            except Exception as exc:  # recorded: kipu_poll's reconciler starts it
-                log.warning("starting %s failed (%s); kipu_poll will start it", rec.workflow_run_id, type(exc).__name__)
+        record_and_start(watchers[account], item, counts)
     return counts
+
+
+def record_and_start(workflow_ids: list[Any], item: ContentItem, counts: dict[str, int]) -> None:
+    """Record the item for every watching workflow (once, whatever repeats), then start each new run."""
+    from kipu.api.starter import AirflowStarter
+    from kipu.ingest import record_item, start
+
+    with session_scope() as s:
+        recorded = [record_item(s, s.get(Workflow, wid), item, source="webhook") for wid in workflow_ids]
+    for rec in recorded:
+        counts["recorded" if rec.created else "duplicates"] += 1
+        try:
+            with session_scope() as s:
+                counts["started"] += bool(start(AirflowStarter(), s, rec))
+        except Exception as exc:  # recorded: kipu_poll's reconciler starts it
+            log.warning("starting %s failed (%s); kipu_poll will start it", rec.workflow_run_id, type(exc).__name__)

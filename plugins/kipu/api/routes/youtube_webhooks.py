@@ -22,7 +22,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
-from kipu.api.routes.webhooks import MAX_BODY, _app_setting, _watchers
+from kipu.api.routes.webhooks import MAX_BODY, _app_setting, _watchers, record_and_start
 from kipu.hooks.base import Rejected, Transient
 from kipu.hooks.feed import FeedError
 from kipu.hooks.http import classify
@@ -107,9 +107,6 @@ def _signed(request_sig: str, body: bytes) -> bool | None:
 
 @router.post("")
 async def receive(request: Request) -> dict[str, int]:
-    from kipu.api.starter import AirflowStarter
-    from kipu.ingest import record_item, start
-
     body = await request.body()
     if len(body) > MAX_BODY:
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"webhook bodies are limited to {MAX_BODY} bytes")
@@ -130,15 +127,7 @@ async def receive(request: Request) -> dict[str, int]:
         if not watchers.get(channel or "") or _stale(item, oldest):
             counts["ignored"] += 1
             continue
-        with session_scope() as s:
-            recorded = [record_item(s, s.get(Workflow, wid), item, source="webhook") for wid in watchers[channel or ""]]
-        for rec in recorded:
-            counts["recorded" if rec.created else "duplicates"] += 1
-            try:
-                with session_scope() as s:
-                    counts["started"] += bool(start(AirflowStarter(), s, rec))
-            except Exception as exc:  # recorded: kipu_poll's reconciler starts it
-                log.warning("starting %s failed (%s); kipu_poll will start it", rec.workflow_run_id, type(exc).__name__)
+        record_and_start(watchers[channel or ""], item, counts)
     return counts
 
 
