@@ -15,3 +15,21 @@ def token_for(email: str, name: str = "test") -> dict[str, str]:
         _, plain = create_token(s, s.scalar(select(Profile).where(Profile.email == email)), name)
     SECRETS.append(plain)
     return {"Authorization": f"Bearer {plain}"}
+
+
+def oauth_app_env(platform: str, base: str, client_id: str, secret: str, authorize: str, token: str) -> tuple[str, str]:
+    """The ``AIRFLOW_CONN_KIPU_<PLATFORM>_APP`` variable of an OAuth app whose endpoints are a fake at ``base``."""
+    import json
+
+    app = {
+        "conn_type": f"kipu_{platform}_app",
+        "login": client_id,
+        "password": secret,
+        "extra": {
+            "redirect_uri": f"https://kipu.example/kipu/api/auth/callback/{platform}",
+            "authorize_url": base + authorize,
+            "token_url": base + token,
+            "api_base_url": base,
+        },
+    }
+    return f"AIRFLOW_CONN_KIPU_{platform.upper()}_APP", json.dumps(app)

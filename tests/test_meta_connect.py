@@ -5,7 +5,6 @@ token) that publishes, and every refusal is a clear 4xx with no secret in it and
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -28,7 +27,7 @@ from kipu.store.engine import session_scope
 from kipu.store.models import Connection
 from sqlalchemy import select
 
-from tests.api_helpers import SECRETS
+from tests.api_helpers import SECRETS, oauth_app_env
 from tests.conftest import REPO
 from tests.fakes.meta_server import LONG_LIVED, MetaServer
 
@@ -48,18 +47,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[MetaServer]:
     with MetaServer() as server:
         for platform, (authorize, token) in ENDPOINTS.items():
             client_id, secret = server.state.apps[platform]
-            app = {
-                "conn_type": f"kipu_{platform}_app",
-                "login": client_id,
-                "password": secret,
-                "extra": {
-                    "redirect_uri": f"https://kipu.example/kipu/api/auth/callback/{platform}",
-                    "authorize_url": server.url + authorize,
-                    "token_url": server.url + token,
-                    "api_base_url": server.url,
-                },
-            }
-            monkeypatch.setenv(f"AIRFLOW_CONN_KIPU_{platform.upper()}_APP", json.dumps(app))
+            monkeypatch.setenv(*oauth_app_env(platform, server.url, client_id, secret, authorize, token))
         yield server
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import re
 import uuid
@@ -33,7 +32,7 @@ from kipu.store.engine import session_scope
 from kipu.store.models import Connection
 from sqlalchemy import select
 
-from tests.api_helpers import SECRETS
+from tests.api_helpers import SECRETS, oauth_app_env
 from tests.fakes.tiktok_server import TikTokServer
 from tests.fakes.youtube_server import AUTHORIZE, TOKEN, YouTubeServer
 from tests.videos import make_video
@@ -78,18 +77,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
             "youtube": (youtube, youtube.state.client_id, youtube.state.client_secret, AUTHORIZE, TOKEN),
         }
         for platform, (server, client_id, secret, authorize, token) in apps.items():
-            app = {
-                "conn_type": f"kipu_{platform}_app",
-                "login": client_id,
-                "password": secret,
-                "extra": {
-                    "redirect_uri": f"https://kipu.example/kipu/api/auth/callback/{platform}",
-                    "authorize_url": server.url + authorize,
-                    "token_url": server.url + token,
-                    "api_base_url": server.url,
-                },
-            }
-            monkeypatch.setenv(f"AIRFLOW_CONN_KIPU_{platform.upper()}_APP", json.dumps(app))
+            monkeypatch.setenv(*oauth_app_env(platform, server.url, client_id, secret, authorize, token))
         MemoryLedger.reset()
         yield {
             "tiktok": tiktok,
