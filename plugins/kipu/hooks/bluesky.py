@@ -286,7 +286,7 @@ class BlueskyHook(PlatformHook):
             "GET",
             "/xrpc/com.atproto.repo.listRecords",
             auth=False,
-            params={"repo": self.did, "collection": POST, "limit": limit},
+            params={"repo": self.did, "collection": POST, "limit": min(limit, 100)},
         )
         return self._items(resp.json().get("records", []))
 
@@ -296,7 +296,7 @@ class BlueskyHook(PlatformHook):
             f"{self.base}/xrpc/com.atproto.repo.listRecords",
             platform="bluesky",
             token_key=self.did,
-            params={"repo": self.did, "collection": POST, "limit": limit},
+            params={"repo": self.did, "collection": POST, "limit": min(limit, 100)},
         )
         return self._items(resp.json().get("records", []))
 

@@ -33,7 +33,9 @@ from kipu.store.runs import insert_runs, run_rows
 
 log = logging.getLogger(__name__)
 
-FETCH_LIMIT = 50
+# Newest posts read per source and cycle; more than this many new posts between two polls would drop the oldest,
+# so it sits well above what an account posts in a poll interval (hooks clamp it to their API's page size).
+FETCH_LIMIT = 200
 DEFAULT_BACKOFF = timedelta(seconds=60)
 
 
