@@ -116,17 +116,19 @@ def distributed(items: int, workers: int, timeout: float) -> dict[str, float]:
                 src.add(key, f"Bench item {i} #bench")
                 appeared[key] = datetime.now(UTC)
             deadline = time.monotonic() + timeout
-            while len(done := published_times()) < items:
-                assert time.monotonic() < deadline, f"only {len(done)} of {items} published in {timeout:g}s"
+            while len(done := published_times()) < items and time.monotonic() < deadline:
                 time.sleep(2)
+            if len(done) < items:  # report what was measured rather than nothing
+                print(f"only {len(done)} of {items} items were published within {timeout:g}s")
         finally:
             stack.stop()
-    latencies = sorted((done[k] - appeared[k]).total_seconds() for k in appeared)
+    latencies = sorted((done[k] - appeared[k]).total_seconds() for k in appeared if k in done)
     span = (max(done.values()) - min(done.values())).total_seconds()
     return {
         "median_s": statistics.median(latencies),
         "p95_s": latencies[int(0.95 * (len(latencies) - 1))],
-        "items_per_min": items / max(span, 1e-9) * 60,
+        "items_per_min": len(done) / max(span, 1e-9) * 60,
+        "published": len(done),
         "first_s": latencies[0],
     }
 
@@ -172,7 +174,9 @@ def main() -> None:
     args = parser.parse_args()
     base = baseline(args.baseline_items)
     dist = distributed(args.items, args.workers, args.timeout)
-    print(f"items: {args.items} on {args.workers} Celery workers (concurrency 2 each); 2 cores")
+    print(
+        f"items: {dist['published']:.0f} of {args.items} published, {args.workers} Celery workers (concurrency 2 each)"
+    )
     print(
         f"latency post->published: median {dist['median_s']:.1f} s, p95 {dist['p95_s']:.1f} s, first {dist['first_s']:.1f} s"
     )
