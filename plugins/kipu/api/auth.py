@@ -102,7 +102,7 @@ def _resolve(token: str, challenge: dict[str, str]) -> Caller:
             team_id: role or "member"
             for team_id, role in s.execute(
                 select(TeamMember.team_id, TeamMember.role).where(TeamMember.user_id == profile.id)
-            ).tuples()
+            )
         }
         return Caller(profile.id, profile.email, roles)
 

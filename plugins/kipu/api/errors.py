@@ -13,5 +13,5 @@ def unprocessable(
     """A 422 whose every message names where it applies."""
     items = [messages] if isinstance(messages, str) else list(messages)
     return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_ENTITY, [{"loc": list(loc), "msg": m, "type": kind} for m in items]
+        status.HTTP_422_UNPROCESSABLE_CONTENT, [{"loc": list(loc), "msg": m, "type": kind} for m in items]
     )

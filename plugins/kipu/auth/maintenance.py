@@ -50,7 +50,7 @@ def needing_reconnect() -> list[dict[str, Any]]:
             .join(Team, Team.id == Connection.team_id, isouter=True)
             .where(Connection.status == "needs_reconnect")
             .order_by(Team.slug, Connection.platform)
-        ).tuples()
+        )
         return [
             {
                 "connection_id": str(c.id),

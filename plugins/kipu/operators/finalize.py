@@ -71,7 +71,7 @@ class KipuFinalizeOperator(BaseOperator):
                     .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
                     .where(WorkflowStepRun.run_id == state.run_id)
                     .order_by(WorkflowStep.order_index)
-                ).tuples()
+                )
             )
             posts = posts_for_run(session, state.run_id)
             # Accepted and in the platform's moderation counts as delivered: it is settled later, never re-posted.

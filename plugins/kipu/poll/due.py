@@ -46,11 +46,11 @@ def is_due(workflow_id: str, trigger: PollTrigger, now: datetime) -> bool:
 def due_sources(session: Session, now: datetime, limit: int = 10_000) -> list[Source]:
     """Active poll workflows that are due, grouped by their resolved connection, most overdue first."""
     w = Workflow.__table__
-    rows = session.execute(select(w.c.id, w.c.team_id, w.c.trigger_config).where(w.c.status == "active")).tuples()
+    rows = session.execute(select(w.c.id, w.c.team_id, w.c.trigger_config).where(w.c.status == "active"))
     c = Connection.__table__
     conns = session.execute(
         select(c.c.id, c.c.team_id, c.c.platform, c.c.platform_user_id, c.c.status, c.c.poll_backoff_until)
-    ).tuples()
+    )
     by_ref: dict[tuple[uuid.UUID | None, str], tuple] = {}
     by_id: dict[str, tuple] = {}
     for row in conns:

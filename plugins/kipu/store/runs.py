@@ -103,7 +103,7 @@ def record_items(
             WorkflowRun.workflow_id == workflow_id,
             WorkflowRun.platform_post_id.in_([r["platform_post_id"] for r in rows]),
         )
-    ).tuples()
+    )
     return [Recorded(rid, post_id, rid in created, status or "pending", err) for rid, post_id, status, err in stored]
 
 

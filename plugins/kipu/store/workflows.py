@@ -213,7 +213,7 @@ def load_active(session: Session) -> list[WorkflowRecord]:
         .outerjoin(p, p.c.id == t.c.owner_id)
         .where(w.c.status == "active")
         .order_by(w.c.slug, ws.c.order_index)
-    ).tuples()
+    )
     records: dict[str, WorkflowRecord] = {}
     wanted: set[str] = set()
     for wf_id, slug, team_id, name, description, status, tz, trigger, team_slug, owner, sid, key, stype, cfg in rows:
@@ -240,7 +240,7 @@ def load_active(session: Session) -> list[WorkflowRecord]:
             query = query.where(p.c.email.in_(wanted) | p.c.airflow_username.in_(wanted) | p.c.id.in_(uuids))
         index = {
             k: {"id": username or email or str(pid), "name": pname}
-            for pid, email, username, pname in session.execute(query).tuples()
+            for pid, email, username, pname in session.execute(query)
             for k in (str(pid), email, username)
             if k
         }

@@ -74,7 +74,7 @@ def pending(caller: CallerDep) -> list[ApprovalOut]:
             select(HITLDetail, TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id)
             .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
             .where(TaskInstance.dag_id.in_(list(dags)), HITLDetail.responded_at.is_(None))
-        ).tuples()
+        )
         return [
             ApprovalOut(
                 workflow_id=dags[dag_id],

@@ -96,7 +96,7 @@ def list_connections(caller: CallerDep, team: str | None = None) -> list[Connect
             .join(Team, Team.id == Connection.team_id)
             .where(Connection.team_id.in_(teams))
             .order_by(Team.slug, Connection.platform, Connection.platform_user_id)
-        ).tuples()
+        )
         return [_out(c, slug) for c, slug in rows]
 
 

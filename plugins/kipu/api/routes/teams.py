@@ -85,7 +85,7 @@ def members(team: str, caller: CallerDep) -> list[MemberOut]:
             .join(TeamMember, TeamMember.user_id == Profile.id)
             .where(TeamMember.team_id == team_id)
             .order_by(Profile.email)
-        ).tuples()
+        )
         return [MemberOut(email=e, name=n, role=r or "member") for e, n, r in rows]
 
 

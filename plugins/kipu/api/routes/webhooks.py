@@ -98,7 +98,7 @@ def _watchers(session: Any, platform: str) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for wf_id, team_id, cfg in session.execute(
         select(Workflow.id, Workflow.team_id, Workflow.trigger_config).where(Workflow.status == "active")
-    ).tuples():
+    ):
         account = (
             accounts.get((team_id, (cfg or {}).get("connection_id"))) if (cfg or {}).get("type") == "webhook" else None
         )

@@ -210,7 +210,7 @@ def workflow_runs(
             .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
             .where(WorkflowStepRun.run_id.in_([r.id for r in runs]))
             .order_by(WorkflowStep.order_index)
-        ).tuples()
+        )
         by_run: dict[uuid.UUID, list[StepOut]] = {}
         for sr, key, stype in steps:
             by_run.setdefault(sr.run_id, []).append(

@@ -203,8 +203,7 @@ def renew_leases(
             for c in s.scalars(select(Connection).where(Connection.platform == "youtube"))
         }
         urls = {
-            wid: (cfg or {}).get("webhook_url")
-            for wid, cfg in s.execute(select(Workflow.id, Workflow.trigger_config)).tuples()
+            wid: (cfg or {}).get("webhook_url") for wid, cfg in s.execute(select(Workflow.id, Workflow.trigger_config))
         }
     asked = []
     for channel, workflows in watched.items():
