@@ -188,6 +188,33 @@ def test_posts_filter_and_cursor_pagination(api: TestClient, roles: dict) -> Non
     assert api.get(f"{API}/posts", params={"cursor": "garbage"}, headers=roles["viewer"]).status_code == 422
 
 
+def test_posts_filter_by_date_range_workflow_and_team(api: TestClient, roles: dict) -> None:
+    ids = _posts(12)  # one a second, from an hour ago
+    wf = create(api, roles["member"])
+    with session_scope() as s:
+        run = WorkflowRun(workflow_id=uuid.UUID(wf["id"]), platform_post_id="p-1", status="published")
+        s.add(run)
+        s.flush()
+        for post_id in ids[:3]:
+            s.get(Post, post_id).workflow_run_id = run.id
+        first = s.get(Post, ids[0]).created_at
+    window = {"since": (first + timedelta(seconds=4)).isoformat(), "until": (first + timedelta(seconds=8)).isoformat()}
+    got = api.get(f"{API}/posts", params=window, headers=roles["viewer"]).json()["items"]
+    assert [p["id"] for p in got] == [str(i) for i in reversed(ids[4:8])]  # since inclusive, until exclusive
+    by_wf = api.get(f"{API}/posts", params={"workflow_id": wf["id"]}, headers=roles["viewer"]).json()["items"]
+    assert [p["id"] for p in by_wf] == [str(i) for i in reversed(ids[:3])]
+    assert all(p["workflow_id"] == wf["id"] for p in by_wf)
+    paged = api.get(f"{API}/posts", params={"workflow_id": wf["id"], "limit": 2}, headers=roles["viewer"]).json()
+    rest = api.get(
+        f"{API}/posts", params={"workflow_id": wf["id"], "cursor": paged["next_cursor"]}, headers=roles["viewer"]
+    ).json()
+    assert [p["id"] for p in paged["items"] + rest["items"]] == [str(i) for i in reversed(ids[:3])]
+    assert rest["next_cursor"] is None
+    assert len(api.get(f"{API}/posts", params={"team": "demo"}, headers=roles["viewer"]).json()["items"]) == 12
+    assert api.get(f"{API}/posts", params={"team": "other"}, headers=roles["viewer"]).status_code == 404
+    assert api.get(f"{API}/posts", headers=roles["outsider"]).json()["items"] == []
+
+
 def test_another_teams_objects_are_404_for_every_type(api: TestClient, roles: dict) -> None:
     wid = create(api, roles["member"])["id"]
     (post_id,) = _posts(1)

@@ -229,9 +229,11 @@ def cmd_api_serve(args: argparse.Namespace) -> int:
     from fastapi import FastAPI
 
     from kipu.api.app import create_app
+    from kipu.api.gc_tuning import tune_gc
 
     root = FastAPI(title="Kipu (standalone)")
     root.mount("/kipu", create_app())
+    tune_gc()
     uvicorn.run(root, host=args.host, port=args.port)
     return 0
 

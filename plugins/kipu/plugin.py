@@ -17,8 +17,10 @@ class LazyKipuApp:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if self._app is None:
             from kipu.api.app import create_app
+            from kipu.api.gc_tuning import tune_gc
 
             self._app = create_app()
+            tune_gc()
         await self._app(scope, receive, send)
 
 

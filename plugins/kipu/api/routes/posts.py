@@ -5,16 +5,18 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel
-from sqlalchemy import and_, or_, select
+from pydantic_core import to_json
+from sqlalchemy import Select, and_, bindparam, or_, select
 
 from kipu.api.auth import CallerDep
 from kipu.api.errors import unprocessable
-from kipu.store.engine import get_async_engine, session_scope
+from kipu.store.engine import read_all, session_scope
 from kipu.store.models import Post, Team, WorkflowRun
 
 router = APIRouter(tags=["posts"])
@@ -71,6 +73,51 @@ async def list_posts(
 ) -> PostPage:
     """Newest first. ``next_cursor`` continues where the page ended, stable under concurrent inserts."""
     teams = [await run_in_threadpool(caller.team, team, "viewer")] if team else caller.team_ids
+    params: dict[str, object] = {
+        "teams": teams,
+        "status": status_,
+        "platform": platform,
+        "workflow_id": workflow_id,
+        "since": _aware(since),
+        "until": _aware(until),
+        "limit": limit + 1,
+    }
+    if cursor:
+        params["when"], params["last"] = _uncursor(cursor)
+    query = _list_query(frozenset(k for k, v in params.items() if v is not None and k != "limit"))
+    # On the event loop with an asyncio driver: no thread-pool hop and no GIL hand-offs between request threads.
+    rows = await read_all(query, params)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    page = {
+        "items": [dict(zip(LIST_FIELDS, row, strict=True)) for row in rows],
+        "next_cursor": _cursor(rows[-1][11], rows[-1][0]) if more else None,
+    }
+    # Serialized in Rust by pydantic-core (UUIDs and datetimes as PostOut's would be), with no model pass.
+    return Response(to_json(page), media_type="application/json")  # type: ignore[return-value]
+
+
+# The columns of _list_query, in order, as PostOut names them.
+LIST_FIELDS = (
+    "id",
+    "team",
+    "workflow_id",
+    "workflow_run_id",
+    "connection_id",
+    "platform",
+    "status",
+    "caption",
+    "platform_post_id",
+    "url",
+    "error",
+    "created_at",
+    "published_at",
+)
+
+
+@lru_cache(maxsize=128)
+def _list_query(filters: frozenset[str]) -> Select:
+    """The list statement for one combination of filters, built once: values are bound at execution."""
     # Core columns, not ORM entities, and no second validation pass: this is the API's hottest read.
     p, t, r = Post.__table__, Team.__table__, WorkflowRun.__table__
     cols = (
@@ -91,52 +138,22 @@ async def list_posts(
     query = (
         select(*cols)
         .select_from(p.join(t, t.c.id == p.c.team_id).outerjoin(r, r.c.id == p.c.workflow_run_id))
-        .where(p.c.team_id.in_(teams))
+        .where(p.c.team_id.in_(bindparam("teams", expanding=True)))
     )
-    if status_:
-        query = query.where(p.c.status == status_)
-    if platform:
-        query = query.where(p.c.platform == platform)
-    if workflow_id:
-        query = query.where(r.c.workflow_id == workflow_id)
-    if since:
-        query = query.where(p.c.created_at >= _aware(since))
-    if until:
-        query = query.where(p.c.created_at < _aware(until))
-    if cursor:
-        when, last = _uncursor(cursor)
+    if "status" in filters:
+        query = query.where(p.c.status == bindparam("status"))
+    if "platform" in filters:
+        query = query.where(p.c.platform == bindparam("platform"))
+    if "workflow_id" in filters:
+        query = query.where(r.c.workflow_id == bindparam("workflow_id"))
+    if "since" in filters:
+        query = query.where(p.c.created_at >= bindparam("since"))
+    if "until" in filters:
+        query = query.where(p.c.created_at < bindparam("until"))
+    if "when" in filters:
+        when, last = bindparam("when"), bindparam("last")
         query = query.where(or_(p.c.created_at < when, and_(p.c.created_at == when, p.c.id < last)))
-    query = query.order_by(p.c.created_at.desc(), p.c.id.desc()).limit(limit + 1)
-    # On the event loop with an asyncio driver: no thread-pool hop and no GIL hand-offs between request threads.
-    async with get_async_engine().connect() as conn:
-        rows = list((await conn.execute(query)).tuples())
-    items = [_row(row) for row in rows[:limit]]
-    more = len(rows) > limit and rows[:limit]
-    next_cursor = _cursor(rows[limit - 1][11], rows[limit - 1][0]) if more else None
-    return JSONResponse({"items": items, "next_cursor": next_cursor})  # type: ignore[return-value]
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def _row(row: tuple) -> dict[str, object]:
-    (pid, slug, wf, run, conn, platform, st, caption, ppid, url, error, created, published) = row
-    return {
-        "id": str(pid),
-        "team": slug,
-        "workflow_id": str(wf) if wf else None,
-        "workflow_run_id": str(run) if run else None,
-        "connection_id": str(conn) if conn else None,
-        "platform": platform,
-        "status": st,
-        "caption": caption,
-        "platform_post_id": ppid,
-        "url": url,
-        "error": error,
-        "created_at": _iso(created),
-        "published_at": _iso(published),
-    }
+    return query.order_by(p.c.created_at.desc(), p.c.id.desc()).limit(bindparam("limit"))
 
 
 def _out(p: Post, team: str | None, workflow_id: uuid.UUID | None) -> PostOut:
