@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kipu-installed
 
-.PHONY: demo test test-distributed lint format bench bench-e2e venv clean
+.PHONY: demo test test-distributed lint format bench bench-e2e bench-api venv clean
 
 venv: $(STAMP)
 
@@ -13,6 +13,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
+	# The build leaves plugins/kipu.egg-info on sys.path: a second "kipu" distribution, which made Airflow load the
+	# plugin twice and report an import error for it.
+	rm -rf plugins/kipu.egg-info
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -42,6 +45,10 @@ bench: $(STAMP)
 # The native distributed stack (2 Celery workers) end to end; several minutes.
 bench-e2e: $(STAMP)
 	$(BIN)/python bench/e2e.py
+
+# /kipu API latency with wrk (`apt-get install wrk`; falls back to httpx) against FastAPI's minimal endpoint.
+bench-api: $(STAMP)
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf .kipu
