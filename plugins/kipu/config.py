@@ -1,10 +1,28 @@
-"""Kipu settings read from the environment: home folder, store URL and key material."""
+"""Kipu settings read from the environment: home folder, store URL, key material and numeric settings."""
 
 from __future__ import annotations
 
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
+
+
+def env_number(name: str, default: N, minimum: N | None = None) -> N:
+    """A numeric setting from ``name``, of the default's type; a bad value is an error naming the variable."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    kind = type(default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}={raw!r} is below its minimum of {minimum}")
+    return value
 
 
 def kipu_home() -> Path:

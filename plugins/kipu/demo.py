@@ -20,9 +20,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from kipu.config import env_number
+
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "include" / "demo"
-PORT = int(os.environ.get("KIPU_DEMO_PORT", "28080"))
+PORT = env_number("KIPU_DEMO_PORT", 28080, minimum=1)
 APPROVAL_THINK_SECONDS = 8
 
 

@@ -7,7 +7,6 @@ built on it). Another team's object is indistinguishable from a missing one.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
+from kipu.config import env_number
 from kipu.store.accounts import find_team
 from kipu.store.engine import session_scope
 from kipu.store.models import TeamMember
@@ -62,7 +62,7 @@ _CACHE: dict[str, tuple[float, Caller]] = {}
 
 
 def _cache_seconds() -> float:
-    return float(os.environ.get("KIPU_API_AUTH_CACHE_SECONDS", "5"))
+    return env_number("KIPU_API_AUTH_CACHE_SECONDS", 5.0, minimum=0.0)
 
 
 def load_owned(caller: Caller, model: type[T], object_id: uuid.UUID, role: str, label: str) -> T:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, TriggerRule
 
+from kipu.config import env_number
 from kipu.factory.docs import describe
 from kipu.operators.approval import KipuApprovalOperator
 from kipu.operators.condition import KipuConditionOperator
@@ -47,7 +47,7 @@ def _tags(spec: WorkflowSpec, record: WorkflowRecord) -> list[str]:
 
 def retry_delay_seconds() -> float:
     """The first retry's delay (then doubled, up to 15 min): ``KIPU_TASK_RETRY_DELAY``, 20 s by default."""
-    return float(os.environ.get("KIPU_TASK_RETRY_DELAY", "20"))
+    return env_number("KIPU_TASK_RETRY_DELAY", 20.0, minimum=0.0)
 
 
 def build_dag(spec: WorkflowSpec, record: WorkflowRecord) -> DAG:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from kipu.config import database_url
+from kipu.config import database_url, env_number
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -85,7 +84,7 @@ def get_async_engine(url: str | None = None) -> AsyncEngine:
     url = async_url(url or database_url())
     engines = _ASYNC.setdefault(asyncio.get_running_loop(), {})
     if url not in engines:
-        size = int(os.environ.get("KIPU_API_DB_POOL_SIZE", ASYNC_POOL_SIZE))
+        size = env_number("KIPU_API_DB_POOL_SIZE", ASYNC_POOL_SIZE, minimum=1)
         kwargs: dict[str, Any] = {} if url.startswith("sqlite") else {"pool_size": size, "max_overflow": 0}
         # No pre-ping: read_all retries once on a dropped connection instead of paying a round trip per request.
         engines[url] = create_async_engine(url, isolation_level="AUTOCOMMIT", **kwargs)

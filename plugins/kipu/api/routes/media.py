@@ -20,7 +20,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from kipu.api.auth import CallerDep, load_owned
-from kipu.config import kipu_home
+from kipu.config import env_number, kipu_home
 from kipu.hooks.media import s3_bucket, s3_hook
 from kipu.store.engine import session_scope
 from kipu.store.models import Media, MediaFolder
@@ -36,12 +36,12 @@ SIGV4_MAX_SECONDS = 7 * 24 * 3600  # the longest a SigV4 presigned URL can live
 
 
 def max_bytes() -> int:
-    return int(os.environ.get("KIPU_MEDIA_MAX_BYTES", 512 * 1024 * 1024))
+    return env_number("KIPU_MEDIA_MAX_BYTES", 512 * 1024 * 1024, minimum=1)
 
 
 def url_seconds() -> int:
     """Lifetime of the presigned URLs handed out for S3 media (``KIPU_MEDIA_URL_SECONDS``, 15 minutes)."""
-    return max(1, min(int(os.environ.get("KIPU_MEDIA_URL_SECONDS", 900)), SIGV4_MAX_SECONDS))
+    return max(1, min(env_number("KIPU_MEDIA_URL_SECONDS", 900), SIGV4_MAX_SECONDS))
 
 
 class MediaOut(BaseModel):
