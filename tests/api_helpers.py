@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 SECRETS: list[str] = []  # every token handed out; no response may contain one
 
 
@@ -33,3 +37,27 @@ def oauth_app_env(platform: str, base: str, client_id: str, secret: str, authori
         },
     }
     return f"AIRFLOW_CONN_KIPU_{platform.upper()}_APP", json.dumps(app)
+
+
+@contextmanager
+def recorded_bodies(api: Any) -> Iterator[list[str]]:
+    """Every response body the test client receives inside the block, to check that no secret is in any."""
+    seen: list[str] = []
+    original = api.request
+
+    def request(*args: Any, **kwargs: Any) -> Any:
+        resp = original(*args, **kwargs)
+        seen.append(resp.text)
+        return resp
+
+    api.request = request
+    try:
+        yield seen
+    finally:
+        api.request = original
+
+
+def assert_no_secret(bodies: list[str], secrets: list[str]) -> None:
+    for body in bodies:
+        for secret in secrets:
+            assert secret not in body

@@ -12,7 +12,7 @@ from kipu.store.accounts import find_team, upsert_connection
 from kipu.store.engine import session_scope
 from kipu.store.models import Post, WorkflowRun
 
-from tests.api_helpers import SECRETS
+from tests.api_helpers import SECRETS, assert_no_secret, recorded_bodies
 from tests.helpers import demo_doc
 
 API = "/kipu/api"
@@ -27,20 +27,9 @@ ITEM = {
 @pytest.fixture(autouse=True)
 def no_token_in_any_response(api: TestClient) -> object:
     """Every response of the test is checked for every token handed out."""
-    seen: list[str] = []
-    original = api.request
-
-    def request(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
-        resp = original(*args, **kwargs)  # type: ignore[arg-type]
-        seen.append(resp.text)
-        return resp
-
-    api.request = request  # type: ignore[method-assign]
-    yield
-    api.request = original  # type: ignore[method-assign]
-    for body in seen:
-        for secret in [*SECRETS, "tok-OUTBOX-SECRET-0001"]:
-            assert secret not in body
+    with recorded_bodies(api) as seen:
+        yield
+    assert_no_secret(seen, [*SECRETS, "tok-OUTBOX-SECRET-0001"])
 
 
 def create(api: TestClient, headers: dict[str, str], **changes: object) -> dict:

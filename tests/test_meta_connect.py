@@ -27,7 +27,7 @@ from kipu.store.engine import session_scope
 from kipu.store.models import Connection
 from sqlalchemy import select
 
-from tests.api_helpers import SECRETS, oauth_app_env
+from tests.api_helpers import SECRETS, assert_no_secret, oauth_app_env, recorded_bodies
 from tests.conftest import REPO
 from tests.fakes.meta_server import LONG_LIVED, MetaServer
 
@@ -54,21 +54,9 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[MetaServer]:
 @pytest.fixture
 def client(api: TestClient, roles: dict, fake: MetaServer) -> Iterator[TestClient]:
     """The API client; no response may carry an app secret, a token Meta issued or a Kipu API token."""
-    seen: list[str] = []
-    original = api.request
-
-    def request(*args: Any, **kwargs: Any) -> httpx.Response:
-        resp = original(*args, **kwargs)
-        seen.append(resp.text)
-        return resp
-
-    api.request = request  # type: ignore[method-assign]
-    yield api
-    api.request = original  # type: ignore[method-assign]
-    secrets = [*SECRETS, *(secret for _, secret in fake.state.apps.values()), *fake.state.tokens]
-    for body in seen:
-        for secret in secrets:
-            assert secret not in body
+    with recorded_bodies(api) as seen:
+        yield api
+    assert_no_secret(seen, [*SECRETS, *(secret for _, secret in fake.state.apps.values()), *fake.state.tokens])
 
 
 def authorize(api: TestClient, roles: dict, platform: str) -> dict[str, str]:

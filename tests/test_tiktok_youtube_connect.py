@@ -21,21 +21,20 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from kipu.auth import oauth
-from kipu.hooks.base import NeedsReconnect, PublishRequest
+from kipu.hooks.base import NeedsReconnect
 from kipu.hooks.registry import source_hook, target_hook
 from kipu.hooks.tiktok import TikTokHook
 from kipu.hooks.youtube import MemoryLedger, YouTubeHook
 from kipu.specs.common import OAUTH_PLATFORMS
-from kipu.specs.items import MediaRef
 from kipu.store.accounts import connection_tokens, find_team
 from kipu.store.engine import session_scope
 from kipu.store.models import Connection
 from sqlalchemy import select
 
-from tests.api_helpers import SECRETS, oauth_app_env
+from tests.api_helpers import SECRETS, assert_no_secret, oauth_app_env, recorded_bodies
 from tests.fakes.tiktok_server import TikTokServer
 from tests.fakes.youtube_server import AUTHORIZE, TOKEN, YouTubeServer
-from tests.videos import make_video
+from tests.videos import make_video, video_request
 
 API = "/kipu/api"
 PLATFORMS = ("tiktok", "youtube")
@@ -90,24 +89,13 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
 @pytest.fixture
 def client(api: TestClient, roles: dict, fakes: dict[str, Any]) -> Iterator[TestClient]:
     """The API client; no response may carry an app secret, a token a fake issued or a Kipu API token."""
-    seen: list[str] = []
-    original = api.request
     app_secrets = [fakes["tiktok"].state.client_secret, fakes["youtube"].state.client_secret]  # before any test changes
-
-    def request(*args: Any, **kwargs: Any) -> httpx.Response:
-        resp = original(*args, **kwargs)
-        seen.append(resp.text)
-        return resp
-
-    api.request = request  # type: ignore[method-assign]
-    yield api
-    api.request = original  # type: ignore[method-assign]
+    with recorded_bodies(api) as seen:
+        yield api
     secrets = [*SECRETS, *app_secrets]
     for issued in fakes["issued"].values():
         secrets += [t[k] for t in issued for k in ("access_token", "refresh_token") if k in t]
-    for body in seen:
-        for secret in secrets:
-            assert secret not in body
+    assert_no_secret(seen, secrets)
 
 
 def authorize(api: TestClient, roles: dict, platform: str) -> dict[str, str]:
@@ -163,17 +151,6 @@ def about(when: str | datetime | None, seconds: float) -> bool:
     return abs((at - datetime.now(UTC) - timedelta(seconds=seconds)).total_seconds()) < 60
 
 
-def request(path: Path, caption: str, **options: Any) -> PublishRequest:
-    return PublishRequest(
-        idempotency_key=str(uuid.uuid4()),
-        content_type="video",
-        caption=caption,
-        media=[MediaRef(url=str(path), mime_type="video/mp4")],
-        options=options,
-        created_at=datetime.now(UTC),
-    )
-
-
 def test_one_list_of_oauth_platforms_each_with_an_app() -> None:
     assert set(OAUTH_PLATFORMS) == set(oauth.DEFAULT_APPS)
     assert {"tiktok", "youtube"} <= set(OAUTH_PLATFORMS)
@@ -225,7 +202,7 @@ def test_tiktok_stores_the_issued_tokens_publishes_and_lists(
     assert isinstance(hook, TikTokHook)
     hook.poll_interval, hook.endpoint_rates = 0.02, {}  # pacing is tested in test_tiktok.py
     clip = make_video(tmp_path / "clip.mp4", seconds=2.0)
-    result = hook.publish(request(clip, "Sourdough at dawn #bread", privacy_level="SELF_ONLY"))
+    result = hook.publish(video_request(clip, "Sourdough at dawn #bread", privacy_level="SELF_ONLY"))
     [post] = fake.state.posts
     assert result.platform_post_id and post["privacy_level"] == "SELF_ONLY"
 
@@ -264,7 +241,7 @@ def test_youtube_stores_the_issued_tokens_and_uploads(
     assert isinstance(hook, YouTubeHook)
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(os.urandom(300_000))
-    result = hook.publish(request(clip, "Pasta night\nThe whole recipe #pasta", privacy="unlisted"))
+    result = hook.publish(video_request(clip, "Pasta night\nThe whole recipe #pasta", privacy="unlisted"))
     [video] = fake.state.videos
     assert result.platform_post_id == video["id"] and video["data"] == clip.read_bytes()
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,11 +25,10 @@ from kipu.hooks.youtube import (
     until_pacific_midnight,
 )
 from kipu.publishing import LimitExceeded, deliver
-from kipu.specs.items import MediaRef
 from pydantic import SecretStr
 
 from tests.fakes.youtube_server import UPLOAD, YouTubeServer
-from tests.videos import make_video
+from tests.videos import make_video, video_request
 
 
 @pytest.fixture
@@ -76,14 +74,7 @@ def clip(tmp_path: Path) -> Path:
 def request(
     path: Path | str, caption: str = "Pasta night\nThe whole recipe #pasta", **options: object
 ) -> PublishRequest:
-    return PublishRequest(
-        idempotency_key=str(uuid.uuid4()),
-        content_type="video",
-        caption=caption,
-        media=[MediaRef(url=str(path), mime_type="video/mp4")],
-        options=options,
-        created_at=datetime.now(UTC),
-    )
+    return video_request(path, caption, **options)
 
 
 def session(fake: YouTubeServer):  # type: ignore[no-untyped-def]

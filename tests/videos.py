@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
+from kipu.hooks.base import PublishRequest
+from kipu.specs.items import MediaRef
 
 
 def make_video(path: Path, seconds: float = 2.0, width: int = 72, height: int = 128, fps: int = 10) -> Path:
@@ -22,3 +27,15 @@ def make_video(path: Path, seconds: float = 2.0, width: int = 72, height: int = 
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+def video_request(path: Path | str, caption: str, **options: Any) -> PublishRequest:
+    """A fresh publish request for one local video file, with platform ``options``."""
+    return PublishRequest(
+        idempotency_key=str(uuid.uuid4()),
+        content_type="video",
+        caption=caption,
+        media=[MediaRef(url=str(path), mime_type="video/mp4")],
+        options=options,
+        created_at=datetime.now(UTC),
+    )
