@@ -129,3 +129,13 @@ def test_ai_usage_reports_team_totals(demo_team: dict, store_url: str) -> None:
     ]
     table = kipu("ai", "usage", "--today", env={"KIPU_DATABASE_URL": store_url}).stdout
     assert "demo" in table and "150" in table
+
+
+def test_oauth_state_and_code_may_start_with_a_dash() -> None:
+    # URL-safe base64 starts with "-" one time in 64; argparse alone reads it as an option.
+    from kipu.cli import parse_args
+
+    args = parse_args(["connect", "finish", "tiktok", "--state", "-Ab3", "--code", "-x*0!9"])
+    assert (args.state, args.code) == ("-Ab3", "-x*0!9")
+    args = parse_args(["connect", "finish", "tiktok", "--state=-s", "--code", "c"])
+    assert (args.state, args.code) == ("-s", "c")

@@ -362,8 +362,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# OAuth states and codes are URL-safe base64 and may start with "-", which
+# argparse would take for an option; "--code=VALUE" keeps them values.
+_VALUE_OPTIONS = frozenset({"--state", "--code"})
+
+
+def _bind_option_values(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        value = next(it, None) if arg in _VALUE_OPTIONS else None
+        out.append(arg if value is None else f"{arg}={value}")
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(_bind_option_values(sys.argv[1:] if argv is None else argv))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return int(args.fn(args) or 0)
     except Exception as exc:
