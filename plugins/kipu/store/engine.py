@@ -94,14 +94,17 @@ def get_async_engine(url: str | None = None) -> AsyncEngine:
 async def read_all(statement: Executable, params: dict[str, Any] | None = None) -> Sequence[Row[Any]]:
     """Every row of one read, on this loop's async engine. A connection the database dropped (a restart, a
     failover) is discarded with the rest of the pool and the read runs once more on a fresh one."""
-    for attempt in (1, 2):
-        try:
-            async with get_async_engine().connect() as conn:
-                return (await conn.execute(statement, params)).all()
-        except DBAPIError as exc:
-            if attempt == 2 or not exc.connection_invalidated:
-                raise
-    raise AssertionError("unreachable")
+    try:
+        return await _read(statement, params)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return await _read(statement, params)
+
+
+async def _read(statement: Executable, params: dict[str, Any] | None) -> Sequence[Row[Any]]:
+    async with get_async_engine().connect() as conn:
+        return (await conn.execute(statement, params)).all()
 
 
 def reset_engines() -> None:
