@@ -29,6 +29,9 @@ os.environ.update(
         "ENCRYPTION_KEY": Fernet.generate_key().decode(),
         # Signs the Airflow JWTs the API tests present to the mounted /kipu app.
         "AIRFLOW__API_AUTH__JWT_SECRET": Fernet.generate_key().decode(),
+        # The fake platforms listen on 127.0.0.1: the egress guard's demo-and-tests setting. The tenant-safety
+        # tests turn it off to check the guard itself.
+        "KIPU_EGRESS_ALLOW_PRIVATE": "1",
     }
 )
 os.environ.pop("KIPU_DATABASE_URL", None)

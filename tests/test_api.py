@@ -53,7 +53,7 @@ def test_teams_lists_my_roles(api: TestClient, roles: dict) -> None:
 def test_workflow_crud_status_duplicate_and_roles(api: TestClient, roles: dict) -> None:
     assert api.post(f"{API}/workflows", json=demo_doc(), headers=roles["viewer"]).status_code == 403
     wf = create(api, roles["member"])
-    assert wf["dag_id"] == "kipu_demo_crosspost" and wf["document"]["steps"][0]["id"] == "skip_ads_and_text"
+    assert wf["dag_id"] == "kipu.demo.demo_crosspost" and wf["document"]["steps"][0]["id"] == "skip_ads_and_text"
     wid = wf["id"]
     assert api.get(f"{API}/workflows/{wid}", headers=roles["viewer"]).json()["name"] == "Demo cross-post"
     assert [w["id"] for w in api.get(f"{API}/workflows", headers=roles["viewer"]).json()] == [wid]
@@ -94,7 +94,7 @@ def test_manual_run_is_recorded_once_and_history_shows_it(api: TestClient, roles
     first = api.post(f"{API}/workflows/{wid}/run", json={"item": ITEM}, headers=roles["member"])
     assert first.status_code == 202, first.text
     body = first.json()
-    assert body["created"] is True and body["dag_id"] == "kipu_demo_crosspost" and body["status"] == "pending"
+    assert body["created"] is True and body["dag_id"] == "kipu.demo.demo_crosspost" and body["status"] == "pending"
     # The DAG is not parsed in this test's Airflow, so the start is left to kipu_poll's reconciler, as designed.
     assert body["started"] is False and "retried by kipu_poll" in body["detail"]
     again = api.post(f"{API}/workflows/{wid}/run", json={"item": ITEM}, headers=roles["member"]).json()

@@ -32,7 +32,7 @@ def test_nul_in_query_path_or_body_is_422_naming_where(api: TestClient, roles: d
     doc = demo_doc()
     doc["name"] = "pasta\x00"
     body = api.post(f"{API}/workflows", json=doc, headers=roles["member"])  # json.dumps escapes it as \u0000
-    assert body.status_code == 422 and body.json()["detail"][0]["loc"] == ["body"]
+    assert body.status_code == 422 and body.json()["detail"][0]["loc"] == ["body", "name"]  # names the field
     assert _workflows() == before
 
 

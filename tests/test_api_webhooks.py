@@ -64,7 +64,7 @@ def test_a_signed_post_records_one_webhook_run_and_repeats_do_not(api: TestClien
     again = api.post(API + "/facebook", content=body, headers=signed(body))  # Meta retries deliveries
     assert again.json() == {"recorded": 0, "duplicates": 1, "started": 0}
     (run,) = runs()
-    assert run.source == "webhook" and run.platform_post_id == "1234_99" and run.dag_id == "kipu_fb_hooks"
+    assert run.source == "webhook" and run.platform_post_id == "1234_99" and run.dag_id == "kipu.demo.fb_hooks"
     assert run.trigger_data["content_type"] == "video" and run.trigger_data["caption"] == "New reel is up #pasta"
 
 

@@ -79,7 +79,7 @@ def tiktok(pg_demo_team: dict, airflow_db: Path, monkeypatch: pytest.MonkeyPatch
 def run_workflow(clip: Path, key: str) -> tuple[str, WorkflowRun, Post]:
     from airflow.dag_processing.dagbag import DagBag
 
-    dag = DagBag(dag_folder=str(REPO / "dags")).dags["kipu_to_tiktok"]
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags["kipu.demo.to_tiktok"]
     item = {
         "platform": "feed",
         "platform_post_id": key,

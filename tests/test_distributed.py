@@ -60,7 +60,7 @@ def test_poll_approve_publish_exactly_once_on_celery(stack: AirflowStack, pg_dem
             }
             step(doc, "team_review")["config"] = {"approvers": ["admin"], "timeout_hours": 1}
             save_workflow(s, doc)
-        api = stack.wait_for_dags("kipu_poll", "kipu_demo_crosspost")
+        api = stack.wait_for_dags("kipu_poll", "kipu.demo.demo_crosspost")
         assert api.trigger("kipu_poll", "distributed_cycle", {})
         stack.wait("the poll cycle", lambda: api.run_state("kipu_poll", "distributed_cycle") in ("success", "failed"))
         assert api.run_state("kipu_poll", "distributed_cycle") == "success"
@@ -71,11 +71,11 @@ def test_poll_approve_publish_exactly_once_on_celery(stack: AirflowStack, pg_dem
         seen: dict[str, float] = {}
 
         def finished() -> bool:
-            for approval in api.pending_approvals("kipu_demo_crosspost"):
+            for approval in api.pending_approvals("kipu.demo.demo_crosspost"):
                 first = seen.setdefault(approval.dag_run_id, time.monotonic())
                 if time.monotonic() - first > 8:  # a human takes seconds; see docs/architecture.md
                     api.answer(approval, "Approve")
-            states = [api.run_state("kipu_demo_crosspost", r) for r in started.values()]
+            states = [api.run_state("kipu.demo.demo_crosspost", r) for r in started.values()]
             return all(st in ("success", "failed") for st in states)
 
         stack.wait("the workflow runs", finished, timeout=300)

@@ -26,7 +26,7 @@ from tests.helpers import demo_doc, step
 from tests.hitl import Responder
 
 pytestmark = pytest.mark.slow
-DAG_ID = "kipu_demo_crosspost"
+DAG_ID = "kipu.demo.demo_crosspost"
 ITEMS = {i.platform_post_id: i for i in FeedHook(str(REPO / "include/demo/feed.xml")).list_posts()}
 SECRET = "tok-OUTBOX-SECRET-0001"
 

@@ -42,7 +42,7 @@ def test_dagbag_loads_every_active_workflow_without_import_errors(demo_team: dic
     bag = dagbag("dags")
     assert bag.import_errors == {}
     engine = {"kipu_poll", "kipu_maintenance", "kipu_awaiting"}
-    assert set(bag.dag_ids) == {"kipu_demo_crosspost", "kipu_second", "kipu_broken", *engine}
+    assert set(bag.dag_ids) == {"kipu.demo.demo_crosspost", "kipu.demo.second", "kipu.demo.broken", *engine}
     maintenance = bag.dags["kipu_maintenance"]
     assert maintenance.max_active_runs == 1
     assert set(maintenance.task_ids) == {"refresh_expiring_tokens", "renew_youtube_leases", "report_reconnects"}
@@ -51,7 +51,7 @@ def test_dagbag_loads_every_active_workflow_without_import_errors(demo_team: dic
     assert poll.max_active_runs == 1 and type(poll.timetable).__name__ == "DeltaTriggerTimetable"
     assert poll.timetable.delta == timedelta(minutes=1)
     assert set(poll.task_ids) == {"poll_sources", "claim_pending_runs", "start_runs"}
-    dag = bag.dags["kipu_demo_crosspost"]
+    dag = bag.dags["kipu.demo.demo_crosspost"]
     assert dag.schedule is None and type(dag.timetable).__name__ == "NullTimetable"
     assert set(dag.tags) == {"kipu", "team:demo", "feed", "outbox"}
     assert dag.default_args["owner"] == "owner@demo.test"
@@ -75,7 +75,7 @@ def test_dagbag_loads_every_active_workflow_without_import_errors(demo_team: dic
 
 def test_broken_workflow_is_its_own_clear_error(demo_team: dict) -> None:
     _store_three()
-    broken = dagbag().dags["kipu_broken"]
+    broken = dagbag().dags["kipu.demo.broken"]
     assert "kipu:invalid" in broken.tags
     assert "steps[3] (delay 'cool_down').config.delay_until_time: '25:00' is not a valid HH:MM time" in broken.doc_md
     assert broken.task_ids == ["invalid_workflow"]
@@ -83,18 +83,18 @@ def test_broken_workflow_is_its_own_clear_error(demo_team: dict) -> None:
 
 def test_store_unreachable_serves_last_snapshot(demo_team: dict, store_url: str) -> None:
     _store_three(broken=False)
-    assert set(dagbag().dag_ids) == {"kipu_demo_crosspost", "kipu_second"}
+    assert set(dagbag().dag_ids) == {"kipu.demo.demo_crosspost", "kipu.demo.second"}
     use_store("postgresql+psycopg2://postgres@127.0.0.1:1/nowhere?connect_timeout=1")
     try:
-        assert set(dagbag().dag_ids) == {"kipu_demo_crosspost", "kipu_second"}
+        assert set(dagbag().dag_ids) == {"kipu.demo.demo_crosspost", "kipu.demo.second"}
     finally:
         use_store(store_url)
 
 
 def test_parsing_context_builds_only_the_running_dag(demo_team: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     _store_three(broken=False)
-    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "kipu_second")
-    assert dagbag().dag_ids == ["kipu_second"]
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "kipu.demo.second")
+    assert dagbag().dag_ids == ["kipu.demo.second"]
 
 
 def test_inactive_workflows_have_no_dag(demo_team: dict) -> None:
@@ -112,7 +112,7 @@ def test_invalid_json_in_store_does_not_break_others(demo_team: dict) -> None:
         wf.trigger_config = {"type": "carrier-pigeon"}
     bag = dagbag()
     assert bag.import_errors == {}
-    assert "kipu:invalid" in bag.dags["kipu_second"].tags
-    assert "kipu:invalid" not in bag.dags["kipu_demo_crosspost"].tags
+    assert "kipu:invalid" in bag.dags["kipu.demo.second"].tags
+    assert "kipu:invalid" not in bag.dags["kipu.demo.demo_crosspost"].tags
     assert os.environ["KIPU_DATABASE_URL"]
-    assert uuid.UUID(bag.dags["kipu_demo_crosspost"].get_task("finalize").workflow_id)
+    assert uuid.UUID(bag.dags["kipu.demo.demo_crosspost"].get_task("finalize").workflow_id)

@@ -102,8 +102,7 @@ def save(doc: dict[str, Any]) -> str:
     from kipu.store.workflows import save_workflow
 
     with session_scope() as s:
-        save_workflow(s, doc)
-    return f"kipu_{doc['slug']}"
+        return save_workflow(s, doc).dag_id
 
 
 def workflow(slug: str, steps: list[dict[str, Any]], trigger: dict[str, Any] | None = None) -> dict[str, Any]:

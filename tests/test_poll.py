@@ -129,7 +129,7 @@ def test_new_posts_become_one_pending_run_each_exactly_once(team: dict, host: Pl
     assert report.new_runs == 2 and report.failed == 0
     rows = runs(wf)
     assert sorted(r.platform_post_id for r in rows) == ["new-1", "new-2"]
-    assert all(r.status == "pending" and r.source == "poll" and r.dag_id == "kipu_watch_ana" for r in rows)
+    assert all(r.status == "pending" and r.source == "poll" and r.dag_id == "kipu.demo.watch_ana" for r in rows)
     assert {r.trigger_data["caption"] for r in rows} == {"fresh #pasta", "another"}
     # The host repeats the same posts, and one of them is edited: nothing new.
     src.posts[-1]["content_text"] = "another, edited"
@@ -166,7 +166,7 @@ def test_trigger_filters_store_skipped_rows_with_the_reason(team: dict, host: Pl
     assert by_id["p-ad"].status == "skipped" and "sponsored" in by_id["p-ad"].error_message
     assert pending_starts() == [
         {
-            "trigger_dag_id": "kipu_watch_cafe",
+            "trigger_dag_id": "kipu.demo.watch_cafe",
             "trigger_run_id": f"kipu__{by_id['p-match'].id}",
             "conf": {"workflow_run_id": str(by_id["p-match"].id)},
         }
@@ -333,14 +333,14 @@ def test_kipu_poll_through_real_airflow_starts_one_dag_run_per_item(
     recorded = {r.platform_post_id: r for r in runs(wf)}
     assert set(recorded) == {"air-1", "air-2"}
     with create_session() as session:
-        started = {r.run_id: r.conf for r in session.scalars(select(DagRun).where(DagRun.dag_id == "kipu_air"))}
+        started = {r.run_id: r.conf for r in session.scalars(select(DagRun).where(DagRun.dag_id == "kipu.demo.air"))}
     assert started == {f"kipu__{r.id}": {"workflow_run_id": str(r.id)} for r in recorded.values()}
     assert all(r.dag_run_id == f"kipu__{r.id}" and r.start_requested_at for r in recorded.values())
     # A second cycle finds nothing new and starts nothing twice.
     make_due(wf)
     assert poll.test().state == "success"
     with create_session() as session:
-        assert len(session.scalars(select(DagRun).where(DagRun.dag_id == "kipu_air")).all()) == 2
+        assert len(session.scalars(select(DagRun).where(DagRun.dag_id == "kipu.demo.air")).all()) == 2
 
 
 def test_the_trigger_carries_ids_only_never_tokens(team: dict, host: PlatformServer) -> None:

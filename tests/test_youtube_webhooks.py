@@ -140,7 +140,7 @@ def test_a_signed_notification_records_one_webhook_run_and_repeats_do_not(client
     again = client.post(API, content=body, headers=signed(body))  # the same video again (an edit, a redelivery)
     assert again.json() == {"recorded": 0, "duplicates": 1, "started": 0, "ignored": 0}
     (run,) = runs()
-    assert run.source == "webhook" and run.platform_post_id == "dQw4w9WgXcQ" and run.dag_id == "kipu_yt_hooks"
+    assert run.source == "webhook" and run.platform_post_id == "dQw4w9WgXcQ" and run.dag_id == "kipu.demo.yt_hooks"
     data = run.trigger_data or {}
     assert data["platform"] == "youtube" and data["content_type"] == "video" and data["title"] == "Pasta night #pasta"
     assert data["url"] == "http://www.youtube.com/watch?v=dQw4w9WgXcQ" and data["hashtags"] == ["pasta"]

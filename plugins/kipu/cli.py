@@ -12,11 +12,21 @@ import yaml
 
 
 def _load_file(path: str) -> Any:
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    """A workflow file through the one document loader (size, nesting, aliases and duplicate keys bounded)."""
+    from kipu.specs.document import MAX_FILE_BYTES, DocumentError, load_document
+
     try:
-        return json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise SystemExit(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {exc}") from None
+        if path == "-":
+            raw = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+        else:
+            with Path(path).open("rb") as fh:
+                raw = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise SystemExit(f"{path}: cannot be read: {exc.strerror}") from None
+    try:
+        return load_document(raw, path)
+    except DocumentError as exc:
+        raise SystemExit("\n".join(exc.errors)) from None
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -73,7 +83,7 @@ def cmd_workflow_export(args: argparse.Namespace) -> int:
 
     with session_scope() as session:
         try:
-            doc = export_workflow(session, args.id)
+            doc = export_workflow(session, args.id, args.team)
         except LookupError as exc:
             print(str(exc), file=sys.stderr)
             return 1
@@ -226,15 +236,23 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
 def cmd_api_serve(args: argparse.Namespace) -> int:
     """The /kipu API alone, for development (in production the plugin mounts it in Airflow's API server)."""
     import uvicorn
+    from airflow.api_fastapi.app import init_auth_manager
+    from airflow.api_fastapi.common.http_access_log import HttpAccessLogMiddleware
     from fastapi import FastAPI
 
+    from kipu.api.access_log import RedactTokensInQuery
     from kipu.api.app import create_app
     from kipu.api.gc_tuning import tune_gc
 
     root = FastAPI(title="Kipu (standalone)")
+    # Approvals are answered through Airflow's HITL handler, which asks the auth manager who answered.
+    init_auth_manager(root)
     root.mount("/kipu", create_app())
+    # The access log as in Airflow's API server: Airflow's middleware, with Kipu tokens blanked before it.
+    root.add_middleware(RedactTokensInQuery)
+    root.add_middleware(HttpAccessLogMiddleware)
     tune_gc()
-    uvicorn.run(root, host=args.host, port=args.port)
+    uvicorn.run(root, host=args.host, port=args.port, access_log=False)
     return 0
 
 
@@ -286,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = wf.add_parser("export", help="write a stored workflow back out")
     e.add_argument("id", help="workflow id or slug")
     e.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    e.add_argument("--team", help="team slug or id, when several teams use the slug (or give TEAM/SLUG)")
     e.add_argument("-o", "--output")
     e.set_defaults(fn=cmd_workflow_export)
 
@@ -394,7 +413,26 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, PlatformError):  # a platform's refusal (e.g. connect finish): its words, no traceback
             print(f"kipu: {exc}", file=sys.stderr)
             return 1
+        message = _store_problem(exc)
+        if message is not None:
+            print(f"kipu: {message}", file=sys.stderr)
+            return 2
+        if isinstance(exc, ValueError):  # a bad argument (a role, a slug): the message names it
+            print(f"kipu: {exc}", file=sys.stderr)
+            return 2
         raise
+
+
+def _store_problem(exc: Exception) -> str | None:
+    """What to tell the user when the store is not migrated or cannot be reached; None for other errors."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    if not isinstance(exc, OperationalError | ProgrammingError):
+        return None
+    text = str(exc.orig if getattr(exc, "orig", None) is not None else exc)
+    if "no such table" in text or ("relation" in text and "does not exist" in text):
+        return "the Kipu store is not migrated: run `kipu db upgrade` first"
+    return f"the Kipu store cannot be used: {text.splitlines()[0][:200]}"
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ def prepare_env() -> Path:
         "KIPU_DATABASE_URL": f"sqlite:///{home / 'kipu.db'}",
         "ENCRYPTION_KEY_FILE": str(home / "encryption.key"),
         "KIPU_OUTBOX": str(home / "outbox"),
+        # The demo reads its feed and media from local files: the egress guard's demo-and-tests setting.
+        "KIPU_EGRESS_ALLOW_PRIVATE": "1",
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
@@ -168,7 +170,7 @@ def main(args: argparse.Namespace | None = None) -> int:
 
     upgrade()
     workflow_id = seed(home)
-    say(f"seeded team 'demo' (owner, editor, viewer), a feed and an outbox; workflow {workflow_id}")
+    say(f"seeded team 'demo' (owner, member, viewer), a feed and an outbox; workflow {workflow_id}")
 
     from kipu.airflow_api import AirflowAPI
     from kipu.hooks.feed import FeedHook
@@ -184,7 +186,7 @@ def main(args: argparse.Namespace | None = None) -> int:
         password = json.loads(password_file.read_text())["admin"]
         api = AirflowAPI(f"http://127.0.0.1:{PORT}", username="admin", password=password)
         wait_for(api.healthy, "the Airflow API server", 180, proc)
-        dag_id = "kipu_demo_crosspost"
+        dag_id = "kipu.demo.demo_crosspost"
         wait_for(lambda: api.dag_exists(dag_id), f"DAG {dag_id} to be parsed", 180, proc)
         api.unpause(dag_id)
         say(f"Airflow is up; DAG {dag_id} loaded")

@@ -9,7 +9,6 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from kipu.factory.builder import dag_id_for
 from kipu.filters import trigger_filter_reason
 from kipu.specs.items import ContentItem
 from kipu.specs.triggers import parse_trigger
@@ -39,7 +38,7 @@ class Recorded:
 def record_item(session: Session, workflow: Workflow, item: ContentItem, source: str = "manual") -> Recorded:
     """Store the item as a run row (once); an item that fails the trigger filters is stored as skipped."""
     reason = trigger_filter_reason(parse_trigger(workflow.trigger_config).filters, item)
-    dag_id = dag_id_for(workflow.slug or "")
+    dag_id = workflow.dag_id or ""
     post_id = item.platform_post_id
     (rec,) = record_items(
         session,

@@ -6,6 +6,8 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
+from kipu.api.access_log import RedactTokensInQuery
+
 
 class LazyKipuApp:
     """The /kipu ASGI app, built on its first request. Plugins are imported by every Airflow process, tasks
@@ -27,3 +29,5 @@ class LazyKipuApp:
 class KipuPlugin(AirflowPlugin):
     name = "kipu"
     fastapi_apps = [{"app": LazyKipuApp(), "url_prefix": "/kipu", "name": "Kipu API"}]
+    # Outermost, so no access log ever sees a Kipu API token sent in a query string.
+    fastapi_root_middlewares = [{"middleware": RedactTokensInQuery, "name": "Kipu token redaction"}]

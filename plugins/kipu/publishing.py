@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kipu.hooks.base import NeedsReconnect, PublishRequest, PublishResult, Rejected, TargetHook
+from kipu.hooks.media import library_media
 from kipu.specs.items import MediaRef
 from kipu.store.engine import session_scope
 from kipu.store.models import Connection, Post, WorkflowRun, WorkflowStep
@@ -34,21 +35,26 @@ def remember_ref(post_id: uuid.UUID, ref: str) -> None:
             post.metadata_ = {**(post.metadata_ or {}), "publish_ref": ref}
 
 
-def deliver(hook: TargetHook, request: PublishRequest) -> PublishResult:
-    """The post as published: found (an earlier attempt landed) or published now, after the limits pass."""
+def deliver(hook: TargetHook, request: PublishRequest, team_id: uuid.UUID | None = None) -> PublishResult:
+    """The post as published: found (an earlier attempt landed) or published now, after the limits pass.
+
+    The team's ``kipu-media:<id>`` items are resolved from its media library here, and only here may their storage
+    paths be read; any other media is fetched through the egress guard."""
     try:
         post_id = uuid.UUID(request.idempotency_key)
     except ValueError:
         post_id = None
     if post_id is not None:
         hook.on_accepted = lambda ref: remember_ref(post_id, ref)
-    existing = hook.find_published(request)
-    if existing is not None:
-        return existing
-    problems = hook.check(request)
-    if problems:
-        raise LimitExceeded("; ".join(problems))
-    return hook.publish(request)
+    with library_media(team_id, request.media) as media:
+        request = request.model_copy(update={"media": media})
+        existing = hook.find_published(request)
+        if existing is not None:
+            return existing
+        problems = hook.check(request)
+        if problems:
+            raise LimitExceeded("; ".join(problems))
+        return hook.publish(request)
 
 
 def record_outcome(post_id: uuid.UUID, result: PublishResult | None, error: Exception | None) -> None:
@@ -119,7 +125,7 @@ def retry_post(post_id: uuid.UUID) -> dict[str, Any]:
             return {"status": "published", "already": True}
     post, hook, request = _hook_and_request(post_id)
     try:
-        result = deliver(hook, request)
+        result = deliver(hook, request, post.team_id)
     except Exception as exc:
         record_outcome(post_id, None, exc)
         raise

@@ -6,13 +6,17 @@ import unicodedata
 
 import regex
 
-# A tag starts after a non-word character, holds letters, marks, digits or underscores, and is not all digits.
-HASHTAG_RE = regex.compile(r"(?<![\p{L}\p{M}\p{N}_&#])#([\p{L}\p{M}\p{N}_]*[\p{L}\p{M}][\p{L}\p{M}\p{N}_]*)")
+# A tag starts after a non-word character with "#" or its fullwidth form U+FF03 (a hashtag sign on X), holds
+# letters, marks, digits or underscores, and is not all digits.
+TAG_SIGNS = "#\uff03"
+HASHTAG_RE = regex.compile(
+    r"(?<![\p{L}\p{M}\p{N}_&#\uff03])[#\uff03]([\p{L}\p{M}\p{N}_]*[\p{L}\p{M}][\p{L}\p{M}\p{N}_]*)"
+)
 
 
 def normalise_tag(tag: str) -> str:
-    """The comparison key of a tag: NFC, case-folded, without the leading ``#``."""
-    return unicodedata.normalize("NFC", tag.lstrip("#")).casefold()
+    """The comparison key of a tag: NFC, case-folded, without the leading ``#`` or its fullwidth form."""
+    return unicodedata.normalize("NFC", tag.lstrip(TAG_SIGNS)).casefold()
 
 
 def extract_hashtags(text: str) -> list[str]:
@@ -34,5 +38,5 @@ def dedupe_tags(tags: list[str], limit: int | None = None) -> list[str]:
         key = normalise_tag(tag)
         if key and key not in seen:
             seen.add(key)
-            out.append(tag.lstrip("#"))
+            out.append(tag.lstrip(TAG_SIGNS))
     return out[:limit] if limit is not None else out

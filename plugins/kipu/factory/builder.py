@@ -32,10 +32,6 @@ OPERATORS: dict[str, type] = {
 FINALIZE = "finalize"
 
 
-def dag_id_for(slug: str) -> str:
-    return f"kipu_{slug}"
-
-
 def _tags(spec: WorkflowSpec, record: WorkflowRecord) -> list[str]:
     platforms = {getattr(spec.trigger, "platform", None)}
     for step in spec.steps:
@@ -50,10 +46,11 @@ def retry_delay_seconds() -> float:
     return env_number("KIPU_TASK_RETRY_DELAY", 20.0, minimum=0.0)
 
 
-def build_dag(spec: WorkflowSpec, record: WorkflowRecord) -> DAG:
+def build_dag(spec: WorkflowSpec, record: WorkflowRecord, dag_id: str | None = None) -> DAG:
+    """The workflow's DAG, under ``record.dag_id`` (or ``dag_id``: the legacy id of runs started before namespaces)."""
     graph = spec.graph()
     dag = DAG(
-        dag_id=dag_id_for(record.slug),
+        dag_id=dag_id or record.dag_id,
         description=(spec.description or spec.name)[:200],
         schedule=None,
         start_date=START,

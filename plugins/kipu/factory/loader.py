@@ -14,7 +14,8 @@ from airflow.sdk import DAG, BaseOperator, get_parsing_context
 from airflow.sdk.exceptions import AirflowFailException
 
 from kipu.config import kipu_home
-from kipu.factory.builder import START, build_dag, dag_id_for
+from kipu.factory.builder import START, build_dag
+from kipu.naming import ENGINE_DAG_IDS
 from kipu.specs.workflow import WorkflowSpecError, parse_workflow
 from kipu.store.workflows import WorkflowRecord
 
@@ -74,11 +75,11 @@ class InvalidWorkflowOperator(BaseOperator):
         raise AirflowFailException(self.errors)
 
 
-def error_dag(record: WorkflowRecord, error: WorkflowSpecError) -> DAG:
+def error_dag(record: WorkflowRecord, error: WorkflowSpecError, dag_id: str | None = None) -> DAG:
     """A paused DAG that shows why the workflow is invalid, in place of the workflow."""
     message = str(error)
     dag = DAG(
-        dag_id=dag_id_for(record.slug),
+        dag_id=dag_id or record.dag_id,
         schedule=None,
         start_date=START,
         catchup=False,
@@ -93,22 +94,32 @@ def error_dag(record: WorkflowRecord, error: WorkflowSpecError) -> DAG:
     return dag
 
 
+def _records_with_ids() -> list[tuple[str, WorkflowRecord]]:
+    """``(dag_id, record)`` for every DAG to build: each workflow under its id, and under its legacy id while runs
+    started before DAG namespaces are unfinished. No workflow ever takes an engine DAG's id."""
+    records, _source = load_records()
+    out: list[tuple[str, WorkflowRecord]] = []
+    for record in records:
+        for dag_id in (record.dag_id, record.legacy_dag_id):
+            if dag_id and dag_id not in ENGINE_DAG_IDS:
+                out.append((dag_id, record))
+    return out
+
+
 def build_all() -> dict[str, DAG]:
     """Every active workflow's DAG; with a parsing context, only the DAG being run."""
-    records, _source = load_records()
     wanted = get_parsing_context().dag_id
     dags: dict[str, DAG] = {}
-    for record in records:
-        dag_id = dag_id_for(record.slug)
-        if wanted and wanted != dag_id:
+    for dag_id, record in _records_with_ids():
+        if (wanted and wanted != dag_id) or dag_id in dags:
             continue
         try:
             spec = parse_workflow(record.document)
-            dags[dag_id] = build_dag(spec, record)
+            dags[dag_id] = build_dag(spec, record, dag_id)
         except WorkflowSpecError as exc:
-            log.error("Kipu workflow %s (%s) is invalid:\n%s", record.slug, record.id, exc)
-            dags[dag_id] = error_dag(record, exc)
+            log.error("Kipu workflow %s (%s) is invalid:\n%s", dag_id, record.id, exc)
+            dags[dag_id] = error_dag(record, exc, dag_id)
         except Exception as exc:  # one broken workflow must never hide the others
-            log.exception("Kipu workflow %s could not be built", record.slug)
-            dags[dag_id] = error_dag(record, WorkflowSpecError([f"{type(exc).__name__}: {exc}"], record.slug))
+            log.exception("Kipu workflow %s could not be built", dag_id)
+            dags[dag_id] = error_dag(record, WorkflowSpecError([f"{type(exc).__name__}: {exc}"], record.slug), dag_id)
     return dags

@@ -16,6 +16,7 @@ import httpx
 import regex
 from pydantic import SecretStr
 
+from kipu import egress
 from kipu.captions.counting import URL_RE
 from kipu.captions.hashtags import HASHTAG_RE
 from kipu.hooks.base import (
@@ -39,6 +40,10 @@ MENTION_RE = regex.compile(
     r"(?<![\w@])@([a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)+)"
 )
 AUTH_ERRORS = {"ExpiredToken", "InvalidToken", "AuthRequired", "AuthenticationRequired"}
+
+
+class ServiceUnusable(Rejected):
+    """The service URL given for a Bluesky account cannot be used (unreachable, or not a PDS)."""
 
 
 def tid(micros: int, clock_id: int) -> str:
@@ -88,18 +93,23 @@ class BlueskyHook(PlatformHook):
     # -- sessions --------------------------------------------------------------------------------------------------
     @classmethod
     def login(cls, service: str, identifier: str, app_password: SecretStr) -> TokenSet:
-        """``createSession`` with a handle (or DID) and an app password."""
-        resp = httpx.post(
-            f"{service.rstrip('/')}/xrpc/com.atproto.server.createSession",
-            json={"identifier": identifier, "password": app_password.get_secret_value()},
-            timeout=20,
-        )
-        error = cls._xrpc_error(resp)
-        if isinstance(error, AuthExpired):
-            raise Rejected(f"bluesky: {identifier} could not sign in: {resp.json().get('message', 'refused')}")
-        if error:
-            raise error
-        return _session_tokens(resp.json())
+        """``createSession`` with a handle (or DID) and an app password, at a service URL the user chose: through
+        the egress guard, and no word of the remote's answer is repeated (it could be anyone's server)."""
+        shown = egress.shown_url(service)
+        url = f"{str(egress.check_url(service)).rstrip('/')}/xrpc/com.atproto.server.createSession"
+        try:
+            with egress.client(timeout=20, follow_redirects=False) as client:
+                resp = client.post(url, json={"identifier": identifier, "password": app_password.get_secret_value()})
+        except httpx.HTTPError as exc:
+            raise ServiceUnusable(f"bluesky: {shown} cannot be reached ({type(exc).__name__})") from None
+        if resp.status_code in (400, 401):
+            raise Rejected(f"bluesky: {identifier} could not sign in at {shown}: check the handle and the app password")
+        if resp.status_code >= 300:
+            raise ServiceUnusable(f"bluesky: {shown} answered HTTP {resp.status_code} to a sign-in")
+        try:
+            return _session_tokens(resp.json())
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ServiceUnusable(f"bluesky: {shown} did not answer like a Bluesky PDS") from None
 
     def refresh_tokens(self, credentials: Credentials) -> TokenSet:
         if credentials.refresh_token is None:

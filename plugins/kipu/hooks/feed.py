@@ -12,6 +12,7 @@ from urllib.parse import urljoin, urlparse
 import feedparser
 import httpx
 
+from kipu import egress
 from kipu.captions.hashtags import extract_hashtags
 from kipu.hooks.base import PlatformError, RateLimited, Rejected, SourceHook, Transient
 from kipu.hooks.http import LimitedClient, classify
@@ -214,7 +215,8 @@ class FeedHook(SourceHook):
 
     @property
     def is_remote(self) -> bool:
-        return urlparse(self.location).scheme in ("http", "https")
+        """An http(s) feed; any other scheme but ``file`` is refused by the egress guard when fetched."""
+        return urlparse(self.location).scheme not in ("file", "")
 
     def _check(self, response: httpx.Response) -> bytes:
         error = classify(response, "feed")
@@ -228,6 +230,11 @@ class FeedHook(SourceHook):
         return response.content
 
     def _read_file(self) -> bytes:
+        if not egress.allow_private():
+            raise FeedError(
+                f"feed {egress.shown_url(self.location)} is refused: a feed is read from an http(s) URL; local files "
+                f"only in the demo and the tests ({egress.ALLOW_PRIVATE_ENV})"
+            )
         scheme = urlparse(self.location).scheme
         path = Path(self.location[len("file://") :] if scheme == "file" else self.location)
         try:
@@ -239,7 +246,7 @@ class FeedHook(SourceHook):
         if not self.is_remote:
             return self._read_file()
         try:
-            client = self._client or httpx.Client(timeout=FEED_TIMEOUT, follow_redirects=True)
+            client = self._client or egress.client(timeout=FEED_TIMEOUT)
             response = client.get(self.location, headers=ACCEPT)
         except httpx.TimeoutException:
             raise Transient(f"feed {self.location} timed out") from None

@@ -17,7 +17,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from kipu.hooks.base import AuthExpired, RateLimited, Rejected, Transient
 
@@ -100,11 +99,10 @@ class LimitedClient:
     async def __aenter__(self) -> LimitedClient:
         if self._client is None:
             size = self.limits.global_concurrency
-            self._client = httpx.AsyncClient(
-                timeout=DEFAULT_TIMEOUT,
-                follow_redirects=True,
-                transport=AiohttpTransport(limits=httpx.Limits(max_connections=size, max_keepalive_connections=size)),
-            )
+            from kipu.egress import aiohttp_transport, async_client
+
+            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+            self._client = async_client(timeout=DEFAULT_TIMEOUT, transport=aiohttp_transport(limits))
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -1,13 +1,20 @@
-"""Media for publishing: streamed from a local path, ``file://``, ``http(s)://`` or ``s3://`` with size limits checked
-while reading, served to platforms that fetch by URL as short-lived presigned S3 URLs, and probed before upload."""
+"""Media for publishing: streamed with size limits checked while reading, served to platforms that fetch by URL as
+short-lived presigned S3 URLs, and probed before upload.
+
+Item media are untrusted: an ``http(s)`` URL is fetched through the egress guard, and a team's own media are named
+``kipu-media:<id>`` and resolved from its media library by ``library_media``. A local path or an ``s3://`` URL is
+never taken from an item (only the demo and the tests allow them, with ``KIPU_EGRESS_ALLOW_PRIVATE``).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -15,19 +22,76 @@ from urllib.parse import urlparse
 
 import httpx
 
+from kipu import egress
 from kipu.hooks.base import Rejected, Transient
+from kipu.specs.items import MediaRef
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
 CHUNK = 1 << 20
 PRESIGN_SECONDS = 3600
+LIBRARY_SCHEME = "kipu-media"
+# Storage paths that ``library_media`` resolved for the request being published: the only local paths and s3://
+# objects media reading may touch.
+_TRUSTED: ContextVar[frozenset[str]] = ContextVar("kipu_trusted_media", default=frozenset())
+
+
+def library_ref(media_id: uuid.UUID | str) -> str:
+    """How an item names a media-library item: ``kipu-media:<id>``."""
+    return f"{LIBRARY_SCHEME}:{media_id}"
+
+
+@contextmanager
+def library_media(team_id: uuid.UUID | str | None, media: list[MediaRef]) -> Iterator[list[MediaRef]]:
+    """The media with every ``kipu-media:<id>`` replaced by where the team's library keeps it; inside the block those
+    storage paths may be read. Another team's media (or a missing one) is refused like a missing one."""
+    from kipu.store.engine import session_scope
+    from kipu.store.models import Media
+
+    resolved: list[MediaRef] = []
+    trusted: set[str] = set()
+    ids: dict[str, uuid.UUID] = {}
+    for m in media:
+        if urlparse(m.url).scheme == LIBRARY_SCHEME:
+            try:
+                ids[m.url] = uuid.UUID(m.url.split(":", 1)[1])
+            except ValueError:
+                raise Rejected(f"media {m.url[:80]} is not a media library reference (kipu-media:<id>)") from None
+    rows: dict[uuid.UUID, tuple[str, str | None]] = {}
+    if ids:
+        with session_scope() as s:
+            query = s.query(Media.id, Media.storage_path, Media.mime_type)
+            rows = {i: (p, t) for i, p, t in query.filter(Media.id.in_(ids.values()), Media.team_id == team_id)}
+    for m in media:
+        if m.url not in ids:
+            resolved.append(m)
+            continue
+        row = rows.get(ids[m.url])
+        if row is None:
+            raise Rejected(f"media {m.url} is not in this team's media library")
+        trusted.add(row[0])
+        resolved.append(m.model_copy(update={"url": row[0], "mime_type": m.mime_type or row[1]}))
+    token = _TRUSTED.set(_TRUSTED.get() | trusted)
+    try:
+        yield resolved
+    finally:
+        _TRUSTED.reset(token)
+
+
+def _require_trusted(url: str, platform: str) -> None:
+    """Local paths and s3:// objects only from the team's media library (or in the demo and the tests)."""
+    if url in _TRUSTED.get() or egress.allow_private():
+        return
+    raise Rejected(
+        f"{platform}: media {_shown(url)} is refused: item media must be an http(s) URL or a media library item "
+        f"({LIBRARY_SCHEME}:<id>); local paths and s3:// are never taken from an item"
+    )
 
 
 def _shown(url: str) -> str:
     """The URL for messages, without its query: a presigned URL's signature never reaches an error or a log."""
-    parsed = urlparse(url)
-    return parsed._replace(query="", fragment="").geturl() if parsed.query or parsed.fragment else url
+    return egress.shown_url(url)
 
 
 def _too_big(platform: str, url: str, max_bytes: int) -> Rejected:
@@ -121,10 +185,12 @@ def open_media(url: str, max_bytes: int, platform: str, mime_type: str | None = 
     """
     parsed = urlparse(url)
     spooled: Path | None = None
+    if parsed.scheme not in ("http", "https"):
+        _require_trusted(url, platform)
     try:
         if parsed.scheme in ("http", "https"):
             try:
-                with httpx.stream("GET", url, timeout=60, follow_redirects=True) as resp:
+                with egress.client(timeout=60) as client, client.stream("GET", url) as resp:
                     resp.raise_for_status()
                     spooled = _spool(resp.iter_bytes(CHUNK), url, max_bytes, platform)
             except httpx.HTTPStatusError as exc:
@@ -170,7 +236,9 @@ def public_url(url: str, platform: str, expires: int = PRESIGN_SECONDS) -> str:
     (streamed) and presigned. Without a bucket a local file cannot be fetched, and the error says what to set."""
     parsed = urlparse(url)
     if parsed.scheme in ("http", "https"):
+        egress.check_url(url)
         return url
+    _require_trusted(url, platform)
     if parsed.scheme == "s3":
         bucket, key = parsed.netloc, parsed.path.lstrip("/")
     else:
@@ -206,6 +274,40 @@ def _presign(hook: S3Hook, bucket: str, key: str, expires: int) -> str:
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires, HttpMethod="GET"
         )
     )
+
+
+SNIFF_BYTES = 8192
+# Types that share one container: an iPhone .mov is ISO BMFF like an .mp4, and WebM is Matroska.
+_FAMILIES = (
+    {"video/mp4", "video/quicktime", "video/x-m4v"},
+    {"video/webm", "video/x-matroska", "application/x-matroska"},
+)
+
+
+def sniffed_types(head: bytes) -> set[str]:
+    """The MIME types the first bytes of a file could be, from its magic bytes (puremagic)."""
+    import puremagic
+
+    try:
+        matches = puremagic.magic_string(head)
+    except puremagic.PureError:
+        return set()
+    found = {m.mime_type for m in matches if m.mime_type}
+    for family in _FAMILIES:
+        if found & family:
+            found |= family
+    return found
+
+
+def content_mismatch(head: bytes, declared: str) -> str | None:
+    """Why ``head`` is not a ``declared`` file (empty, or other magic bytes), or None when it is one."""
+    if not head:
+        return "the file is empty"
+    found = sniffed_types(head)
+    if declared in found:
+        return None
+    what = ", ".join(sorted(found)[:3]) if found else "no known media type"
+    return f"the content is {what}, not the declared {declared}"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import SecretStr
 
+from kipu import egress
 from kipu.auth import oauth
 from kipu.hooks.base import (
     AuthExpired,
@@ -232,7 +233,8 @@ class GraphHook(OAuthPlatformHook):
         words, with every secret masked; the URL (which may carry the app secret) is never part of one."""
         headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else None
         try:
-            resp = httpx.get(f"{base_url.rstrip('/')}{path}", params=params, headers=headers, timeout=20)
+            with egress.client(timeout=20) as client:
+                resp = client.get(f"{base_url.rstrip('/')}{path}", params=params, headers=headers)
         except httpx.HTTPError as exc:
             raise Transient(f"{cls.platform}: {what} failed: {type(exc).__name__}") from None
         if resp.status_code >= 400:

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from kipu import egress
 from kipu.auth import oauth
 from kipu.hooks.base import PlatformError, RateLimited
 from kipu.hooks.http import classify
@@ -26,11 +27,11 @@ class OAuthPlatformHook(PlatformHook):
     @classmethod
     def identify(cls, base_url: str, tokens: TokenSet) -> tuple[str, str | None]:
         """The user behind a new token, for the OAuth callback."""
-        resp = httpx.get(
-            f"{base_url.rstrip('/')}{cls.me_path}",
-            headers={"Authorization": f"Bearer {tokens.access_token.get_secret_value()}"},
-            timeout=20,
-        )
+        with egress.client(timeout=20) as client:
+            resp = client.get(
+                f"{base_url.rstrip('/')}{cls.me_path}",
+                headers={"Authorization": f"Bearer {tokens.access_token.get_secret_value()}"},
+            )
         error = classify(resp, cls.platform)
         if error:
             raise error

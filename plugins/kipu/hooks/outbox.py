@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlparse
 
-import httpx
-
-from kipu.hooks.base import Capabilities, PublishRequest, PublishResult, Rejected, TargetHook, Transient
+from kipu.hooks.base import Capabilities, PublishRequest, PublishResult, TargetHook
+from kipu.hooks.media import open_media
 from kipu.store.types import utcnow
 
 MAX_MEDIA_BYTES = 2 * 1024**3
@@ -45,25 +44,9 @@ class OutboxHook(TargetHook):
         return PublishResult(platform_post_id=key, url=path.resolve().as_uri())
 
     def _copy_media(self, url: str, dest: Path) -> None:
-        parsed = urlparse(url)
-        if parsed.scheme in ("http", "https"):
-            try:
-                with httpx.stream("GET", url, timeout=30, follow_redirects=True) as resp:
-                    resp.raise_for_status()
-                    written = 0
-                    with dest.open("wb") as fh:
-                        for chunk in resp.iter_bytes(1 << 20):
-                            written += len(chunk)
-                            if written > MAX_MEDIA_BYTES:
-                                raise Rejected(f"media {url} is over {MAX_MEDIA_BYTES} bytes")
-                            fh.write(chunk)
-            except httpx.HTTPError as exc:
-                raise Transient(f"media {url} cannot be fetched: {exc.__class__.__name__}") from None
-            return
-        src = Path(parsed.path if parsed.scheme == "file" else url)
-        if not src.is_file():
-            raise Rejected(f"media file {src} does not exist")
-        shutil.copyfile(src, dest)  # streams in chunks
+        """Through the one media reader (egress guard, library media, size limit); copied in chunks."""
+        with open_media(url, MAX_MEDIA_BYTES, "outbox") as media:
+            shutil.copyfile(media.path, dest)
 
     def publish(self, request: PublishRequest) -> PublishResult:
         self.folder.mkdir(parents=True, exist_ok=True)

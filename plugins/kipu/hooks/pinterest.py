@@ -9,8 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-import httpx
-
 from kipu.hooks.base import Capabilities, PublishRequest, PublishResult, Rejected, Transient
 from kipu.hooks.http import LimitedClient
 from kipu.hooks.media import VideoLimits, check_video, open_media, read_media
@@ -75,7 +73,7 @@ class PinterestHook(OAuthPlatformHook):
         registered = self.call("POST", "/v5/media", json={"media_type": "video"}).json()
         with open_media(media.url, MAX_VIDEO, "pinterest") as video, video.open() as fh:
             # httpx streams a file object in a multipart body: the video is never whole in memory.
-            upload = httpx.post(
+            upload = self.client.post(
                 registered["upload_url"],
                 data=registered.get("upload_parameters") or {},
                 files={"file": ("video.mp4", fh, media.mime_type or "video/mp4")},

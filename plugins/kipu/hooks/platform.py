@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import SecretStr
 
+from kipu import egress
 from kipu.hooks.base import AuthExpired, NeedsReconnect, PlatformError, RateLimited, SourceHook, TargetHook, Transient
 from kipu.hooks.http import DEFAULT_TIMEOUT, backoff, classify
 
@@ -109,7 +110,8 @@ class PlatformHook(SourceHook, TargetHook):
         super().__init__()
         self.credentials = credentials
         self.base = (base_url or credentials.metadata.get("base_url") or self.base_url).rstrip("/")
-        self.client = client or httpx.Client(timeout=DEFAULT_TIMEOUT, follow_redirects=True)
+        # Every platform call goes through the egress guard: a connection's base URL (a Bluesky PDS) is the user's.
+        self.client = client or egress.client(timeout=DEFAULT_TIMEOUT)
         # How a refresh is made single-flight and stored (kipu.auth.tokens.refresh_connection by default).
         self._on_refresh = on_refresh
 

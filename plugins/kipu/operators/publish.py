@@ -80,7 +80,7 @@ class KipuPublishOperator(KipuStepOperator):
             )
             try:
                 # A previous attempt may have reached the platform before crashing: deliver asks before posting.
-                existing = deliver(hook, request)
+                existing = deliver(hook, request, state.team_id)
             except Exception as exc:
                 record_outcome(uuid.UUID(post_id), None, exc)
                 results[key] = {"status": "failed", "post_id": post_id, "error": str(exc)}

@@ -19,7 +19,6 @@ from pydantic import BaseModel, Field
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from kipu.factory.builder import dag_id_for
 from kipu.filters import trigger_filter_reason
 from kipu.hooks.base import AuthExpired, NeedsReconnect, PlatformError, RateLimited, SourceHook, Transient
 from kipu.hooks.http import LimitedClient, Limits
@@ -126,7 +125,7 @@ def record_batch(session: Session, batch: list[tuple[SourceContext, Outcome]], n
     watched = [wf for ctx, outcome in batch if outcome.items is not None for wf in ctx.watchers]
     configs = {}
     if watched:
-        query = select(w.c.id, w.c.trigger_config, w.c.status, w.c.slug).where(w.c.id.in_(watched))
+        query = select(w.c.id, w.c.trigger_config, w.c.status, w.c.dag_id).where(w.c.id.in_(watched))
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update()  # an edit saved meanwhile waits, then wins over a stale cursor
         configs = {row.id: row for row in session.execute(query)}
@@ -144,7 +143,7 @@ def record_batch(session: Session, batch: list[tuple[SourceContext, Outcome]], n
             rows += run_rows(
                 wf_id,
                 [i.model_dump(mode="json") for i in new],
-                dag_id=dag_id_for(row.slug or str(wf_id)),
+                dag_id=row.dag_id,
                 source="poll",
                 skip_reasons=reasons,
                 now=now,

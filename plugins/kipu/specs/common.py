@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 PlatformName = Literal[
     "tiktok",
@@ -41,10 +42,39 @@ WEEKDAYS: tuple[str, ...] = ("monday", "tuesday", "wednesday", "thursday", "frid
 StepKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 
 
-class Strict(BaseModel):
-    """Unknown fields are errors: a typo must not be silently ignored."""
+def to_utc(value: datetime) -> datetime:
+    """The same instant in UTC; a naive value is taken as UTC. An instant outside years 1-9999 once in UTC
+    (``9999-12-31T23:59:59-14:00``) is a ValueError, so a request gets a 422 naming the field, never a 500."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value.isoformat()} is out of range once converted to UTC (years 1 to 9999)") from None
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+def clean_text(value: str) -> str:
+    """Text from a platform, made storable: NUL removed (PostgreSQL text cannot hold it) and unpaired surrogates
+    replaced (no encoding can). A feed or a webhook sending either loses one character, never the item."""
+    value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+CleanText = Annotated[str, AfterValidator(clean_text)]
+# An instant with a time zone, stored and compared in UTC.
+UtcDateTime = Annotated[AwareDatetime, AfterValidator(to_utc)]
+# A query bound: with a time zone, or naive and taken as UTC.
+UtcQueryDateTime = Annotated[datetime, AfterValidator(to_utc)]
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors: a typo must not be silently ignored. NaN and infinity are never numbers here."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class FilterCondition(Strict):

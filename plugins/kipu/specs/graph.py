@@ -62,13 +62,22 @@ def build_graph(steps: list[StepBase]) -> tuple[StepGraph, list[str]]:
         return StepGraph(order=[s.id for s in steps]), errors
 
     order = [s.id for s in steps]
+    # Each scope (the top level, or one side of a condition) lists its steps in order, so the next step in a scope
+    # is one lookup: linear in the number of steps, without recursion.
+    scopes: dict[tuple[str, bool] | None, list[str]] = {}
+    for key in order:
+        scopes.setdefault(owner[key], []).append(key)
+    position = {key: i for members in scopes.values() for i, key in enumerate(members)}
 
     def next_in_scope(key: str) -> str | None:
-        scope = owner[key]
-        for later in order[index[key] + 1 :]:
-            if owner[later] == scope:
-                return later
-        return next_in_scope(scope[0]) if scope is not None else None
+        while True:
+            scope = owner[key]
+            members = scopes[scope]
+            if position[key] + 1 < len(members):
+                return members[position[key] + 1]
+            if scope is None:
+                return None
+            key = scope[0]  # the branch ends: continue after its condition
 
     graph = StepGraph(order=order, downstream={k: [] for k in order})
     for step in steps:
@@ -87,7 +96,7 @@ def build_graph(steps: list[StepBase]) -> tuple[StepGraph, list[str]]:
         if step.type in ("filter", "approval") and not graph.downstream[step.id]:  # type: ignore[attr-defined]
             errors.append(f"{where(i, step)}: a {step.type} step must be followed by a step it gates")  # type: ignore[attr-defined]
     try:
-        tuple(TopologicalSorter({k: graph.upstream[k] for k in order}).static_order())
+        tuple(TopologicalSorter(graph.upstream).static_order())
     except CycleError as exc:
         errors.append(f"steps: the branches form a cycle through {' -> '.join(exc.args[1])}")
     return graph, errors

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
+
+from kipu.specs.common import CleanText, UtcDateTime
 
 ContentType = Literal["video", "image", "text", "carousel"]
 
@@ -15,13 +16,13 @@ class MediaRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(min_length=1)
-    mime_type: str | None = None
+    url: CleanText = Field(min_length=1)
+    mime_type: CleanText | None = None
     size_bytes: int | None = Field(default=None, ge=0)
     duration_seconds: float | None = Field(default=None, ge=0)
     width: int | None = Field(default=None, ge=0)
     height: int | None = Field(default=None, ge=0)
-    alt_text: str | None = None
+    alt_text: CleanText | None = None
 
     @property
     def kind(self) -> str:
@@ -33,19 +34,14 @@ class ContentItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    platform: str = Field(min_length=1)
-    platform_post_id: str = Field(min_length=1, max_length=512)
+    platform: CleanText = Field(min_length=1)
+    platform_post_id: CleanText = Field(min_length=1, max_length=512)
     content_type: ContentType = "text"
-    title: str | None = None
-    caption: str = ""
-    url: str | None = None
+    title: CleanText | None = None
+    caption: CleanText = ""
+    url: CleanText | None = None
     media: list[MediaRef] = Field(default_factory=list)
-    hashtags: list[str] = Field(default_factory=list)
+    hashtags: list[CleanText] = Field(default_factory=list)
     duration_seconds: float | None = Field(default=None, ge=0)
-    published_at: AwareDatetime | None = None
-    author: str | None = None
-
-    @field_validator("published_at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return value.astimezone(UTC) if value else value
+    published_at: UtcDateTime | None = None
+    author: CleanText | None = None

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from kipu.specs.common import ConditionSet, Platform, StepKey, Strict, Tone, Weekday
+from kipu.specs.common import ConditionSet, Platform, StepKey, Strict, Tone, UtcDateTime, Weekday
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+# The longest delay: a year. A longer one is a mistake, and the target must stay a computable date.
+MAX_DELAY_SECONDS = 366 * 24 * 3600
 
 
 class StepBase(Strict):
@@ -28,8 +30,8 @@ class PublishTarget(Strict):
 
 class PublishConfig(Strict):
     use_original_caption: bool = False
-    custom_caption: str | None = None
-    schedule_at: AwareDatetime | None = None
+    custom_caption: str | None = Field(default=None, max_length=100_000)
+    schedule_at: UtcDateTime | None = None
     # YouTube
     title: str | None = None
     privacy: Literal["public", "unlisted", "private"] | None = None
@@ -61,7 +63,7 @@ class PublishStep(StepBase):
 class AIRewriteConfig(Strict):
     target_platform: Platform
     tone: Tone = "casual"
-    max_length: int | None = Field(default=None, gt=0)
+    max_length: int | None = Field(default=None, gt=0, le=100_000)
     include_hashtags: bool = True
     include_emojis: bool = True
     custom_instructions: str | None = Field(default=None, max_length=2000)
@@ -120,6 +122,10 @@ class DelayConfig(Strict):
             raise ValueError("give either a duration or delay_until_time/delay_until_day, not both")
         if not has_duration and not has_until:
             raise ValueError("give duration_minutes, duration_seconds, delay_until_time or delay_until_day")
+        if self.total_seconds > MAX_DELAY_SECONDS:
+            raise ValueError(
+                f"the delay is {self.total_seconds:g} seconds, over the limit of {MAX_DELAY_SECONDS} (366 days)"
+            )
         return self
 
     @property

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field, TypeAdapter, model_validator
+from pydantic import Field, SecretStr, TypeAdapter, model_validator
 
-from kipu.specs.common import ContentKind, Platform, Strict
+from kipu.specs.common import ContentKind, Platform, Strict, UtcDateTime
 
 
 class TriggerFilters(Strict):
@@ -34,9 +34,9 @@ class PollTrigger(Strict):
     platform: Platform
     poll_interval_minutes: int = Field(default=5, ge=1, le=1440)
     # The cursor, kept by the poll engine: items published before ``polling_since`` are history.
-    last_checked_at: AwareDatetime | None = None
+    last_checked_at: UtcDateTime | None = None
     last_post_id: str | None = None
-    polling_since: AwareDatetime | None = None
+    polling_since: UtcDateTime | None = None
     filters: TriggerFilters = Field(default_factory=TriggerFilters)
     # The first poll starts from now; ``last_n`` replays the newest ``backfill_count`` items.
     backfill: Literal["none", "last_n"] = "none"
@@ -47,8 +47,9 @@ class WebhookTrigger(Strict):
     type: Literal["webhook"] = "webhook"
     connection_id: str = Field(min_length=1)
     platform: Platform
-    webhook_url: str | None = None
-    webhook_secret: str | None = None
+    webhook_url: str | None = Field(default=None, max_length=2048)
+    # Write-only: stored encrypted, shown as REDACTED in every document Kipu gives out; rotate it to see a new one.
+    webhook_secret: SecretStr | None = Field(default=None, max_length=4096)
     filters: TriggerFilters = Field(default_factory=TriggerFilters)
 
 

@@ -7,23 +7,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, PrivateAttr, TypeAdapter, ValidationError, field_validator
 
+from kipu.naming import WORKFLOW_SLUG_PATTERN
 from kipu.specs.common import Strict
+from kipu.specs.document import check_document_limits, short_value
+from kipu.specs.errors import WorkflowSpecError
 from kipu.specs.graph import StepGraph, build_graph
 from kipu.specs.steps import StepBase, StepSpec
 from kipu.specs.triggers import TriggerSpec
 
 WorkflowStatus = Literal["active", "inactive", "paused"]
 _STEP = TypeAdapter(StepSpec)
-
-
-class WorkflowSpecError(ValueError):
-    """A workflow that cannot run; ``errors`` lists every problem, each with its location."""
-
-    def __init__(self, errors: list[str], name: str | None = None) -> None:
-        self.errors = errors
-        self.workflow_name = name
-        head = f"workflow {name!r} is invalid" if name else "workflow is invalid"
-        super().__init__(head + ":\n" + "\n".join(f"  - {e}" for e in errors))
 
 
 def _fmt_loc(loc: tuple[Any, ...]) -> str:
@@ -46,15 +39,15 @@ def format_errors(exc: ValidationError, prefix: str = "", skip: int = 0) -> list
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling)"
         elif err["type"] in ("literal_error", "enum"):
-            msg = f"{err['input']!r} is not allowed; {msg[0].lower()}{msg[1:]}"
+            msg = f"{short_value(err['input'])} is not allowed; {msg[0].lower()}{msg[1:]}"
         lines.append(f"{where}: {msg}")
     return lines
 
 
 class WorkflowHeader(Strict):
     name: str = Field(min_length=1, max_length=200)
-    description: str | None = None
-    slug: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,80}$")
+    description: str | None = Field(default=None, max_length=2000)
+    slug: str | None = Field(default=None, pattern=WORKFLOW_SLUG_PATTERN)
     team: str | None = None
     status: WorkflowStatus = "inactive"
     timezone: str = "UTC"
@@ -105,6 +98,7 @@ def parse_workflow(data: Any) -> WorkflowSpec:
     """Validate a workflow document; raise WorkflowSpecError listing every problem found."""
     if not isinstance(data, dict):
         raise WorkflowSpecError([f"the document must be a mapping of workflow fields, got {type(data).__name__}"])
+    check_document_limits(data)
     errors: list[str] = []
     name = data.get("name") if isinstance(data.get("name"), str) else None
     try:

@@ -7,12 +7,12 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import SecretStr
-from slugify import slugify
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from kipu.naming import team_slug, valid_team_slug
 from kipu.store.crypto import get_cipher
-from kipu.store.models import Connection, Profile, Team, TeamMember
+from kipu.store.models import Connection, Profile, Team, TeamMember, Workflow
 
 ROLES = ("owner", "admin", "member", "viewer")
 
@@ -31,7 +31,9 @@ def get_or_create_profile(
 
 
 def get_or_create_team(session: Session, name: str, owner: Profile, slug: str | None = None) -> Team:
-    slug = slug or slugify(name)
+    slug = slug or team_slug(name)
+    if not valid_team_slug(slug):
+        raise ValueError(f"team slug {slug!r} must be 1-63 lowercase letters, digits or '-', starting with one")
     team = session.scalar(select(Team).where(Team.slug == slug))
     if team is None:
         team = Team(id=uuid.uuid4(), name=name, slug=slug, owner_id=owner.id)
@@ -43,7 +45,7 @@ def get_or_create_team(session: Session, name: str, owner: Profile, slug: str | 
 
 def add_member(session: Session, team: Team, profile: Profile, role: str = "member") -> TeamMember:
     if role not in ROLES:
-        raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+        raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)} (a member creates and runs workflows)")
     member = session.get(TeamMember, (team.id, profile.id))
     if member is None:
         member = TeamMember(team_id=team.id, user_id=profile.id, role=role)
@@ -113,7 +115,7 @@ def connection_tokens(conn: Connection) -> tuple[SecretStr | None, SecretStr | N
 
 
 def rotate_tokens(session: Session) -> int:
-    """Re-encrypt every stored token under the primary key; returns how many rows changed.
+    """Re-encrypt every stored token and webhook secret under the primary key; returns how many rows changed.
 
     Rows are locked as a refresh locks them, so a token refreshed during the rotation is never overwritten."""
     cipher = get_cipher()
@@ -122,6 +124,11 @@ def rotate_tokens(session: Session) -> int:
         if conn.access_token or conn.refresh_token:
             conn.access_token = cipher.rotate(conn.access_token)
             conn.refresh_token = cipher.rotate(conn.refresh_token)
+            n += 1
+    for wf in session.scalars(select(Workflow).with_for_update()):
+        sealed = (wf.trigger_config or {}).get("webhook_secret")
+        if sealed:
+            wf.trigger_config = {**wf.trigger_config, "webhook_secret": cipher.rotate(sealed)}
             n += 1
     session.flush()
     return n

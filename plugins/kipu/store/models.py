@@ -72,6 +72,14 @@ class Team(Base):
     slug: Mapped[str | None] = mapped_column(Text, unique=True)
     # Kipu: AI tokens (in + out) the team may spend per UTC day; None uses the kipu_openai connection's default.
     ai_daily_token_budget: Mapped[int | None] = mapped_column(Integer)
+    # Kipu: the team's plan, its limits and its billing state belong to the team, never to a member's profile
+    # (the seed's profiles.plan is kept but no longer read).
+    plan: Mapped[str] = mapped_column(Text, default="free", server_default="free", nullable=False)
+    plan_limits: Mapped[dict[str, Any] | None] = mapped_column(JSONB())  # overrides of the plan's defaults
+    billing_status: Mapped[str] = mapped_column(Text, default="none", server_default="none", nullable=False)
+    billing_customer_id: Mapped[str | None] = mapped_column(Text)
+    billing_subscription_id: Mapped[str | None] = mapped_column(Text)
+    billing_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     members: Mapped[list[TeamMember]] = relationship(back_populates="team")
 
@@ -119,7 +127,7 @@ class Connection(Base):
 
 class Workflow(Base):
     __tablename__ = "workflows"
-    __table_args__ = (Index("ix_workflows_status", "status"),)
+    __table_args__ = (Index("ix_workflows_status", "status"), UniqueConstraint("team_id", "slug"))
 
     id: Mapped[uuid.UUID] = _id()
     team_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("teams.id"))
@@ -131,9 +139,13 @@ class Workflow(Base):
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), default=utcnow, onupdate=utcnow, server_default=text("CURRENT_TIMESTAMP")
     )
-    # Kipu: the DAG id is kipu_<slug>; the time zone applies to day and time rules only.
-    slug: Mapped[str | None] = mapped_column(Text, unique=True)
+    # Kipu: the slug is unique within the team; the time zone applies to day and time rules only.
+    slug: Mapped[str | None] = mapped_column(Text)
     timezone: Mapped[str] = mapped_column(Text, default="UTC", server_default="UTC")
+    # Kipu: the DAG id, kipu.<team>.<slug> (kipu.naming); the id it had before namespaces, while runs made then
+    # are unfinished (the factory serves the DAG under both until they end).
+    dag_id: Mapped[str | None] = mapped_column(Text, unique=True)
+    legacy_dag_id: Mapped[str | None] = mapped_column(Text)
 
     steps: Mapped[list[WorkflowStep]] = relationship(
         back_populates="workflow", cascade="all, delete-orphan", order_by="WorkflowStep.order_index"

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from kipu.naming import run_id_for
 from kipu.store.models import WorkflowRun, WorkflowStepRun
 from kipu.store.types import utcnow
 
@@ -151,11 +152,6 @@ def claim_starts(
         claimed.append((run.id, run.dag_id or "", run.dag_run_id))
     session.flush()
     return claimed
-
-
-def run_id_for(workflow_run_id: uuid.UUID | str) -> str:
-    """The Airflow run id of a recorded item: deterministic, so a second start is a no-op."""
-    return f"kipu__{workflow_run_id}"
 
 
 def get_run(session: Session, run_id: uuid.UUID | str) -> WorkflowRun | None:

@@ -6,14 +6,16 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from slugify import slugify
+from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from kipu.naming import workflow_dag_id, workflow_slug
 from kipu.specs.steps import ApprovalStep, PublishStep
 from kipu.specs.workflow import WorkflowSpec, WorkflowSpecError, parse_workflow
 from kipu.store.accounts import find_team, resolve_connection
-from kipu.store.models import Profile, Team, TeamMember, Workflow, WorkflowStep
+from kipu.store.crypto import get_cipher
+from kipu.store.models import Profile, Team, TeamMember, Workflow, WorkflowRun, WorkflowStep
 
 
 def _step_document(key: str, step_type: str, config: dict[str, Any] | None) -> dict[str, Any]:
@@ -101,19 +103,50 @@ def validate_document(session: Session | None, data: Any) -> tuple[WorkflowSpec,
     return spec, team
 
 
-def save_workflow(session: Session, data: Any) -> Workflow:
-    """Validate and store a workflow document; a document with an existing slug replaces that workflow."""
+class WorkflowConflict(WorkflowSpecError):
+    """The document names a workflow that already exists in the team (``create``), or moves one."""
+
+    def __init__(self, field: str, message: str, name: str | None = None) -> None:
+        super().__init__([f"{field}: {message}"], name)
+        self.field = field
+
+
+def save_workflow(session: Session, data: Any, *, mode: str = "upsert", replacing: Workflow | None = None) -> Workflow:
+    """Validate and store a workflow document. Slugs are unique per team.
+
+    ``upsert`` (``kipu workflow import``) replaces the team's workflow with the same slug; ``create`` refuses one
+    (``WorkflowConflict`` naming the field); ``replace`` updates ``replacing`` and keeps its slug.
+    """
     spec, team = validate_document(session, data)
     assert team is not None
-    slug = spec.slug or slugify(spec.name, separator="_", max_length=60)
-    wf = session.scalar(select(Workflow).where(Workflow.slug == slug))
-    if wf is not None and wf.team_id != team.id:
-        raise WorkflowSpecError([f"slug: '{slug}' is taken by another team's workflow"], spec.name)
+    if replacing is not None:
+        if replacing.team_id != team.id:
+            raise WorkflowConflict("team", "a workflow cannot move to another team", spec.name)
+        slug, wf = replacing.slug or workflow_slug(spec.name), replacing
+    else:
+        slug = spec.slug or workflow_slug(spec.name)
+        wf = session.scalar(select(Workflow).where(Workflow.team_id == team.id, Workflow.slug == slug))
+        if wf is not None and mode == "create":
+            field = "slug" if spec.slug else "name"
+            raise WorkflowConflict(
+                field,
+                f"this team already has a workflow with slug '{slug}'"
+                + ("" if spec.slug else " (derived from the name); give another name or a slug"),
+                spec.name,
+            )
     if wf is None:
-        wf = Workflow(id=uuid.uuid4(), slug=slug, team_id=team.id, name=spec.name, trigger_config={})
+        wf = Workflow(
+            id=uuid.uuid4(),
+            slug=slug,
+            team_id=team.id,
+            name=spec.name,
+            trigger_config={},
+            dag_id=workflow_dag_id(team.slug, slug, team.id),
+        )
         session.add(wf)
     doc = spec.to_document()
     trigger = doc["trigger"]
+    _seal_secret(trigger, getattr(spec.trigger, "webhook_secret", None), wf.trigger_config or {})
     if not any(trigger.get(k) for k in CURSOR_KEYS) and _keeps_cursor(wf, spec.status, trigger):
         trigger.update({k: wf.trigger_config.get(k) for k in CURSOR_KEYS if wf.trigger_config.get(k)})
     wf.name, wf.description, wf.timezone = spec.name, spec.description, spec.timezone
@@ -132,6 +165,32 @@ def save_workflow(session: Session, data: Any) -> Workflow:
 
 
 CURSOR_KEYS = ("last_post_id", "last_checked_at", "polling_since")
+# What a secret looks like in every document Kipu gives out (pydantic's SecretStr); sent back, it keeps the secret.
+REDACTED = "**********"
+
+
+def _seal_secret(trigger: dict[str, Any], secret: SecretStr | None, old: dict[str, Any]) -> None:
+    """Store the trigger's webhook secret encrypted; the placeholder of an exported document keeps the stored one."""
+    trigger.pop("webhook_secret", None)
+    if secret is None:
+        return
+    value = secret.get_secret_value()
+    if value == REDACTED:
+        if old.get("webhook_secret"):
+            trigger["webhook_secret"] = old["webhook_secret"]
+        return
+    trigger["webhook_secret"] = get_cipher().encrypt(value)
+
+
+def rotate_webhook_secret(wf: Workflow) -> str:
+    """A new random webhook secret for the workflow, stored encrypted; the plaintext is returned once."""
+    import secrets
+
+    if (wf.trigger_config or {}).get("type") != "webhook":
+        raise WorkflowSpecError(["trigger.type: only a webhook trigger has a secret to rotate"], wf.name)
+    value = secrets.token_urlsafe(32)
+    wf.trigger_config = {**wf.trigger_config, "webhook_secret": get_cipher().encrypt(value)}
+    return value
 
 
 def _keeps_cursor(wf: Workflow, status: str, trigger: dict[str, Any]) -> bool:
@@ -149,14 +208,31 @@ def set_status(wf: Workflow, status: str) -> None:
     wf.status = status
 
 
-def export_workflow(session: Session, workflow_id: str) -> dict[str, Any]:
-    wf = session.get(Workflow, uuid.UUID(workflow_id)) if _is_uuid(workflow_id) else None
-    if wf is None:
-        wf = session.scalar(select(Workflow).where(Workflow.slug == workflow_id))
-    if wf is None:
-        raise LookupError(f"no workflow with id or slug {workflow_id!r}")
-    team = session.get(Team, wf.team_id) if wf.team_id else None
-    doc = workflow_document(wf, list(wf.steps), team.slug if team else None)
+def find_workflow(session: Session, ref: str, team: str | None = None) -> Workflow:
+    """A workflow by id, or by slug (``team/slug``, or ``slug`` with ``team``); LookupError says what is missing."""
+    if "/" in ref and team is None:
+        team, ref = ref.split("/", 1)
+    wf = session.get(Workflow, uuid.UUID(ref)) if _is_uuid(ref) else None
+    if wf is not None:
+        return wf
+    query = select(Workflow).where(Workflow.slug == ref)
+    if team is not None:
+        found = find_team(session, team)
+        if found is None:
+            raise LookupError(f"no team with slug or id {team!r}")
+        query = query.where(Workflow.team_id == found.id)
+    matches = list(session.scalars(query.limit(2)))
+    if not matches:
+        raise LookupError(f"no workflow with id or slug {ref!r}" + (f" in team {team!r}" if team else ""))
+    if len(matches) > 1:
+        raise LookupError(f"several teams have a workflow with slug {ref!r}: give the team (team/slug or --team)")
+    return matches[0]
+
+
+def export_workflow(session: Session, workflow_id: str, team: str | None = None) -> dict[str, Any]:
+    wf = find_workflow(session, workflow_id, team)
+    team_row = session.get(Team, wf.team_id) if wf.team_id else None
+    doc = workflow_document(wf, list(wf.steps), team_row.slug if team_row else None)
     return parse_workflow(doc).to_document()
 
 
@@ -178,9 +254,16 @@ class WorkflowRecord:
     team_slug: str | None
     owner: str | None
     document: dict[str, Any]
+    dag_id: str = ""
+    # The pre-namespace DAG id, only while runs started under it are unfinished: the factory serves both.
+    legacy_dag_id: str | None = None
     step_ids: dict[str, str] = field(default_factory=dict)
     approvers: dict[str, dict[str, str]] = field(default_factory=dict)
     connection_platforms: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.dag_id:  # a snapshot written before DAG ids were stored
+            self.dag_id = workflow_dag_id(self.team_slug, self.slug, self.team_id)
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -191,10 +274,21 @@ def load_active(session: Session) -> list[WorkflowRecord]:
     # Core tables, not ORM entities: this runs on every DAG parse, where configuring the ORM mappers (which
     # makes Airflow import all of its own models) and identity-mapping thousands of rows cost more than the query.
     w, ws, t, p = Workflow.__table__, WorkflowStep.__table__, Team.__table__, Profile.__table__
+    wr = WorkflowRun.__table__
+    legacy_live = set(
+        session.scalars(
+            select(w.c.id)
+            .join(wr, (wr.c.workflow_id == w.c.id) & (wr.c.dag_id == w.c.legacy_dag_id))
+            .where(w.c.status == "active", w.c.legacy_dag_id.is_not(None), wr.c.status.in_(("pending", "running")))
+            .distinct()
+        )
+    )
     rows = session.execute(
         select(
             w.c.id,
             w.c.slug,
+            w.c.dag_id,
+            w.c.legacy_dag_id,
             w.c.team_id,
             w.c.name,
             w.c.description,
@@ -212,11 +306,13 @@ def load_active(session: Session) -> list[WorkflowRecord]:
         .outerjoin(t, t.c.id == w.c.team_id)
         .outerjoin(p, p.c.id == t.c.owner_id)
         .where(w.c.status == "active")
-        .order_by(w.c.slug, ws.c.order_index)
+        .order_by(w.c.dag_id, w.c.id, ws.c.order_index)
     )
     records: dict[str, WorkflowRecord] = {}
     wanted: set[str] = set()
-    for wf_id, slug, team_id, name, description, status, tz, trigger, team_slug, owner, sid, key, stype, cfg in rows:
+    for row in rows:
+        (wf_id, slug, dag_id, legacy, team_id, name, description, status, tz, trigger, team_slug, owner) = row[:12]
+        sid, key, stype, cfg = row[12:]
         wid = str(wf_id)
         record = records.get(wid)
         if record is None:
@@ -227,6 +323,8 @@ def load_active(session: Session) -> list[WorkflowRecord]:
                 team_slug=team_slug,
                 owner=owner,
                 document=_document(name, description, slug, team_slug, status, tz, trigger),
+                dag_id=dag_id or workflow_dag_id(team_slug, slug or wid, team_id),
+                legacy_dag_id=legacy if wf_id in legacy_live else None,
             )
         record.document["steps"].append(_step_document(key, stype, cfg))
         record.step_ids[key] = str(sid)

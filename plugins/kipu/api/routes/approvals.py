@@ -10,7 +10,7 @@ from typing import Any, Literal
 from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from kipu.api.auth import Caller, CallerDep
 from kipu.store.engine import session_scope
@@ -53,11 +53,12 @@ class _Approver(BaseUser):
 
 
 def _my_dags(caller: Caller) -> dict[str, uuid.UUID]:
+    """DAG id -> workflow id for every workflow of the caller's teams (legacy ids too, for runs made before)."""
     with session_scope() as s:
         rows = s.execute(
-            select(Workflow.id, Workflow.slug, Workflow.team_id).where(Workflow.team_id.in_(caller.team_ids))
+            select(Workflow.id, Workflow.dag_id, Workflow.legacy_dag_id).where(Workflow.team_id.in_(caller.team_ids))
         )
-        return {f"kipu_{slug}": wid for wid, slug, team_id in rows if caller.roles.get(team_id) is not None}
+        return {dag: wid for wid, *dags in rows for dag in dags if dag}
 
 
 @router.get("", response_model=list[ApprovalOut])
@@ -100,8 +101,8 @@ def answer(dag_id: str, dag_run_id: str, task_id: str, body: Decision, caller: C
     from airflow.utils.session import create_session
 
     with session_scope() as s:
-        wf = s.scalar(select(Workflow).where(Workflow.slug == dag_id.removeprefix("kipu_")))
-        team_id = wf.team_id if wf and dag_id.startswith("kipu_") else None
+        wf = s.scalar(select(Workflow).where(or_(Workflow.dag_id == dag_id, Workflow.legacy_dag_id == dag_id)))
+        team_id = wf.team_id if wf else None
         profile = s.get(Profile, caller.profile_id)
         mine = {x for x in (profile.airflow_username, profile.email, str(profile.id)) if x} if profile else set()
         name = (profile.name or profile.email or "") if profile else ""

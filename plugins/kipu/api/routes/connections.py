@@ -50,7 +50,7 @@ class BlueskyBody(BaseModel):
     team: str
     handle: str = Field(min_length=3, max_length=253)
     app_password: SecretStr
-    service: str = "https://bsky.social"
+    service: str = Field(default="https://bsky.social", max_length=2048, description="the PDS; a public https URL")
 
 
 def _out(conn: Connection, team: str | None) -> ConnectionOut:
@@ -135,13 +135,16 @@ def refresh_connection(connection_id: uuid.UUID, caller: CallerDep) -> Connectio
 
 @router.post("/connections/bluesky", response_model=ConnectionOut, status_code=status.HTTP_201_CREATED)
 def connect_bluesky(body: BlueskyBody, caller: CallerDep) -> ConnectionOut:
-    from kipu.hooks.bluesky import connect_with_app_password
+    from kipu.egress import EgressRefused
+    from kipu.hooks.bluesky import ServiceUnusable, connect_with_app_password
 
     team_id = caller.team(body.team, "admin")
     try:
         with session_scope() as s:
             team = s.get(Team, team_id)
             conn_id = connect_with_app_password(s, team, body.service, body.handle, body.app_password).id
+    except (EgressRefused, ServiceUnusable) as exc:
+        raise unprocessable(str(exc), ("body", "service")) from None
     except Rejected as exc:
         raise unprocessable(str(exc), ("body", "app_password")) from None
     return _one(conn_id)

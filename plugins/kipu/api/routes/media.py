@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
 
-from fastapi import APIRouter, HTTPException, Request, UploadFile, status
+from fastapi import APIRouter, HTTPException, UploadFile, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from kipu.api.auth import CallerDep, load_owned
+from kipu.api.errors import unprocessable
 from kipu.config import env_number, kipu_home
-from kipu.hooks.media import s3_bucket, s3_hook
+from kipu.hooks.media import SNIFF_BYTES, content_mismatch, library_ref, s3_bucket, s3_hook
 from kipu.store.engine import session_scope
 from kipu.store.models import Media, MediaFolder
 
@@ -51,7 +52,8 @@ class MediaOut(BaseModel):
     mime_type: str | None
     size_bytes: int | None
     storage_path: str = Field(description="Where the bytes live: a local path, or s3://bucket/key")
-    url: str = Field(description="A URL to read the media: file:// for local media, a presigned https URL for S3")
+    ref: str = Field(description="How an item names this media to publish it: kipu-media:<id> (this team only)")
+    url: str = Field(description="A URL to read the media: a presigned https URL for S3, else the ref")
     url_expires_at: datetime | None = Field(description="When a presigned url stops working; null if it does not")
     created_at: datetime
 
@@ -112,9 +114,10 @@ def _out(m: Media, presign: _Presigner | None = None) -> MediaOut:
         # X-Amz-Date is whole seconds, taken at signing (after this): the URL lives at least until ``expires``.
         expires = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=presign.seconds)
         url = presign(m.storage_path)
-    elif "://" not in m.storage_path:
-        url = Path(m.storage_path).as_uri()
+    else:
+        url = library_ref(m.id)  # a local file has no URL anyone outside the server could read
     return MediaOut(
+        ref=library_ref(m.id),
         id=m.id,
         folder_id=m.folder_id,
         filename=m.filename,
@@ -163,27 +166,29 @@ def create_folder(body: FolderBody, caller: CallerDep) -> FolderOut:
 
 
 @router.post("/upload", response_model=MediaOut, status_code=status.HTTP_201_CREATED)
-async def upload(
-    request: Request, caller: CallerDep, team: str, file: UploadFile, folder_id: uuid.UUID | None = None
-) -> MediaOut:
+async def upload(caller: CallerDep, team: str, file: UploadFile, folder_id: uuid.UUID | None = None) -> MediaOut:
     """Multipart upload of one file (field ``file``). 415 for a type outside the allow-list, 413 beyond the limit."""
     team_id = caller.team(team, "member")
     _folder(team_id, folder_id)
-    limit = max_bytes()
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"the upload is over the limit of {limit} bytes")
+    limit = max_bytes()  # the door (api/guard.py) refused a body over it, with its multipart headers, already
     mime = (file.content_type or "").split(";")[0].strip().lower()
     if mime not in ALLOWED:
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"{mime or 'no type'} is not one of {sorted(ALLOWED)}"
         )
+    if file.size is not None and file.size > limit:  # known once the multipart body is parsed
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"the upload is over the limit of {limit} bytes")
+    head = await file.read(SNIFF_BYTES)
+    if not head:
+        raise unprocessable("the file is empty", ("body", "file"))
+    mismatch = content_mismatch(head, mime)
+    if mismatch is not None:  # an executable or a page declared as an image is refused, whatever it is named
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, mismatch)
+    await file.seek(0)
     name = "".join(ch for ch in Path(file.filename or "upload").name if ch.isprintable())[:200] or "upload"
     media_id = uuid.uuid4()
     bucket = s3_bucket()
     if bucket is not None:
-        if file.size is not None and file.size > limit:  # known once the multipart body is parsed
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"the upload is over the limit of {limit} bytes")
         key = f"media/{team_id}/{media_id}/{name}"
         size = await run_in_threadpool(_upload_s3, file.file, bucket, key, mime, limit)
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 
 from fastapi import APIRouter, HTTPException, Query, status
@@ -16,6 +16,7 @@ from sqlalchemy import Select, and_, bindparam, or_, select
 
 from kipu.api.auth import CallerDep
 from kipu.api.errors import unprocessable
+from kipu.specs.common import UtcQueryDateTime, to_utc
 from kipu.store.engine import read_all, session_scope
 from kipu.store.models import Post, Team, WorkflowRun
 
@@ -48,15 +49,15 @@ def _cursor(created: datetime, post_id: uuid.UUID) -> str:
 
 
 def _uncursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The position a cursor holds; anything Kipu did not write (no time zone, out of range) is a 422."""
     try:
         when, post_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(when), uuid.UUID(post_id)
-    except ValueError:
-        raise unprocessable("invalid cursor", ("query", "cursor")) from None
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+        parsed = datetime.fromisoformat(when)
+        if parsed.tzinfo is None:
+            raise ValueError("no time zone")
+        return to_utc(parsed), uuid.UUID(post_id)
+    except (ValueError, UnicodeDecodeError):
+        raise unprocessable("invalid cursor: pass next_cursor as the API returned it", ("query", "cursor")) from None
 
 
 @router.get("/posts", response_model=PostPage)
@@ -66,8 +67,8 @@ async def list_posts(
     status_: str | None = Query(None, alias="status"),
     platform: str | None = None,
     workflow_id: uuid.UUID | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: UtcQueryDateTime | None = None,
+    until: UtcQueryDateTime | None = None,
     cursor: str | None = None,
     limit: int = Query(50, ge=1, le=200),
 ) -> PostPage:
@@ -78,8 +79,8 @@ async def list_posts(
         "status": status_,
         "platform": platform,
         "workflow_id": workflow_id,
-        "since": _aware(since),
-        "until": _aware(until),
+        "since": since,
+        "until": until,
         "limit": limit + 1,
     }
     if cursor:

@@ -24,7 +24,8 @@ class TeamOut(BaseModel):
     slug: str | None
     name: str
     role: str
-    plan: str | None
+    plan: str = Field(description="the team's own plan; changing it changes no other team")
+    billing_status: str
 
 
 class MemberOut(BaseModel):
@@ -52,8 +53,14 @@ def _team_out(team_id: uuid.UUID, role: str) -> TeamOut:
     with session_scope() as s:
         team = s.get(Team, team_id)
         assert team is not None
-        owner = s.get(Profile, team.owner_id) if team.owner_id else None
-        return TeamOut(id=team.id, slug=team.slug, name=team.name, role=role, plan=owner.plan if owner else None)
+        return TeamOut(
+            id=team.id,
+            slug=team.slug,
+            name=team.name,
+            role=role,
+            plan=team.plan or "free",
+            billing_status=team.billing_status or "none",
+        )
 
 
 @router.get("", response_model=list[TeamOut])
@@ -69,10 +76,8 @@ def update_team(team: str, body: TeamPatch, caller: CallerDep) -> TeamOut:
         assert row is not None
         if body.name is not None:
             row.name = body.name
-        if body.plan is not None and row.owner_id:
-            owner = s.get(Profile, row.owner_id)
-            if owner is not None:
-                owner.plan = body.plan
+        if body.plan is not None:
+            row.plan = body.plan
     return _team_out(team_id, "owner")
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import PlainTextResponse
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from kipu.specs.items import ContentItem
@@ -59,33 +60,58 @@ def verify_subscription(
     return challenge
 
 
-def items_of(platform: str, payload: dict[str, Any]) -> list[tuple[str, ContentItem]]:
-    """``(account id, item)`` for every new post in a Meta webhook payload (``feed`` adds; media for IG/Threads)."""
+def items_of(platform: str, payload: Any) -> list[tuple[str, ContentItem]]:
+    """``(account id, item)`` for every new post in a Meta webhook payload (``feed`` adds; media for IG/Threads).
+
+    A signed delivery is Meta's, but its shape is still checked piece by piece: an entry or change of an unexpected
+    shape is skipped and logged, never a 500 (Meta would retry it for hours)."""
     out: list[tuple[str, ContentItem]] = []
-    for entry in payload.get("entry") or []:
-        account = str(entry.get("id", ""))
-        for change in entry.get("changes") or []:
-            value = change.get("value") or {}
-            post_id = value.get("post_id") or value.get("media_id") or value.get("id")
-            if not post_id or value.get("verb", "add") != "add":
+    skipped = 0
+    entries = payload.get("entry") if isinstance(payload, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        changes = entry.get("changes") if isinstance(entry, dict) else None
+        if not isinstance(changes, list) or not isinstance(entry.get("id"), str | int):
+            skipped += 1
+            continue
+        account = str(entry["id"])[:200]
+        for change in changes:
+            value = change.get("value") if isinstance(change, dict) else None
+            if not isinstance(value, dict):
+                skipped += 1
                 continue
-            kind = {"photo": "image", "video": "video", "reel": "video"}.get(str(value.get("item", "")), "text")
-            created = value.get("created_time")
-            when = datetime.fromtimestamp(int(created), UTC) if str(created or "").isdigit() else None
-            out.append(
-                (
-                    account,
-                    ContentItem(
-                        platform=platform,
-                        platform_post_id=str(post_id),
-                        content_type=kind,  # type: ignore[arg-type]
-                        caption=str(value.get("message") or value.get("text") or ""),
-                        url=value.get("link") or value.get("permalink"),
-                        published_at=when,
-                    ),
-                )
-            )
+            item = _item(platform, value)
+            if item is None:
+                skipped += value.get("verb", "add") == "add"
+                continue
+            out.append((account, item))
+    if skipped:
+        log.warning("%s webhook: skipped %d entries or changes of an unexpected shape", platform, skipped)
     return out
+
+
+def _item(platform: str, value: dict[str, Any]) -> ContentItem | None:
+    """The item one change announces, or None (not an added post, or a shape Kipu cannot read)."""
+    post_id = value.get("post_id") or value.get("media_id") or value.get("id")
+    if value.get("verb", "add") != "add" or not isinstance(post_id, str | int) or isinstance(post_id, bool):
+        return None
+    kind = {"photo": "image", "video": "video", "reel": "video"}.get(str(value.get("item", "")), "text")
+    created = value.get("created_time")
+    try:
+        when = datetime.fromtimestamp(int(created), UTC) if str(created or "").isdigit() else None
+    except (OverflowError, OSError, ValueError):
+        when = None  # a time no calendar holds: the item still counts, without it
+    link = value.get("link") or value.get("permalink")
+    try:
+        return ContentItem(
+            platform=platform,
+            platform_post_id=str(post_id),
+            content_type=kind,  # type: ignore[arg-type]
+            caption=str(value.get("message") or value.get("text") or ""),
+            url=link if isinstance(link, str) else None,
+            published_at=when,
+        )
+    except ValidationError:
+        return None
 
 
 def _watchers(session: Any, platform: str) -> dict[str, list[Any]]:
@@ -121,12 +147,12 @@ async def receive(platform: META, request: Request) -> dict[str, int]:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "the signature does not match")
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "the body is not JSON") from None
     counts = {"recorded": 0, "duplicates": 0, "started": 0}
     with session_scope() as s:
         watchers = _watchers(s, platform)
-    for account, item in items_of(platform, payload if isinstance(payload, dict) else {}):
+    for account, item in items_of(platform, payload):
         if not watchers.get(account):
             continue
         record_and_start(watchers[account], item, counts)

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
 from kipu.api.auth import Caller, CallerDep, load_owned
 from kipu.api.errors import unprocessable
+from kipu.specs.common import UtcQueryDateTime
+from kipu.specs.document import check_document_limits
 from kipu.specs.items import ContentItem
 from kipu.specs.workflow import WorkflowSpecError
 from kipu.store.engine import session_scope
 from kipu.store.models import Team, Workflow, WorkflowRun, WorkflowStep, WorkflowStepRun
-from kipu.store.workflows import export_workflow, save_workflow, set_status
+from kipu.store.workflows import WorkflowConflict, export_workflow, rotate_webhook_secret, save_workflow, set_status
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 
@@ -35,6 +37,24 @@ class RunItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     item: ContentItem = Field(description="the content item this run processes")
+
+    @field_validator("item")
+    @classmethod
+    def _media_from_the_web_or_the_library(cls, item: ContentItem) -> ContentItem:
+        """Media of a hand-made item: an http(s) URL the egress guard allows, or ``kipu-media:<id>`` from the team's
+        library; never a path on the server or an s3:// object."""
+        from kipu.egress import EgressRefused, allow_private, check_url
+        from kipu.hooks.media import LIBRARY_SCHEME
+
+        for i, media in enumerate(item.media):
+            scheme = media.url.split(":", 1)[0].lower() if ":" in media.url else ""
+            if scheme == LIBRARY_SCHEME or (allow_private() and scheme not in ("http", "https")):
+                continue
+            try:
+                check_url(media.url)
+            except EgressRefused as exc:
+                raise ValueError(f"media[{i}].url: {exc} (or name a media library item as kipu-media:<id>)") from None
+        return item
 
 
 class RunStarted(BaseModel):
@@ -84,27 +104,28 @@ def _out(workflow_id: uuid.UUID) -> WorkflowOut:
             slug=wf.slug,
             name=wf.name,
             status=wf.status,
-            dag_id=f"kipu_{wf.slug}",
+            dag_id=wf.dag_id or "",
             document=doc,
         )
 
 
 def _save(caller: Caller, document: dict[str, Any], replacing: Workflow | None = None) -> uuid.UUID:
+    """Create (409 if the team has the slug) or replace; validated before anything is written."""
     team_ref = document.get("team")
     if not isinstance(team_ref, str):
         raise unprocessable("team is required", ("body", "team"))
     team_id = caller.team(team_ref, "member")
-    if replacing is not None:
-        if replacing.team_id != team_id:
-            raise unprocessable("a workflow cannot move to another team", ("body", "team"))
-        document = {**document, "slug": replacing.slug}
+    if replacing is not None and replacing.team_id != team_id:
+        raise unprocessable("a workflow cannot move to another team", ("body", "team"))
     try:
+        check_document_limits(document)
         with session_scope() as s:
-            if replacing is None and document.get("slug"):
-                taken = s.scalar(select(Workflow.id).where(Workflow.slug == document["slug"]))
-                if taken:
-                    raise HTTPException(status.HTTP_409_CONFLICT, f"slug {document['slug']!r} is taken")
-            return save_workflow(s, document).id
+            wf = s.get(Workflow, replacing.id) if replacing is not None else None
+            return save_workflow(s, document, mode="create", replacing=wf).id
+    except WorkflowConflict as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, [{"loc": ["body", exc.field], "msg": exc.errors[0], "type": "conflict"}]
+        ) from None
     except WorkflowSpecError as exc:
         raise unprocessable(exc.errors, ("body",)) from None
 
@@ -117,9 +138,15 @@ def list_workflows(caller: CallerDep, team: str | None = None) -> list[WorkflowO
     return [_out(i) for i in ids]
 
 
-@router.post("", response_model=WorkflowOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=WorkflowOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"description": "the team already has a workflow with this slug (the detail names the field)"}},
+)
 def create_workflow(document: dict[str, Any], caller: CallerDep) -> WorkflowOut:
-    """The body is a workflow document, exactly as `kipu workflow import` reads it."""
+    """The body is a workflow document, exactly as `kipu workflow import` reads it. Create always creates: a slug
+    (given, or derived from the name) the team already uses answers 409; change a workflow with PUT."""
     return _out(_save(caller, document))
 
 
@@ -145,19 +172,41 @@ def delete_workflow(workflow_id: uuid.UUID, caller: CallerDep) -> None:
         set_status(wf, "inactive")
 
 
+class RotatedSecret(BaseModel):
+    """Shown once: Kipu stores the secret encrypted and never shows it again."""
+
+    workflow_id: uuid.UUID
+    webhook_secret: str = Field(description="the new secret; store it now, it is never shown again")
+
+
+@router.post("/{workflow_id}/webhook-secret", response_model=RotatedSecret)
+def rotate_secret(workflow_id: uuid.UUID, caller: CallerDep) -> RotatedSecret:
+    """A new webhook secret (admins); the old one stops working at once."""
+    _load(caller, workflow_id, "admin")
+    with session_scope() as s:
+        wf = s.get(Workflow, workflow_id)
+        assert wf is not None
+        try:
+            value = rotate_webhook_secret(wf)
+        except WorkflowSpecError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, exc.errors[0]) from None
+    return RotatedSecret(workflow_id=workflow_id, webhook_secret=value)
+
+
 @router.post("/{workflow_id}/duplicate", response_model=WorkflowOut, status_code=status.HTTP_201_CREATED)
 def duplicate_workflow(workflow_id: uuid.UUID, caller: CallerDep) -> WorkflowOut:
-    _load(caller, workflow_id, "member")
+    wf = _load(caller, workflow_id, "member")
     with session_scope() as s:
         doc = export_workflow(s, str(workflow_id))
-        base, n = f"{doc['slug']}_copy", 1
+        base, n = f"{doc['slug']}_copy"[:81], 1
         slug = base
-        while s.scalar(select(Workflow.id).where(Workflow.slug == slug)):
+        while s.scalar(select(Workflow.id).where(Workflow.team_id == wf.team_id, Workflow.slug == slug)):
             n += 1
-            slug = f"{base}{n}"
+            slug = f"{base[:76]}{n}"
     for key in ("last_post_id", "last_checked_at", "polling_since"):
         doc["trigger"].pop(key, None)
-    copy = {**doc, "slug": slug, "name": f"{doc['name']} (copy)", "status": "inactive"}
+    doc["trigger"].pop("webhook_secret", None)  # a copy gets its own secret (rotate it)
+    copy = {**doc, "slug": slug, "name": f"{doc['name']} (copy)"[:200], "status": "inactive"}
     return _out(_save(caller, copy))
 
 
@@ -196,14 +245,17 @@ def run_workflow(workflow_id: uuid.UUID, body: RunItem, caller: CallerDep) -> Ru
 
 @router.get("/{workflow_id}/runs", response_model=list[RunOut])
 def workflow_runs(
-    workflow_id: uuid.UUID, caller: CallerDep, limit: int = Query(50, ge=1, le=200), before: datetime | None = None
+    workflow_id: uuid.UUID,
+    caller: CallerDep,
+    limit: int = Query(50, ge=1, le=200),
+    before: UtcQueryDateTime | None = None,
 ) -> list[RunOut]:
     """Newest first, with each step's status ("partially published" shows on the run)."""
     _load(caller, workflow_id, "viewer")
     with session_scope() as s:
         query = select(WorkflowRun).where(WorkflowRun.workflow_id == workflow_id)
         if before is not None:
-            query = query.where(WorkflowRun.started_at < (before if before.tzinfo else before.replace(tzinfo=UTC)))
+            query = query.where(WorkflowRun.started_at < before)
         runs = list(s.scalars(query.order_by(WorkflowRun.started_at.desc()).limit(limit)))
         steps = s.execute(
             select(WorkflowStepRun, WorkflowStep.step_key, WorkflowStep.step_type)

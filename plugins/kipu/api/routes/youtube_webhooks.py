@@ -22,6 +22,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
+from kipu import egress
 from kipu.api.routes.webhooks import MAX_BODY, _app_setting, _watchers, record_and_start
 from kipu.hooks.base import Rejected, Transient
 from kipu.hooks.feed import FeedError
@@ -65,7 +66,7 @@ def verify_subscription(
     mode: Literal["subscribe", "unsubscribe", "denied"] = Query(alias="hub.mode"),
     topic: str = Query(alias="hub.topic", max_length=2000),
     challenge: str = Query("", alias="hub.challenge", max_length=1000),
-    lease_seconds: int | None = Query(None, alias="hub.lease_seconds", ge=0),
+    lease_seconds: int | None = Query(None, alias="hub.lease_seconds", ge=0, le=366 * 24 * 3600),
     verify_token: str | None = Query(None, alias="hub.verify_token", max_length=1000),
     reason: str | None = Query(None, alias="hub.reason", max_length=1000),
 ) -> str:
@@ -166,7 +167,7 @@ def subscribe(
         data["hub.verify_token"] = token
     try:
         if client is None:
-            with httpx.Client(timeout=20) as own:
+            with egress.client(timeout=20) as own:
                 resp = own.post(hub, data=data)
         else:
             resp = client.post(hub, data=data)
