@@ -112,3 +112,9 @@ def test_a_chunked_body_is_cut_at_the_limit(airflow_server: Server) -> None:
     signed = {"Content-Type": "application/json", "X-Hub-Signature-256": "sha256=0"}
     status, sent = chunked_until_answer(airflow_server, "/kipu/api/webhooks/facebook", signed, MIB)
     assert status == 413 and sent < 3 * MIB
+
+
+def test_public_routes_take_no_body_at_all(airflow_server: Server) -> None:
+    headers = {"Content-Type": "application/json", "Content-Length": str(MIB)}
+    for path in ("/kipu/openapi.json", "/kipu/api/auth/callback/x?state=s&code=c"):
+        assert answer_before_body(airflow_server, "GET", path, headers, 1024)[0] == 413

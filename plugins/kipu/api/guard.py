@@ -22,6 +22,8 @@ from typing import Any
 from fastapi import HTTPException
 from starlette._utils import get_route_path
 
+from kipu.api.access_log import blank_params
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -36,6 +38,7 @@ WEBHOOK_LIMIT = 1024 * 1024
 SIGNATURE_HEADERS = {"youtube": b"x-hub-signature"}
 SIGNATURE_HEADER = b"x-hub-signature-256"
 PUBLIC_GET = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+OAUTH_SECRETS = frozenset({"code", "state"})
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
@@ -71,7 +74,7 @@ class RequestGuard:
                 return
             limit = WEBHOOK_LIMITS.get(webhook, WEBHOOK_LIMIT)
         elif path.startswith("/api/auth/callback/") or (path in PUBLIC_GET and scope["method"] == "GET"):
-            limit = self.max_json
+            limit = 0  # no public route but the webhooks takes a body: nothing unauthenticated is buffered
         else:
             if not await self._authenticate(scope, headers, send):
                 return
@@ -92,7 +95,15 @@ class RequestGuard:
             if problem is not None:
                 await _unprocessable(send, problem[0], problem[1])
                 return
-        await self.app(scope, _replay(body, receive), send)
+        if not path.startswith("/api/auth/callback/"):
+            await self.app(scope, _replay(body, receive), send)
+            return
+        try:
+            await self.app(scope, _replay(body, receive), send)
+        finally:
+            # The access log wrapping Airflow's app reads this scope after the request: it logs the single-use code
+            # and state blanked (the route has used them by now).
+            scope["query_string"] = blank_params(scope.get("query_string", b""), OAUTH_SECRETS)
 
     async def _authenticate(self, scope: Scope, headers: dict[bytes, bytes], send: Send) -> bool:
         from kipu.api.auth import authenticate
