@@ -4,14 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kipu-installed
 
-.PHONY: demo test test-distributed lint format bench bench-e2e bench-api venv clean
+.PHONY: demo test test-fast test-distributed lint format bench bench-e2e bench-api venv clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	# The build leaves plugins/kipu.egg-info on sys.path: a second "kipu" distribution, which made Airflow load the
 	# plugin twice and report an import error for it.
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Everything that needs neither Airflow's app and metadata database nor the deployed stack (PostgreSQL still).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not airflow" $(PYTEST_ARGS)
 
 # The compose topology natively (api-server, scheduler, dag-processor, triggerer, Celery worker); also part of `test`.
 test-distributed: $(STAMP)

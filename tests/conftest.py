@@ -54,12 +54,30 @@ def use_store(url: str) -> None:
     reset_engines()
 
 
+_TEMPLATES: dict[str, str] = {}
+
+
+def migrated_template(kind: str) -> str:
+    """A store migrated to head once per session, which each test's store copies (SQLite file, PostgreSQL TEMPLATE)."""
+    if kind not in _TEMPLATES:
+        from kipu.store.migrate import upgrade
+
+        if kind == "sqlite":
+            url = f"sqlite:///{_TMP / 'template.db'}"
+        else:
+            url = pg.create_database()
+            atexit.register(pg.drop_database, url)
+        upgrade(url)
+        _TEMPLATES[kind] = url
+    return _TEMPLATES[kind]
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> Iterator[str]:
-    from kipu.store.migrate import upgrade
+    import shutil
 
+    shutil.copyfile(migrated_template("sqlite").removeprefix("sqlite:///"), tmp_path / "kipu.db")
     url = f"sqlite:///{tmp_path / 'kipu.db'}"
-    upgrade(url)
     use_store(url)
     yield url
 
@@ -67,10 +85,8 @@ def sqlite_url(tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     from kipu.store.engine import reset_engines
-    from kipu.store.migrate import upgrade
 
-    url = pg.create_database()
-    upgrade(url)
+    url = pg.create_database(template=migrated_template("postgres"))
     use_store(url)
     yield url
     reset_engines()
@@ -128,14 +144,31 @@ def seed_demo_team() -> dict:
     return {"team": "demo", "outbox": outbox}
 
 
+_APP: list[Any] = []
+
+
 @pytest.fixture
 def api(airflow_db: Path, pg_demo_team: dict) -> Iterator[Any]:
-    """Airflow's own API server app (``create_app("all")``), in which the Kipu plugin mounts /kipu."""
+    """Airflow's own API server app (``create_app("all")``), in which the Kipu plugin mounts /kipu. Built once per
+    session: it keeps no state of a test's (the Kipu app reads the store and the settings on every request)."""
     from airflow.api_fastapi.app import create_app
     from fastapi.testclient import TestClient
 
-    with TestClient(create_app("all")) as client:
+    if not _APP:
+        _APP.append(create_app("all"))
+    with TestClient(_APP[0]) as client:
         yield client
+
+
+# Fixtures that need Airflow's metadata database, its API server app, or processes of the deployed stack: tests
+# using them are left out of ``make test-fast``.
+AIRFLOW_FIXTURES = frozenset({"airflow_db", "api", "roles", "airflow_server", "kipu_serve"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if AIRFLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.airflow)
 
 
 @pytest.fixture

@@ -110,13 +110,16 @@ def server() -> tuple[str, int]:
     return _SERVER
 
 
-def create_database() -> str:
-    """A fresh database; returns its SQLAlchemy URL."""
+def create_database(template: str | None = None) -> str:
+    """A fresh database, empty or a copy of ``template`` (a database URL); returns its SQLAlchemy URL.
+
+    Copying a migrated template takes a fraction of running the migrations, which most tests would repeat."""
     host, port = server()
     name = f"kipu_t_{uuid.uuid4().hex[:12]}"
     conn = psycopg2.connect(host=host, port=port, user="postgres", dbname="postgres")
     conn.autocommit = True
-    conn.cursor().execute(f'CREATE DATABASE "{name}"')
+    source = f' TEMPLATE "{template.rsplit("/", 1)[1]}"' if template else ""
+    conn.cursor().execute(f'CREATE DATABASE "{name}"{source}')
     conn.close()
     return f"postgresql+psycopg2://postgres@{host}:{port}/{name}"
 
