@@ -8,12 +8,10 @@ from dataclasses import dataclass, field
 import regex
 
 from kipu.captions.counting import URL_RE, graphemes, is_emoji
+from kipu.captions.entities import Entity, find
 from kipu.captions.hashtags import HASHTAG_RE, dedupe_tags, extract_hashtags, normalise_tag
 from kipu.captions.platforms import CaptionRules
 from kipu.captions.rewriter import RewriteRequest, tag_budget
-from kipu.captions.truncate import truncate
-
-MENTION_RE = regex.compile(r"(?<![\p{L}\p{N}_@.])@[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 
 
 @dataclass
@@ -33,6 +31,16 @@ def clean_tags(tags: list[str]) -> list[str]:
         if HASHTAG_RE.fullmatch("#" + tag):
             out.append(tag)
     return dedupe_tags(out)
+
+
+def mentions(text: str, rules: CaptionRules) -> list[Entity]:
+    return [e for e in find(text, rules.entities) if e.kind == "mention"]
+
+
+def _without(text: str, entities: list[Entity]) -> str:
+    for e in reversed(entities):
+        text = text[: e.start] + text[e.end :]
+    return text
 
 
 def _strip_emojis(text: str) -> str:
@@ -72,9 +80,9 @@ def enforce(
     else:
         keep += [u for u in URL_RE.findall(req.text) if u not in body]
     if "no mention" in instructions:
-        body = MENTION_RE.sub("", body)
+        body = _without(body, mentions(body, rules))
     else:
-        keep += [m for m in MENTION_RE.findall(req.text) if m not in body]
+        keep += [m.text for m in mentions(req.text, rules) if m.text not in body]
     kept = " ".join(dict.fromkeys(keep))
     if kept:
         notes.append(f"kept {len(keep)} link(s)/mention(s) from the source that the model dropped")
@@ -99,12 +107,12 @@ def enforce(
         return Checked(text, extract_hashtags(text), notes=notes)
     if not final:
         return Checked(text, tags, overrun=rules.measure(text), notes=notes)
-    cut, _ = truncate(body, lambda b: fits(assemble(b, tags)))
+    cut, _ = rules.truncate(body, lambda b: fits(assemble(b, tags)))
     if not cut or not fits(assemble(cut, tags)):
         tags = []
-        cut, _ = truncate(body, lambda b: fits(assemble(b, tags)))
+        cut, _ = rules.truncate(body, lambda b: fits(assemble(b, tags)))
     text = assemble(cut, tags)
     if not fits(text):  # the preserved parts alone are too long: cut the whole caption as text
-        text, _ = truncate(text, fits)
+        text, _ = rules.truncate(text, fits)
     notes.append(f"truncated to fit {rules.platform}'s limit of {limit} {rules.unit}")
     return Checked(text, extract_hashtags(text), truncated=True, notes=notes)

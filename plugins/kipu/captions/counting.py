@@ -6,10 +6,10 @@ import unicodedata
 
 import regex
 
+from kipu.captions.entities import URL_RE
+
 _GRAPHEME = regex.compile(r"\X")
 _EMOJI = regex.compile(r"\p{Extended_Pictographic}|\p{Regional_Indicator}")
-# The URL shape X's t.co shortener replaces; every match weighs 23 characters.
-URL_RE = regex.compile(r"(?i)\bhttps?://[^\s<>\"']+[^\s<>\"'.,;:!?)\]]")
 
 # twitter-text v3 configuration: weight 100 inside these ranges, 200 elsewhere, scale 100.
 _X_LIGHT_RANGES = ((0, 4351), (8192, 8205), (8208, 8223), (8242, 8247))
@@ -55,8 +55,19 @@ def codepoint_count(text: str) -> int:
     return len(text)
 
 
+LINK_WEIGHT = 23
+_REMOTE_MENTION = regex.compile(r"(?<![\w@])(@[A-Za-z0-9_]+)@[A-Za-z0-9.-]+[A-Za-z0-9]")
+
+
+def link_weighted_length(text: str) -> int:
+    """Mastodon's count: characters, every URL as 23 whatever its length, a remote mention by its user part."""
+    text = URL_RE.sub("x" * LINK_WEIGHT, text)
+    return len(_REMOTE_MENTION.sub(r"\1", text))
+
+
 COUNTERS = {
     "chars": codepoint_count,
     "graphemes": grapheme_count,
     "x_weighted": x_weighted_length,
+    "link_weighted": link_weighted_length,
 }

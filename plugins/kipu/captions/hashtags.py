@@ -6,12 +6,11 @@ import unicodedata
 
 import regex
 
-# A tag starts after a non-word character with "#" or its fullwidth form U+FF03 (a hashtag sign on X), holds
-# letters, marks, digits or underscores, and is not all digits.
-TAG_SIGNS = "#\uff03"
-HASHTAG_RE = regex.compile(
-    r"(?<![\p{L}\p{M}\p{N}_&#\uff03])[#\uff03]([\p{L}\p{M}\p{N}_]*[\p{L}\p{M}][\p{L}\p{M}\p{N}_]*)"
-)
+from kipu.captions.entities import TAG_BODY, TAG_SIGNS, find
+
+# One tag as a token: "#" or its fullwidth form U+FF03 (a hashtag sign on X), then letters, marks, digits or
+# underscores, not all digits. Finding tags in a text is ``captions.entities.find``, which knows about links.
+HASHTAG_RE = regex.compile(rf"(?<![\p{{L}}\p{{M}}\p{{N}}_&{TAG_SIGNS}])[{TAG_SIGNS}]({TAG_BODY})")
 
 
 def normalise_tag(tag: str) -> str:
@@ -20,14 +19,17 @@ def normalise_tag(tag: str) -> str:
 
 
 def extract_hashtags(text: str) -> list[str]:
-    """Tags in order of first appearance, without ``#``, de-duplicated case-insensitively."""
+    """Tags in order of first appearance, without ``#``, de-duplicated case-insensitively; a ``#`` inside a link is
+    part of the link (``captions.entities``)."""
     seen: set[str] = set()
     out: list[str] = []
-    for m in HASHTAG_RE.finditer(unicodedata.normalize("NFC", text)):
-        key = normalise_tag(m.group(1))
+    for entity in find(unicodedata.normalize("NFC", text)):
+        if entity.kind != "hashtag":
+            continue
+        key = normalise_tag(entity.value)
         if key not in seen:
             seen.add(key)
-            out.append(m.group(1))
+            out.append(entity.value)
     return out
 
 

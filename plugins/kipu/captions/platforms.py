@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kipu.captions.counting import COUNTERS, utf8_len
+from kipu.captions.entities import DEFAULT, EntityRules, find
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,9 @@ class CaptionRules:
     # How many hashtags the rewriter adds by default: a house style, not a platform limit.
     suggested_hashtags: int = 3
     professional: bool = False
+    # Where the platform sees links, mentions and hashtags (counting, truncation, facets).
+    entities: EntityRules = DEFAULT
+    max_mentions: int | None = None
 
     @property
     def counter(self) -> Callable[[str], int]:
@@ -43,20 +47,46 @@ class CaptionRules:
             n = len(extract_hashtags(text))
             if n > self.max_hashtags:
                 problems.append(f"{self.platform} caption has {n} hashtags, over the limit of {self.max_hashtags}")
+        if self.max_mentions is not None:
+            n = sum(1 for e in find(text, self.entities) if e.kind == "mention")
+            if n > self.max_mentions:
+                problems.append(f"{self.platform} caption has {n} @mentions, over the limit of {self.max_mentions}")
         return problems
+
+    def truncate(self, text: str, fits: Callable[[str], bool]) -> tuple[str, bool]:
+        """``captions.truncate`` with this platform's entities: nothing cut inside a link, mention or tag."""
+        from kipu.captions.truncate import truncate
+
+        return truncate(text, fits, rules=self.entities)
 
     @property
     def unit(self) -> str:
-        return {"chars": "characters", "graphemes": "graphemes", "x_weighted": "weighted characters"}[self.counting]
+        units = {"graphemes": "graphemes", "x_weighted": "weighted characters"}
+        return units.get(self.counting, "characters")
 
+
+# Bluesky's own detector: a tag or a mention only at the start or after whitespace; a handle is a domain name.
+BLUESKY_ENTITIES = EntityRules(
+    start="space", mention=r"@[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)+"
+)
+X_ENTITIES = EntityRules(mention=r"@[A-Za-z0-9_]{1,15}")  # twitter-text: 1-15 word characters
+INSTAGRAM_ENTITIES = EntityRules(mention=r"@[A-Za-z0-9_.]+")
 
 RULES: dict[str, CaptionRules] = {
     r.platform: r
     for r in (
-        CaptionRules("x", 280, "x_weighted", suggested_hashtags=2),
-        CaptionRules("bluesky", 300, "graphemes", max_bytes=3000, suggested_hashtags=2),
+        CaptionRules("x", 280, "x_weighted", suggested_hashtags=2, entities=X_ENTITIES),
+        CaptionRules("bluesky", 300, "graphemes", max_bytes=3000, suggested_hashtags=2, entities=BLUESKY_ENTITIES),
         CaptionRules("threads", 500, "chars", max_hashtags=1, suggested_hashtags=1),
-        CaptionRules("instagram", 2200, "chars", max_hashtags=30, suggested_hashtags=5),
+        CaptionRules(
+            "instagram",
+            2200,
+            "chars",
+            max_hashtags=30,
+            suggested_hashtags=5,
+            entities=INSTAGRAM_ENTITIES,
+            max_mentions=20,
+        ),
         CaptionRules("facebook", 63206, "chars", suggested_hashtags=3),
         CaptionRules("tiktok", 2200, "chars", suggested_hashtags=5),
         CaptionRules("youtube", 5000, "chars", suggested_hashtags=3),

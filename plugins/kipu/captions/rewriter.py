@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from kipu.captions.counting import URL_RE, graphemes, is_emoji
 from kipu.captions.hashtags import HASHTAG_RE, dedupe_tags, extract_hashtags, normalise_tag
 from kipu.captions.platforms import CaptionRules, rules_for
-from kipu.captions.truncate import truncate
 
 # Tags that only mean something on their home platform; dropped when posting elsewhere.
 PLATFORM_TAGS: dict[str, set[str]] = {
@@ -159,12 +158,12 @@ def rewrite(req: RewriteRequest) -> RewriteResult:
     truncated = False
     if not fits(assemble(body, tags)):
         sep = "\n\n" if tail else ""
-        body, truncated = truncate(body, lambda b: fits(b + sep + tail))
+        body, truncated = rules.truncate(body, lambda b: fits(b + sep + tail))
         if not fits(assemble(body, tags)):
-            tags, body = [], truncate(body, fits)[0]
+            tags, body = [], rules.truncate(body, fits)[0]
     caption = assemble(body, tags)
     if not fits(caption):  # last guard: the whole caption, cut as text
-        caption, truncated = truncate(caption, fits)[0], True
+        caption, truncated = rules.truncate(caption, fits)[0], True
     if truncated:
         notes.append(f"truncated to fit {rules.platform}'s limit of {limit} {rules.unit}")
     return RewriteResult(caption=caption, hashtags=extract_hashtags(caption), truncated=truncated, notes=notes)

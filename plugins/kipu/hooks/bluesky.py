@@ -13,12 +13,10 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
-import regex
 from pydantic import SecretStr
 
 from kipu import egress
-from kipu.captions.counting import URL_RE
-from kipu.captions.hashtags import HASHTAG_RE
+from kipu.captions.entities import find
 from kipu.hooks.base import (
     AuthExpired,
     Capabilities,
@@ -36,9 +34,6 @@ from kipu.specs.items import ContentItem, MediaRef
 POST = "app.bsky.feed.post"
 MAX_BLOB = 1_000_000
 TID_CHARS = "234567abcdefghijklmnopqrstuvwxyz"
-MENTION_RE = regex.compile(
-    r"(?<![\w@])@([a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)+)"
-)
 AUTH_ERRORS = {"ExpiredToken", "InvalidToken", "AuthRequired", "AuthenticationRequired"}
 
 
@@ -163,32 +158,20 @@ class BlueskyHook(PlatformHook):
     def facets(self, text: str) -> list[dict[str, Any]]:
         """Links, mentions and hashtags, each with its UTF-8 byte range (start inclusive, end exclusive)."""
         out: list[dict[str, Any]] = []
-        for m in URL_RE.finditer(text):
-            out.append(
-                {
-                    "index": _byte_range(text, *m.span()),
-                    "features": [{"$type": "app.bsky.richtext.facet#link", "uri": m.group(0)}],
-                }
-            )
-        for m in MENTION_RE.finditer(text):
-            did = self.resolve_handle(m.group(1))
-            if did:
-                out.append(
-                    {
-                        "index": _byte_range(text, *m.span()),
-                        "features": [{"$type": "app.bsky.richtext.facet#mention", "did": did}],
-                    }
-                )
-        for m in HASHTAG_RE.finditer(text):
-            tag = m.group(1)
-            if len(tag) <= 64:
-                out.append(
-                    {
-                        "index": _byte_range(text, *m.span()),
-                        "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": tag}],
-                    }
-                )
-        return sorted(out, key=lambda f: f["index"]["byteStart"])
+        for entity in find(text, self.caption_rules.entities):  # never overlapping, nothing inside a link
+            if entity.kind == "url":
+                feature = {"$type": "app.bsky.richtext.facet#link", "uri": entity.text}
+            elif entity.kind == "mention":
+                did = self.resolve_handle(entity.value)
+                if not did:
+                    continue
+                feature = {"$type": "app.bsky.richtext.facet#mention", "did": did}
+            elif len(entity.value) <= 64:
+                feature = {"$type": "app.bsky.richtext.facet#tag", "tag": entity.value}
+            else:
+                continue
+            out.append({"index": _byte_range(text, entity.start, entity.end), "features": [feature]})
+        return out
 
     def resolve_handle(self, handle: str) -> str | None:
         try:
@@ -243,7 +226,7 @@ class BlueskyHook(PlatformHook):
         if images:
             record["embed"] = {"$type": "app.bsky.embed.images", "images": images}
         else:
-            link = request.link or next((m.group(0) for m in URL_RE.finditer(text)), None)
+            link = request.link or next((e.text for e in find(text) if e.kind == "url"), None)
             if link:
                 card = {"uri": link, "title": (request.title or link)[:300], "description": ""}
                 record["embed"] = {"$type": "app.bsky.embed.external", "external": card}

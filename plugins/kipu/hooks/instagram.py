@@ -5,7 +5,6 @@ comment, recent media for polling, and ``ig_refresh_token``. Sources: docs/platf
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any, ClassVar
 
 from kipu.hooks.base import Capabilities, PlatformError, PublishRequest, PublishResult
@@ -20,7 +19,6 @@ MAX_CAROUSEL = 10
 MAX_MENTIONS = 20
 # Reels: 3 s to 15 min and at most 1 GB (Instagram's Reels specifications).
 REEL_LIMITS = VideoLimits(max_bytes=1_000_000_000, min_duration=3, max_duration=15 * 60)
-MENTION_RE = re.compile(r"(?<![\w@])@[A-Za-z0-9_.]+")
 MEDIA_FIELDS = "id,caption,media_type,media_url,permalink,timestamp,thumbnail_url"
 KINDS = {"IMAGE": "image", "VIDEO": "video", "CAROUSEL_ALBUM": "carousel"}
 
@@ -50,9 +48,6 @@ class InstagramHook(ContainerHook):
             problems.append("instagram needs an image or a video: it has no text-only posts")
         if len(media) > MAX_CAROUSEL:
             problems.append(f"instagram carousel holds at most {MAX_CAROUSEL} items, got {len(media)}")
-        mentions = len(MENTION_RE.findall(request.caption))
-        if mentions > MAX_MENTIONS:
-            problems.append(f"instagram caption has {mentions} @mentions, over the limit of {MAX_MENTIONS}")
         if len(media) == 1 and media[0].kind == "video":
             problems.extend(check_video(media[0].url, REEL_LIMITS, "instagram"))
         return problems
