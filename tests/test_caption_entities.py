@@ -4,6 +4,8 @@ no broken entity, no ellipsis glued to one, and no overlapping entities."""
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kipu.captions.counting import x_weighted_length
@@ -53,7 +55,7 @@ def test_truncation_fits_and_never_breaks_an_entity(text: str, platform: str, li
 @given(text=captions, platform=st.sampled_from(PLATFORMS))
 def test_entities_never_overlap_and_nothing_is_found_inside_a_link(text: str, platform: str) -> None:
     entities = find(text, rules_for(platform).entities)
-    for a, b in zip(entities, entities[1:], strict=False):
+    for a, b in itertools.pairwise(entities):
         assert a.end <= b.start
     links = [(e.start, e.end) for e in entities if e.kind == "url"]
     for e in entities:
