@@ -111,7 +111,7 @@ def one_cycle(when: datetime, limit: int) -> tuple[float, float, object]:
 
 def sequential(host: str, sample: int) -> float:
     """Seconds per source for a plain poller: one httpx GET and parse after another."""
-    from kipu.hooks.feed import parse_feed
+    from kipu.platforms.feed.hook import parse_feed
 
     with httpx.Client(timeout=30) as client:
         started = time.perf_counter()

@@ -25,7 +25,7 @@ def main() -> int:
 
     from kipu.hooks.base import PublishRequest
     from kipu.hooks.platform import Credentials
-    from kipu.hooks.x import XHook
+    from kipu.platforms.x.hook import XHook
 
     from tests.fakes.x_server import XServer
 

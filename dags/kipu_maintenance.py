@@ -40,7 +40,7 @@ with DAG(
     @task
     def renew_youtube_leases() -> list[str]:
         """Re-subscribe YouTube channels whose WebSub lease ends soon (leases last days)."""
-        from kipu.api.routes.youtube_webhooks import renew_leases
+        from kipu.platforms.youtube.websub import renew_leases
 
         return renew_leases()
 

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 from fastapi.testclient import TestClient
-from kipu.ingest import record_item
+from kipu.ingest import enter
 from kipu.store.engine import session_scope
 from kipu.store.models import Post, Workflow, WorkflowRun, WorkflowStep, WorkflowStepRun
 from sqlalchemy import select
@@ -29,7 +29,7 @@ def test_an_approver_approves_through_the_api_and_the_item_is_published(api: Tes
     store(demo_doc())
     with session_scope() as s:
         wf = s.scalar(select(Workflow).where(Workflow.slug == "demo_crosspost"))
-        run_id = str(record_item(s, wf, ITEMS["ana-002"]).workflow_run_id)
+        run_id = str(enter(s, wf, [ITEMS["ana-002"]])[0].workflow_run_id)
     dag = DagBag(dag_folder=str(REPO / "dags")).dags[DAG_ID]
     errors: list[BaseException] = []
 

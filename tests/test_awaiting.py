@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kipu.hooks.tiktok import TikTokHook
+from kipu.platforms.tiktok.hook import TikTokHook
 from kipu.publishing import deliver, request_for, retry_post, settle_awaiting
 from kipu.store.accounts import find_team, upsert_connection
 from kipu.store.engine import session_scope
@@ -151,7 +151,7 @@ def test_a_crash_after_tiktok_has_the_video_never_posts_it_twice(
         request = request_for(s, post).model_copy(
             update={"options": {"platform_options": {"privacy_level": "PUBLIC_TO_EVERYONE"}}}
         )
-        from kipu.hooks.registry import target_hook
+        from kipu.platforms import target_hook
 
         hook = target_hook(conn)
 

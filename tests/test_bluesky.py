@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 from kipu.hooks.base import PublishRequest, Rejected
-from kipu.hooks.bluesky import BlueskyHook, tid_for
 from kipu.hooks.http import LimitedClient
-from kipu.hooks.registry import target_hook
+from kipu.platforms import target_hook
+from kipu.platforms.bluesky.hook import BlueskyHook, tid_for
 from kipu.specs.items import MediaRef
 from kipu.store.accounts import connection_tokens, find_team, upsert_connection
 from kipu.store.crypto import get_cipher

@@ -1,4 +1,5 @@
-"""Kipu's connection types are registered with Airflow, so app credentials can live in Airflow connections."""
+"""Kipu's connection types are registered with Airflow, so app credentials can live in Airflow connections; only
+what Kipu reads from an Airflow connection is registered (accounts live in Kipu's store)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,14 @@ def test_every_kipu_connection_type_is_registered() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hooks = ProvidersManager().hooks
-    platforms = ("x", "linkedin", "pinterest", "facebook", "instagram", "threads", "tiktok")
-    for conn_type in (
-        "kipu_openai",
-        "kipu_bluesky",
-        *(f"kipu_{p}" for p in platforms),
-        *(f"kipu_{p}_app" for p in platforms),
-    ):
+    platforms = ("x", "linkedin", "pinterest", "facebook", "instagram", "threads", "tiktok", "youtube")
+    for conn_type in ("kipu_openai", *(f"kipu_{p}_app" for p in platforms)):
         info = hooks[conn_type]
         assert info is not None and info.package_name == "kipu", conn_type
     assert hooks["kipu_openai"].hook_name == "Kipu AI (OpenAI-compatible)"
+    # A platform account is a row of Kipu's store, read by the platform's hook: no Airflow connection type for it.
+    for misleading in ("kipu_bluesky", "kipu_feed", "kipu_outbox", *(f"kipu_{p}" for p in platforms)):
+        assert misleading not in hooks, misleading
 
 
 def test_app_connection_forms_name_their_fields() -> None:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from kipu.captions.counting import grapheme_count
-from kipu.hooks.feed import FeedHook
-from kipu.ingest import record_item
+from kipu.ingest import enter
+from kipu.platforms.feed.hook import FeedHook
 from kipu.store.engine import session_scope
 from kipu.store.models import Post, Workflow, WorkflowRun, WorkflowStep, WorkflowStepRun
 from kipu.store.workflows import save_workflow
@@ -49,7 +49,7 @@ def run_item(item_id: str, responder: Responder | None = None, workflow_run_id: 
     if workflow_run_id is None:
         with session_scope() as s:
             wf = s.scalar(select(Workflow).where(Workflow.slug == "demo_crosspost"))
-            workflow_run_id = str(record_item(s, wf, ITEMS[item_id]).workflow_run_id)
+            workflow_run_id = str(enter(s, wf, [ITEMS[item_id]])[0].workflow_run_id)
     if responder:
         responder.start()
     dag_run = dag.test(run_conf={"workflow_run_id": workflow_run_id})

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from kipu.hooks import facebook
 from kipu.hooks.base import NeedsReconnect, PublishRequest, Rejected
-from kipu.hooks.facebook import FacebookPageHook
 from kipu.hooks.media import MediaFile
 from kipu.hooks.platform import Credentials
+from kipu.platforms.facebook import hook as facebook
+from kipu.platforms.facebook.hook import FacebookPageHook
 from kipu.publishing import LimitExceeded, deliver
 from kipu.specs.items import MediaRef
 from pydantic import SecretStr

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from kipu.hooks.base import RateLimited, Transient
-from kipu.hooks.feed import FeedError, FeedHook, parse_feed
+from kipu.platforms.feed.hook import FeedError, FeedHook, parse_feed
 
 from tests.fakes.feed_server import FeedServer, Route
 from tests.helpers import REPO

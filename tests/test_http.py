@@ -10,7 +10,8 @@ from email.utils import format_datetime
 import httpx
 import pytest
 from kipu.hooks.base import AuthExpired, RateLimited, Rejected, Transient
-from kipu.hooks.http import LimitedClient, Limits, classify, parse_retry_after
+from kipu.hooks.client import classify, parse_retry_after
+from kipu.hooks.http import LimitedClient, Limits
 
 from tests.fakes.platform_server import PlatformServer
 

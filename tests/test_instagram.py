@@ -15,9 +15,9 @@ import httpx
 import pytest
 from kipu.hooks.base import AuthExpired, NeedsReconnect, PublishRequest, RateLimited, Rejected, Transient
 from kipu.hooks.http import LimitedClient
-from kipu.hooks.instagram import InstagramHook
-from kipu.hooks.meta import GraphError
 from kipu.hooks.platform import Credentials, TokenSet, with_tokens
+from kipu.platforms.instagram.hook import InstagramHook
+from kipu.platforms.meta.graph import GraphError
 from kipu.publishing import LimitExceeded, deliver
 from kipu.specs.items import MediaRef
 from pydantic import SecretStr

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 from kipu.auth import oauth
 from kipu.hooks.base import NeedsReconnect, PublishRequest, Rejected
-from kipu.hooks.linkedin import LinkedInHook
-from kipu.hooks.registry import target_hook
+from kipu.platforms import target_hook
+from kipu.platforms.linkedin.hook import LinkedInHook
 from kipu.specs.items import MediaRef
 from kipu.store.accounts import find_team
 from kipu.store.engine import session_scope

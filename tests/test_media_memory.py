@@ -24,7 +24,7 @@ import json, os, resource, sys
 from pydantic import SecretStr
 from kipu.hooks.base import PublishRequest
 from kipu.hooks.platform import Credentials
-from kipu.hooks.youtube import YouTubeHook
+from kipu.platforms.youtube.hook import YouTubeHook
 from kipu.specs.items import MediaRef
 
 url, channel, token, path = sys.argv[1:5]

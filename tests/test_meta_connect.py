@@ -17,10 +17,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from kipu.hooks.base import PublishRequest
-from kipu.hooks.facebook import FacebookPageHook
-from kipu.hooks.instagram import InstagramHook
-from kipu.hooks.registry import target_hook
-from kipu.hooks.threads import ThreadsHook
+from kipu.platforms import target_hook
+from kipu.platforms.facebook.hook import FacebookPageHook
+from kipu.platforms.instagram.hook import InstagramHook
+from kipu.platforms.threads.hook import ThreadsHook
 from kipu.specs.items import MediaRef
 from kipu.store.accounts import connection_tokens, find_team
 from kipu.store.engine import session_scope

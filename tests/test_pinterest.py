@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 from kipu.hooks.base import PublishRequest, Rejected, Transient
-from kipu.hooks.pinterest import PinterestHook
 from kipu.hooks.platform import Credentials
+from kipu.platforms.pinterest.hook import PinterestHook
 from kipu.specs.items import MediaRef
 from pydantic import SecretStr
 

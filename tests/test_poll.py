@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from kipu.hooks.http import Limits
-from kipu.ingest import record_item
+from kipu.ingest import enter
 from kipu.poll.cursor import Cursor, select_new
 from kipu.poll.due import due_sources, is_due
 from kipu.poll.engine import CycleReport, run_cycle
@@ -21,7 +21,7 @@ from kipu.specs.items import ContentItem
 from kipu.specs.triggers import PollTrigger
 from kipu.store.accounts import find_team, upsert_connection
 from kipu.store.engine import session_scope
-from kipu.store.models import Connection, Workflow, WorkflowRun
+from kipu.store.models import Connection, PollCursor, Workflow, WorkflowRun
 from kipu.store.workflows import save_workflow, set_status
 from sqlalchemy import select
 
@@ -64,10 +64,10 @@ def test_a_cursor_that_rolled_off_falls_back_to_dates() -> None:
 
 
 def test_due_after_the_interval_with_jitter() -> None:
-    trig = PollTrigger(connection_id="feed:x", platform="feed", poll_interval_minutes=10, last_checked_at=NOW)
-    assert not is_due("w1", trig, NOW + timedelta(minutes=8, seconds=59))
-    assert is_due("w1", trig, NOW + timedelta(minutes=11))
-    spread = {round(is_due(f"w{i}", trig, NOW + timedelta(minutes=10)), 0) for i in range(50)}
+    trig = PollTrigger(connection_id="feed:x", platform="feed", poll_interval_minutes=10)
+    assert not is_due("w1", trig, NOW, NOW + timedelta(minutes=8, seconds=59))
+    assert is_due("w1", trig, NOW, NOW + timedelta(minutes=11))
+    spread = {round(is_due(f"w{i}", trig, NOW, NOW + timedelta(minutes=10)), 0) for i in range(50)}
     assert spread == {0, 1}, "jitter spreads sources around the interval"
 
 
@@ -111,9 +111,13 @@ def make_due(*workflow_ids: str) -> None:
     """As if the poll interval had passed."""
     with session_scope() as s:
         for wf_id in workflow_ids:
-            wf = s.get(Workflow, uuid.UUID(wf_id))
-            old = datetime.fromisoformat(wf.trigger_config["last_checked_at"]) - timedelta(days=1)
-            wf.trigger_config = {**wf.trigger_config, "last_checked_at": old.isoformat()}
+            cursor = s.get(PollCursor, uuid.UUID(wf_id))
+            cursor.last_checked_at = cursor.last_checked_at - timedelta(days=1)
+
+
+def last_checked(session, wf_id: str) -> datetime:  # type: ignore[no-untyped-def]
+    """Where the workflow's cursor says it was last polled (its own table, apart from the configuration)."""
+    return session.get(PollCursor, uuid.UUID(wf_id)).last_checked_at
 
 
 def test_new_posts_become_one_pending_run_each_exactly_once(team: dict, host: PlatformServer) -> None:
@@ -200,8 +204,7 @@ def test_failing_and_slow_sources_cost_only_themselves(team: dict, host: Platfor
         assert "no answer within 2s" in conns["stuck"].last_error
         # The failed sources kept their cursors: nothing they had is lost.
         for n in ("broken", "garbled", "stuck"):
-            wf = s.get(Workflow, uuid.UUID(ids[n]))
-            assert datetime.fromisoformat(wf.trigger_config["last_checked_at"]) < datetime.now(UTC) - timedelta(hours=1)
+            assert last_checked(s, ids[n]) < datetime.now(UTC) - timedelta(hours=1)
         # Retry-After is honoured: the limited account is not polled again before it.
         due = {src.connection_id for src in due_sources(s, datetime.now(UTC) + timedelta(days=2))}
         assert str(limited.id) in due
@@ -232,7 +235,7 @@ def test_a_crash_before_the_commit_duplicates_nothing(
     crashed = cycle()
     assert crashed.errors.get("write_failed") == 1 and runs(wf) == []
     with session_scope() as s:  # the cursor did not move either, so the item is fetched again
-        checked = datetime.fromisoformat(s.get(Workflow, uuid.UUID(wf)).trigger_config["last_checked_at"])
+        checked = last_checked(s, wf)
         assert checked < datetime.now(UTC) - timedelta(hours=1)
     monkeypatch.setattr(engine, "record_batch", real)
     recovered = cycle()
@@ -264,7 +267,7 @@ def test_webhook_then_poll_runs_the_post_once(team: dict, host: PlatformServer) 
     post = host.source("both").add("b-1", "seen twice")
     with session_scope() as s:
         wf = s.get(Workflow, uuid.UUID(wf_id))
-        hooked = record_item(s, wf, ContentItem(platform="feed", platform_post_id="b-1", caption=post["content_text"]))
+        (hooked,) = enter(s, wf, [ContentItem(platform="feed", platform_post_id="b-1", caption=post["content_text"])])
         assert hooked.created
     make_due(wf_id)
     assert cycle().new_runs == 0

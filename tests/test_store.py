@@ -6,11 +6,13 @@ import uuid
 from datetime import datetime
 
 import pytest
+from kipu.ingest import enter
+from kipu.specs.items import ContentItem
 from kipu.store.accounts import get_or_create_profile, get_or_create_team, upsert_connection
 from kipu.store.engine import get_engine, session_scope
 from kipu.store.migrate import current, head, upgrade
 from kipu.store.models import Connection, Workflow, WorkflowRun, WorkflowStep, WorkflowStepRun
-from kipu.store.runs import finish_step, record_run, start_step
+from kipu.store.runs import finish_step, start_step
 from kipu.store.workflows import export_workflow, save_workflow
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
@@ -217,8 +219,10 @@ def test_record_run_is_idempotent_and_step_rows_cascade(store_url: str) -> None:
     item = {"platform": "feed", "platform_post_id": "p1", "caption": "hi"}
     with session_scope() as s:
         wf = _stored_demo(s)
-        run, created = record_run(s, wf.id, item)
-        again, created_again = record_run(s, wf.id, dict(item, caption="edited later"))
+        (first,) = enter(s, wf, [ContentItem(**item)])
+        (second,) = enter(s, wf, [ContentItem(**dict(item, caption="edited later"))])
+        run, created = s.get(WorkflowRun, first.workflow_run_id), first.created
+        again, created_again = s.get(WorkflowRun, second.workflow_run_id), second.created
         assert created and not created_again and again.id == run.id
         assert again.trigger_data["caption"] == "hi"  # an edit after detection is not a new item
         step = wf.steps[0]

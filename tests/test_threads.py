@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kipu.hooks.base import NeedsReconnect, PublishRequest, RateLimited, Rejected, Transient
 from kipu.hooks.platform import Credentials
-from kipu.hooks.threads import ThreadsHook
+from kipu.platforms.threads.hook import ThreadsHook
 from kipu.publishing import LimitExceeded, deliver
 from kipu.specs.items import MediaRef
 from pydantic import SecretStr

@@ -15,12 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
-from kipu.hooks import tiktok
 from kipu.hooks.base import AuthExpired, NeedsReconnect, PublishRequest, RateLimited, Rejected, Transient
 from kipu.hooks.http import LimitedClient
 from kipu.hooks.media import MediaFile
 from kipu.hooks.platform import Credentials, TokenSet
-from kipu.hooks.tiktok import (
+from kipu.platforms.options import parse
+from kipu.platforms.tiktok import hook as tiktok
+from kipu.platforms.tiktok.hook import (
     CREATOR_INFO,
     MAX_CHUNK,
     MAX_CHUNKS,
@@ -28,11 +29,10 @@ from kipu.hooks.tiktok import (
     MIN_CHUNK,
     ChunkPlan,
     TikTokHook,
-    TikTokOptions,
     UploadUrlRefused,
-    options_of,
     plan_chunks,
 )
+from kipu.platforms.tiktok.options import TikTokOptions
 from kipu.publishing import deliver
 from kipu.specs.items import MediaRef
 from pydantic import SecretStr
@@ -48,7 +48,7 @@ CAPTION = "Sourdough at dawn, start to finish #bread #baking"
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries happen at once: the tests count them, they do not wait for jitter."""
-    monkeypatch.setattr("kipu.hooks.platform.backoff", lambda attempt: 0.0)
+    monkeypatch.setattr("kipu.hooks.client.backoff", lambda attempt: 0.0)
 
 
 @pytest.fixture
@@ -167,10 +167,15 @@ def test_a_video_needing_more_than_1000_chunks_is_rejected() -> None:
 
 
 # -- options -----------------------------------------------------------------------------------------------------------
+def options_of(req: PublishRequest) -> TikTokOptions:
+    """A request's TikTok options, as every publish reads them (``kipu.platforms.options``)."""
+    return parse("tiktok", req.options)
+
+
 def test_options_model_rejects_unknown_fields_and_private_branded_content(clip: Path) -> None:
-    with pytest.raises(Rejected, match=r"unknown option 'privacy' \(known: mode, source, privacy_level"):
+    with pytest.raises(Rejected, match=r"option 'platform_options.privacy' is not known \(mode, source, privacy_level"):
         options_of(request(video(clip), privacy="public"))
-    with pytest.raises(Rejected, match=r"privacy_level: Input should be 'PUBLIC_TO_EVERYONE'"):
+    with pytest.raises(Rejected, match=r"privacy_level': Input should be 'PUBLIC_TO_EVERYONE'"):
         options_of(request(video(clip), privacy_level="public"))
     with pytest.raises(Rejected, match=r"brand_content_toggle .* cannot be combined with privacy_level SELF_ONLY"):
         options_of(request(video(clip), privacy_level="SELF_ONLY", brand_content_toggle=True))
@@ -191,7 +196,10 @@ def test_check_names_every_problem_before_any_call(hook: TikTokHook, fake: TikTo
     problems = hook.check(request([], caption="x" * 2201, mode="live", bogus=1))
     assert problems[0] == "tiktok caption is 2201 characters, over the limit of 2200"
     assert problems[1] == "tiktok needs exactly one video, got 0"
-    assert "mode: Input should be 'direct' or 'draft'" in problems[2] and "unknown option 'bogus'" in problems[2]
+    assert (
+        "mode': Input should be 'direct' or 'draft'" in problems[2]
+        and "option 'platform_options.bogus' is not known" in problems[2]
+    )
     assert hook.check(request(video(clip), caption="🥖" * 1101)) == [
         "tiktok caption is 2202 UTF-16 code units, over the limit of 2200"
     ]

@@ -22,9 +22,10 @@ import pytest
 from fastapi.testclient import TestClient
 from kipu.auth import oauth
 from kipu.hooks.base import NeedsReconnect
-from kipu.hooks.registry import source_hook, target_hook
-from kipu.hooks.tiktok import TikTokHook
-from kipu.hooks.youtube import MemoryLedger, YouTubeHook
+from kipu.platforms import source_hook, target_hook
+from kipu.platforms.tiktok.hook import TikTokHook
+from kipu.platforms.youtube.hook import YouTubeHook
+from kipu.platforms.youtube.quota import MemoryLedger
 from kipu.specs.common import OAUTH_PLATFORMS
 from kipu.store.accounts import connection_tokens, find_team
 from kipu.store.engine import session_scope
@@ -58,7 +59,7 @@ def record_issued(state: Any) -> list[dict[str, Any]]:
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("kipu.hooks.platform.backoff", lambda attempt: 0.0)
+    monkeypatch.setattr("kipu.hooks.client.backoff", lambda attempt: 0.0)
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from kipu.auth import oauth
 from kipu.hooks.base import NeedsReconnect, PublishRequest, Rejected, Transient
-from kipu.hooks.registry import target_hook
-from kipu.hooks.x import XHook
+from kipu.platforms import target_hook
+from kipu.platforms.x.hook import XHook
 from kipu.specs.items import MediaRef
 from kipu.store.accounts import connection_tokens, find_team
 from kipu.store.engine import session_scope

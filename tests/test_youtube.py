@@ -14,16 +14,8 @@ import pytest
 from kipu.hooks.base import NeedsReconnect, PublishRequest, RateLimited, Rejected, Transient
 from kipu.hooks.http import LimitedClient
 from kipu.hooks.platform import Credentials, TokenSet
-from kipu.hooks.youtube import (
-    CHUNK_UNIT,
-    ConnectionLedger,
-    MemoryLedger,
-    QuotaSpent,
-    YouTubeHook,
-    pacific_day,
-    tags_length,
-    until_pacific_midnight,
-)
+from kipu.platforms.youtube.hook import CHUNK_UNIT, YouTubeHook, tags_length
+from kipu.platforms.youtube.quota import ConnectionLedger, MemoryLedger, QuotaSpent, pacific_day, until_pacific_midnight
 from kipu.publishing import LimitExceeded, deliver
 from pydantic import SecretStr
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from kipu.api.routes.youtube_webhooks import renew_leases, subscribe, websub_secret
-from kipu.hooks.youtube import topic_for
+from kipu.platforms.youtube.atom import topic_for
+from kipu.platforms.youtube.websub import renew_leases, subscribe, websub_secret
 from kipu.store.accounts import find_team, upsert_connection
 from kipu.store.engine import session_scope
 from kipu.store.models import Connection, WorkflowRun

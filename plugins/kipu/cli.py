@@ -168,7 +168,7 @@ def cmd_connect_bluesky(args: argparse.Namespace) -> int:
 
     from pydantic import SecretStr
 
-    from kipu.hooks.bluesky import connect_with_app_password
+    from kipu.platforms.bluesky.hook import connect_with_app_password
     from kipu.store.engine import session_scope
 
     password = os.environ.get(args.password_env)

@@ -1,4 +1,5 @@
-"""Airflow connection types for Kipu: app credentials per platform (client id and secret) and the AI server."""
+"""Airflow connection types for Kipu: the OAuth app of each platform that has one (client id and secret), and the AI
+server. Only what Kipu reads from an Airflow connection is registered."""
 
 from __future__ import annotations
 
@@ -59,11 +60,12 @@ def _app(platform: str, title: str) -> type[_ConnectionType]:
     )
 
 
-XAppConnection = _app("x", "X")
-LinkedInAppConnection = _app("linkedin", "LinkedIn")
-PinterestAppConnection = _app("pinterest", "Pinterest")
-FacebookAppConnection = _app("facebook", "Facebook")
-InstagramAppConnection = _app("instagram", "Instagram")
-ThreadsAppConnection = _app("threads", "Threads")
-TikTokAppConnection = _app("tiktok", "TikTok")
-YouTubeAppConnection = _app("youtube", "YouTube")
+def app_connection_types() -> dict[str, type[_ConnectionType]]:
+    """``kipu_<platform>_app`` for every platform whose package declares an OAuth app, by connection type."""
+    from kipu.platforms import all_platforms
+
+    return {f"kipu_{p.name}_app": _app(p.name, p.title) for p in all_platforms().values() if p.oauth is not None}
+
+
+# Importable by name (``kipu.connection_types.XAppConnection``), as Airflow's provider registry needs.
+globals().update({cls.__name__: cls for cls in app_connection_types().values()})

@@ -173,7 +173,7 @@ def main(args: argparse.Namespace | None = None) -> int:
     say(f"seeded team 'demo' (owner, member, viewer), a feed and an outbox; workflow {workflow_id}")
 
     from kipu.airflow_api import AirflowAPI
-    from kipu.hooks.feed import FeedHook
+    from kipu.platforms.feed.hook import FeedHook
     from kipu.store.engine import session_scope
     from kipu.store.models import WorkflowRun
 

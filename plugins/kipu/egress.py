@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import httpcore
 import httpx
 
-from kipu.hooks.base import Rejected
+from kipu.hooks.errors import Rejected
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ALLOW_PRIVATE_ENV = "KIPU_EGRESS_ALLOW_PRIVATE"

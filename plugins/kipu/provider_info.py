@@ -1,4 +1,6 @@
-"""Registers Kipu's connection types with Airflow (the ``apache_airflow_provider`` entry point)."""
+"""Registers Kipu's connection types with Airflow (the ``apache_airflow_provider`` entry point): the AI server and
+each platform's OAuth app, derived from the platform registry. Platform accounts live in Kipu's store, not in Airflow
+connections, so they are not registered."""
 
 from __future__ import annotations
 
@@ -6,27 +8,11 @@ from typing import Any
 
 
 def get_provider_info() -> dict[str, Any]:
+    from kipu.connection_types import app_connection_types
+
     hooks = {
         "kipu_openai": "kipu.connection_types.OpenAIConnection",
-        "kipu_x_app": "kipu.connection_types.XAppConnection",
-        "kipu_linkedin_app": "kipu.connection_types.LinkedInAppConnection",
-        "kipu_pinterest_app": "kipu.connection_types.PinterestAppConnection",
-        "kipu_facebook_app": "kipu.connection_types.FacebookAppConnection",
-        "kipu_instagram_app": "kipu.connection_types.InstagramAppConnection",
-        "kipu_threads_app": "kipu.connection_types.ThreadsAppConnection",
-        "kipu_tiktok_app": "kipu.connection_types.TikTokAppConnection",
-        "kipu_youtube_app": "kipu.connection_types.YouTubeAppConnection",
-        "kipu_feed": "kipu.hooks.feed.FeedHook",
-        "kipu_outbox": "kipu.hooks.outbox.OutboxHook",
-        "kipu_bluesky": "kipu.hooks.bluesky.BlueskyHook",
-        "kipu_x": "kipu.hooks.x.XHook",
-        "kipu_linkedin": "kipu.hooks.linkedin.LinkedInHook",
-        "kipu_pinterest": "kipu.hooks.pinterest.PinterestHook",
-        "kipu_instagram": "kipu.hooks.instagram.InstagramHook",
-        "kipu_facebook": "kipu.hooks.facebook.FacebookPageHook",
-        "kipu_threads": "kipu.hooks.threads.ThreadsHook",
-        "kipu_tiktok": "kipu.hooks.tiktok.TikTokHook",
-        "kipu_youtube": "kipu.hooks.youtube.YouTubeHook",
+        **{conn_type: f"kipu.connection_types.{cls.__name__}" for conn_type, cls in app_connection_types().items()},
     }
     return {
         "package-name": "kipu",

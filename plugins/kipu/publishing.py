@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from kipu.hooks.base import NeedsReconnect, PublishRequest, PublishResult, Rejected, TargetHook
 from kipu.hooks.media import library_media
-from kipu.specs.items import MediaRef
+from kipu.specs.items import ContentItem, MediaRef
+from kipu.specs.steps import PublishConfig
 from kipu.store.engine import session_scope
 from kipu.store.models import Connection, Post, WorkflowRun, WorkflowStep
 from kipu.store.posts import mark_awaiting, mark_failed, mark_published
@@ -77,23 +78,35 @@ def record_outcome(post_id: uuid.UUID, result: PublishResult | None, error: Exce
 
 
 def request_for(session: Session, post: Post) -> PublishRequest:
-    """The publish request a stored intent stands for, as the publish step built it."""
+    """The one publish request builder: what a stored intent stands for, the same for the first publish, a retry
+    and the settling of a post in moderation. The caption is the intent's; the media (with their types and alt
+    text), the title and the link are the run's item's; the options are the step's config, read by the target
+    platform's options model when it publishes."""
     step = session.get(WorkflowStep, post.step_id) if post.step_id else None
+    run = session.get(WorkflowRun, post.workflow_run_id) if post.workflow_run_id else None
+    item = ContentItem.model_validate(run.trigger_data) if run is not None and run.trigger_data else None
+    config = PublishConfig.model_validate(dict((step.config or {}).get("config") or {}) if step else {})
     meta = post.metadata_ or {}
+    if item is not None:
+        media = list(item.media)
+    else:  # an intent without its run (written by hand): its URLs, typed by their names
+        media = [MediaRef(url=u, mime_type=mimetypes.guess_type(u)[0]) for u in post.media_urls or []]
     return PublishRequest(
         idempotency_key=str(post.id),
         content_type=post.content_type or "text",  # type: ignore[arg-type]
         caption=post.caption or "",
-        media=[MediaRef(url=u, mime_type=mimetypes.guess_type(u)[0]) for u in post.media_urls or []],
-        link=meta.get("source_url"),
-        options=dict((step.config or {}).get("config") or {}) if step else {},
+        title=config.title or (item.title if item else None),
+        media=media,
+        link=item.url if item is not None else meta.get("source_url"),
+        options=config.model_dump(mode="json", exclude_none=True, exclude={"custom_caption"}),
         created_at=post.created_at,
         publish_ref=meta.get("publish_ref"),
+        schedule_at=config.schedule_at,
     )
 
 
 def _hook_and_request(post_id: uuid.UUID) -> tuple[Post, TargetHook, PublishRequest]:
-    from kipu.hooks.registry import target_hook
+    from kipu.platforms import target_hook
 
     with session_scope() as s:
         post = s.get(Post, post_id)

@@ -111,6 +111,6 @@ def test_signed_meta_webhooks_of_unexpected_shapes_are_acknowledged_and_skipped(
 
 
 def test_a_skip_is_logged(api, meta_secret: str, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="kipu.api.routes.webhooks"):
+    with caplog.at_level(logging.WARNING, logger="kipu.platforms.meta.webhooks"):
         _signed(api, meta_secret, {"object": "page", "entry": [1, {"id": "9", "changes": ["x"]}]})
     assert "skipped 2 entries or changes of an unexpected shape" in caplog.text

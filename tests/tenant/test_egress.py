@@ -13,9 +13,9 @@ import pytest
 from kipu import egress
 from kipu.egress import EgressRefused
 from kipu.hooks.base import PublishRequest, Rejected
-from kipu.hooks.feed import FeedHook
 from kipu.hooks.http import LimitedClient
-from kipu.hooks.outbox import OutboxHook
+from kipu.platforms.feed.hook import FeedHook
+from kipu.platforms.outbox.hook import OutboxHook
 from kipu.publishing import deliver
 from kipu.specs.items import MediaRef
 

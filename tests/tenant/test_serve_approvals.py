@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from kipu.ingest import record_item
+from kipu.ingest import enter
 from kipu.store.engine import session_scope
 from kipu.store.models import Workflow
 from sqlalchemy import select
@@ -33,7 +33,7 @@ def test_an_approval_answered_through_kipu_api_serve(kipu_serve: Server) -> None
     store(demo_doc(slug=SLUG))
     with session_scope() as s:
         wf = s.scalar(select(Workflow).where(Workflow.slug == SLUG))
-        run_id = str(record_item(s, wf, ITEMS["ana-002"]).workflow_run_id)
+        run_id = str(enter(s, wf, [ITEMS["ana-002"]])[0].workflow_run_id)
     dag = DagBag(dag_folder=str(REPO / "dags")).dags[DAG_ID]
     api = f"{kipu_serve.url}/kipu/api/approvals"
     answers: list[httpx.Response] = []

@@ -15,7 +15,7 @@ import openai
 
 from kipu.ai.connection import AIConnection
 from kipu.captions.rewriter import split_trailing_tags
-from kipu.hooks.http import backoff, parse_retry_after
+from kipu.hooks.client import backoff, parse_retry_after
 
 
 class AIUnavailable(Exception):

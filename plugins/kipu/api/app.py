@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from kipu.api.guard import RequestGuard
-from kipu.api.routes import ai, approvals, connections, media, posts, teams, webhooks, workflows, youtube_webhooks
+from kipu.api.routes import ai, approvals, connections, media, posts, teams, webhooks, workflows
 
 
 def create_app() -> FastAPI:
@@ -24,7 +24,6 @@ def create_app() -> FastAPI:
         connections.router,
         media.router,
         approvals.router,
-        youtube_webhooks.router,  # before Meta's /webhooks/{platform}, which would take /webhooks/youtube
         webhooks.router,
         ai.router,
     ):

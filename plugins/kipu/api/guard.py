@@ -32,11 +32,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_JSON = 1024 * 1024  # uploads go to /media/upload, with their own limit
 MULTIPART_OVERHEAD = 64 * 1024
-# Meta batches up to 1,000 changes in one delivery; a WebSub notification is one Atom entry of a few KB.
-WEBHOOK_LIMITS = {"youtube": 64 * 1024}
-WEBHOOK_LIMIT = 1024 * 1024
-SIGNATURE_HEADERS = {"youtube": b"x-hub-signature"}
-SIGNATURE_HEADER = b"x-hub-signature-256"
 PUBLIC_GET = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 OAUTH_SECRETS = frozenset({"code", "state"})
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
@@ -69,10 +64,11 @@ class RequestGuard:
         webhook = _webhook_platform(path)
         shown = None  # the limit a 413 names, when it is not the body's own
         if webhook is not None:
-            if scope["method"] == "POST" and not headers.get(SIGNATURE_HEADERS.get(webhook, SIGNATURE_HEADER)):
+            signature, limit = _webhook_rules(webhook)
+            if scope["method"] == "POST" and not (signature and headers.get(signature.encode())):
                 await _json(send, 401, {"detail": "this webhook needs its signature header"})
                 return
-            limit = WEBHOOK_LIMITS.get(webhook, WEBHOOK_LIMIT)
+            limit = limit if scope["method"] == "POST" else 0
         elif path.startswith("/api/auth/callback/") or (path in PUBLIC_GET and scope["method"] == "GET"):
             limit = 0  # no public route but the webhooks takes a body: nothing unauthenticated is buffered
         else:
@@ -143,6 +139,17 @@ class RequestGuard:
             await send(message)
 
         await self.app(scope, counted, tracked)
+
+
+def _webhook_rules(platform: str) -> tuple[str | None, int]:
+    """The signature header a platform's deliveries carry and their size limit (its package says), or no body."""
+    from kipu import platforms
+
+    try:
+        spec = platforms.get(platform)
+    except platforms.PlatformNotSupported:
+        return None, 0
+    return spec.webhook_signature, spec.webhook_max_bytes if spec.webhook else 0
 
 
 def _webhook_platform(path: str) -> str | None:

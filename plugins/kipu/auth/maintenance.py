@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def refresh_expiring(within: timedelta = timedelta(hours=48), now: datetime | None = None) -> dict[str, Any]:
     """Refresh every stored token that expires within ``within``; counts only, never tokens."""
-    from kipu.hooks.registry import PLATFORM_HOOKS, platform_hook
+    from kipu.platforms import account_hook, has_tokens
 
     now = now or datetime.now(UTC)
     report: dict[str, Any] = {"checked": 0, "refreshed": 0, "needs_reconnect": 0, "failed": 0, "errors": []}
@@ -26,9 +26,9 @@ def refresh_expiring(within: timedelta = timedelta(hours=48), now: datetime | No
         report["checked"] += 1
         with session_scope() as s:
             conn = s.get(Connection, conn_id)
-            if conn is None or conn.platform not in PLATFORM_HOOKS:
+            if conn is None or not has_tokens(conn.platform):
                 continue
-            hook, label = platform_hook(conn), f"{conn.platform}:{conn.platform_username or conn.platform_user_id}"
+            hook, label = account_hook(conn), f"{conn.platform}:{conn.platform_username or conn.platform_user_id}"
         try:
             hook.refresh()
             report["refreshed"] += 1

@@ -19,7 +19,7 @@ import logging
 import os
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -29,9 +29,10 @@ import httpx
 from pydantic import SecretStr
 from sqlalchemy.orm import Session
 
-from kipu import egress
+from kipu import egress, platforms
+from kipu.auth.apps import OAuthApp
 from kipu.hooks.base import NeedsReconnect, Rejected, Transient
-from kipu.hooks.http import classify
+from kipu.hooks.client import classify
 from kipu.hooks.platform import TokenSet
 from kipu.store.accounts import upsert_connection
 from kipu.store.crypto import get_cipher
@@ -63,105 +64,16 @@ if not any(isinstance(f, RedactSecretParams) for f in logging.getLogger("httpx")
     logging.getLogger("httpx").addFilter(RedactSecretParams())
 
 
-@dataclass(frozen=True)
-class OAuthApp:
-    platform: str
-    authorize_url: str
-    token_url: str
-    scopes: tuple[str, ...]
-    client_id: str = ""
-    client_secret: SecretStr | None = None
-    redirect_uri: str = ""
-    pkce: bool = False
-    # How the S256 code challenge is written: "base64url" as RFC 7636 says (X, Google), or "hex" for TikTok, whose
-    # Login Kit documents the challenge as the hex-encoded SHA-256 of the verifier (docs/platforms/tiktok.md).
-    pkce_encoding: Literal["base64url", "hex"] = "base64url"
-    scope_separator: str = " "
-    client_auth: str = "basic"  # basic | body
-    client_id_param: str = "client_id"  # TikTok calls it client_key
-    # Extra authorize-URL parameters (Google needs access_type=offline to hand out a refresh token).
-    authorize_params: tuple[tuple[str, str], ...] = ()
-    api_base_url: str = ""  # the platform API's host while connecting, when not the hook's own (fakes, proxies)
-
-    def __repr__(self) -> str:
-        return f"OAuthApp({self.platform!r}, client_id={self.client_id!r})"
-
-
-# The platforms' documented endpoints and the scopes Kipu needs; overridable per connection (and by the fakes).
-DEFAULT_APPS: dict[str, OAuthApp] = {
-    "x": OAuthApp(
-        "x",
-        "https://x.com/i/oauth2/authorize",
-        "https://api.x.com/2/oauth2/token",
-        ("tweet.read", "tweet.write", "users.read", "media.write", "offline.access"),
-        pkce=True,
-    ),
-    "linkedin": OAuthApp(
-        "linkedin",
-        "https://www.linkedin.com/oauth/v2/authorization",
-        "https://www.linkedin.com/oauth/v2/accessToken",
-        ("openid", "profile", "w_member_social"),
-        client_auth="body",
-    ),
-    "pinterest": OAuthApp(
-        "pinterest",
-        "https://www.pinterest.com/oauth/",
-        "https://api.pinterest.com/v5/oauth/token",
-        ("boards:read", "pins:read", "pins:write", "user_accounts:read"),
-        scope_separator=",",
-    ),
-    "facebook": OAuthApp(
-        "facebook",
-        "https://www.facebook.com/v24.0/dialog/oauth",
-        "https://graph.facebook.com/v24.0/oauth/access_token",
-        ("pages_show_list", "pages_read_engagement", "pages_manage_posts"),
-        scope_separator=",",
-        client_auth="body",
-    ),
-    "instagram": OAuthApp(
-        "instagram",
-        "https://www.instagram.com/oauth/authorize",
-        "https://api.instagram.com/oauth/access_token",
-        ("instagram_business_basic", "instagram_business_content_publish", "instagram_business_manage_comments"),
-        scope_separator=",",
-        client_auth="body",
-    ),
-    "threads": OAuthApp(
-        "threads",
-        "https://threads.net/oauth/authorize",
-        "https://graph.threads.net/oauth/access_token",
-        ("threads_basic", "threads_content_publish"),
-        scope_separator=",",
-        client_auth="body",
-    ),
-    "tiktok": OAuthApp(
-        "tiktok",
-        "https://www.tiktok.com/v2/auth/authorize/",
-        "https://open.tiktokapis.com/v2/oauth/token/",
-        ("user.info.basic", "video.list", "video.publish", "video.upload"),
-        scope_separator=",",
-        client_auth="body",
-        client_id_param="client_key",
-        pkce=True,
-        pkce_encoding="hex",
-    ),
-    "youtube": OAuthApp(
-        "youtube",
-        "https://accounts.google.com/o/oauth2/v2/auth",
-        "https://oauth2.googleapis.com/token",
-        ("https://www.googleapis.com/auth/youtube.upload", "https://www.googleapis.com/auth/youtube.readonly"),
-        client_auth="body",
-        pkce=True,
-        authorize_params=(("access_type", "offline"), ("prompt", "consent")),
-    ),
-}
+# Each platform's documented OAuth app, as its package declares it (``kipu.platforms``).
+DEFAULT_APPS: Mapping[str, OAuthApp] = platforms.View("oauth")
 
 
 def app_for(platform: str) -> OAuthApp:
-    """The platform's OAuth app; a clear error naming where to configure it when it is missing."""
-    if platform not in DEFAULT_APPS:
-        raise Rejected(f"{platform} does not connect through OAuth 2.0")
-    base = DEFAULT_APPS[platform]
+    """The platform's OAuth app (its package declares the documented endpoints and scopes) with this deployment's
+    credentials; a clear error naming where to configure them when they are missing."""
+    base = DEFAULT_APPS.get(platform)
+    if base is None:
+        raise Rejected(f"{platform} does not connect through an OAuth 2.0 app of this deployment")
     fields: dict[str, Any] = {}
     try:
         from airflow.sdk import BaseHook
@@ -387,7 +299,7 @@ def finish(session: Session, platform: str, state: str, code: str, api_base: str
     """``complete`` for a platform's hook (the API callback and ``kipu connect finish``): the hook's ``connect``
     decides what the new tokens connect, against ``api_base``, else the app's ``api_base_url``, else its own host."""
     from kipu.hooks.oauth_platform import OAuthPlatformHook
-    from kipu.hooks.registry import hook_class
+    from kipu.platforms import hook_class
 
     app = app_for(platform)
     cls = hook_class(platform)

@@ -75,7 +75,11 @@ def refresh_connection(stale: Credentials, do_refresh: Callable[[Credentials], T
         return credentials_of(conn)
 
 
-SELF_REFRESHING = ("instagram", "threads")
+def self_refreshing() -> tuple[str, ...]:
+    """Platforms whose long-lived access token renews itself, with no refresh token (their packages say so)."""
+    from kipu.platforms import names
+
+    return names(self_refreshing=True)
 
 
 def expiring(now: datetime, within: timedelta = timedelta(hours=48)) -> list[uuid.UUID]:
@@ -89,7 +93,7 @@ def expiring(now: datetime, within: timedelta = timedelta(hours=48)) -> list[uui
                     Connection.token_expires_at.is_not(None),
                     Connection.token_expires_at < now + within,
                     # Instagram and Threads refresh the long-lived access token itself; the others need one.
-                    or_(Connection.refresh_token.is_not(None), Connection.platform.in_(SELF_REFRESHING)),
+                    or_(Connection.refresh_token.is_not(None), Connection.platform.in_(self_refreshing())),
                     Connection.status != "needs_reconnect",
                 )
             )

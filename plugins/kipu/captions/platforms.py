@@ -1,12 +1,14 @@
-"""Caption limits per target platform, each in that platform's own counting (see shared PLATFORMS.md)."""
+"""Caption rules: a platform's limits in its own counting and where it sees entities; each platform package declares
+its own (``kipu.platforms``), and ``rules_for`` reads them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from kipu.captions.counting import COUNTERS, utf8_len
 from kipu.captions.entities import DEFAULT, EntityRules, find
+from kipu.platforms import View
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,8 @@ class CaptionRules:
     # Where the platform sees links, mentions and hashtags (counting, truncation, facets).
     entities: EntityRules = DEFAULT
     max_mentions: int | None = None
+    # Tags that only mean something on this platform (#fyp): dropped when a caption is rewritten for another one.
+    home_tags: frozenset[str] = frozenset()
 
     @property
     def counter(self) -> Callable[[str], int]:
@@ -65,37 +69,8 @@ class CaptionRules:
         return units.get(self.counting, "characters")
 
 
-# Bluesky's own detector: a tag or a mention only at the start or after whitespace; a handle is a domain name.
-BLUESKY_ENTITIES = EntityRules(
-    start="space", mention=r"@[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)+"
-)
-X_ENTITIES = EntityRules(mention=r"@[A-Za-z0-9_]{1,15}")  # twitter-text: 1-15 word characters
-INSTAGRAM_ENTITIES = EntityRules(mention=r"@[A-Za-z0-9_.]+")
-
-RULES: dict[str, CaptionRules] = {
-    r.platform: r
-    for r in (
-        CaptionRules("x", 280, "x_weighted", suggested_hashtags=2, entities=X_ENTITIES),
-        CaptionRules("bluesky", 300, "graphemes", max_bytes=3000, suggested_hashtags=2, entities=BLUESKY_ENTITIES),
-        CaptionRules("threads", 500, "chars", max_hashtags=1, suggested_hashtags=1),
-        CaptionRules(
-            "instagram",
-            2200,
-            "chars",
-            max_hashtags=30,
-            suggested_hashtags=5,
-            entities=INSTAGRAM_ENTITIES,
-            max_mentions=20,
-        ),
-        CaptionRules("facebook", 63206, "chars", suggested_hashtags=3),
-        CaptionRules("tiktok", 2200, "chars", suggested_hashtags=5),
-        CaptionRules("youtube", 5000, "chars", suggested_hashtags=3),
-        CaptionRules("linkedin", 3000, "chars", suggested_hashtags=3, professional=True),
-        CaptionRules("pinterest", 500, "chars", suggested_hashtags=3),
-        # Kipu's own account-free targets: a generous limit so the demo shows rewriting, not truncation.
-        CaptionRules("outbox", 5000, "chars", suggested_hashtags=5),
-    )
-}
+# Every platform's caption rules, as its package declares them (``kipu.platforms``).
+RULES: Mapping[str, CaptionRules] = View("captions")
 
 
 def rules_for(platform: str) -> CaptionRules:

@@ -8,14 +8,8 @@ from dataclasses import dataclass, field
 
 from kipu.captions.counting import URL_RE, graphemes, is_emoji
 from kipu.captions.hashtags import HASHTAG_RE, dedupe_tags, extract_hashtags, normalise_tag
-from kipu.captions.platforms import CaptionRules, rules_for
+from kipu.captions.platforms import RULES, CaptionRules, rules_for
 
-# Tags that only mean something on their home platform; dropped when posting elsewhere.
-PLATFORM_TAGS: dict[str, set[str]] = {
-    "tiktok": {"fyp", "foryou", "foryoupage", "fy", "tiktok", "tiktokviral", "viral"},
-    "instagram": {"reels", "reelsinstagram", "instagram", "instagood", "explorepage"},
-    "youtube": {"shorts", "youtubeshorts", "youtube"},
-}
 TONE_ENDINGS = {"professional": ".", "formal": ".", "enthusiastic": "!", "excited": "!"}
 _DIRECTIVE = re.compile(r"^\s*(prefix|prepend|suffix|append|cta)\s*:\s*(.+?)\s*$", re.IGNORECASE)
 
@@ -123,7 +117,7 @@ def rewrite(req: RewriteRequest) -> RewriteResult:
 
     body, tail_tags = split_trailing_tags(text)
     inline_tags = extract_hashtags(body)
-    foreign = set().union(*(tags for p, tags in PLATFORM_TAGS.items() if p != req.target_platform))
+    foreign = set().union(*(r.home_tags for p, r in RULES.items() if p != req.target_platform))
     candidates = [t for t in [*tail_tags, *inline_tags, *req.extra_hashtags] if normalise_tag(t) not in foreign]
     if not include_hashtags:
         body = HASHTAG_RE.sub(lambda m: m.group(1), body)

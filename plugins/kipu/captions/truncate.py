@@ -28,13 +28,19 @@ def truncate(
     entities = find(text, rules)
     blocked = inside(entities, len(text))
     ends = {e.end for e in entities}
-    # Grapheme boundaries that are not inside an entity: the only places a cut may fall.
-    cuts = [k for k in range(len(clusters) + 1) if not blocked[offsets[k]]]
+
+    def allowed(k: int) -> bool:
+        # Never inside an entity, and never right after one: an ellipsis glued to a link or a tag becomes part of it
+        # ("https://x.com/a?b=c…"), so an entity at the cut is left out whole.
+        if blocked[offsets[k]]:
+            return False
+        return k == len(clusters) or len(text[: offsets[k]].rstrip(_TRAILING)) not in ends
+
+    # Grapheme boundaries where a cut may fall.
+    cuts = [k for k in range(len(clusters) + 1) if allowed(k)]
 
     def candidate(k: int) -> str:
-        prefix = text[: offsets[k]].rstrip(_TRAILING)
-        # An ellipsis glued to a link or a tag becomes part of it ("https://x.com/a?b=c…"): keep a space between.
-        return prefix + (" " if len(prefix) in ends and prefix else "") + ellipsis
+        return text[: offsets[k]].rstrip(_TRAILING) + ellipsis
 
     # Binary search the longest allowed prefix that fits.
     lo, hi = 0, len(cuts) - 1

@@ -4,59 +4,32 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseHook
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from kipu.captions.platforms import CaptionRules, rules_for
+from kipu.hooks.errors import AuthExpired, NeedsReconnect, PlatformError, RateLimited, Rejected, Transient
+from kipu.platforms.spec import Capabilities
 from kipu.specs.items import ContentItem, ContentType, MediaRef
+
+__all__ = [
+    "AuthExpired",
+    "Capabilities",
+    "NeedsReconnect",
+    "PlatformError",
+    "PublishRequest",
+    "PublishResult",
+    "RateLimited",
+    "Rejected",
+    "SourceHook",
+    "TargetHook",
+    "Transient",
+]
 
 if TYPE_CHECKING:
     from kipu.hooks.http import LimitedClient
-
-
-class PlatformError(Exception):
-    """Base of the error taxonomy every platform maps onto."""
-
-    retryable: ClassVar[bool] = False
-
-
-class Transient(PlatformError):
-    retryable = True
-
-
-class RateLimited(PlatformError):
-    retryable = True
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class AuthExpired(PlatformError):
-    retryable = True
-
-
-class Rejected(PlatformError):
-    """The platform refused the content; retrying cannot help."""
-
-
-class NeedsReconnect(PlatformError):
-    """The connection must be re-authorised by the user."""
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    text: bool = True
-    image: bool = False
-    video: bool = False
-    carousel: bool = False
-    alt_text: bool = False
-    first_comment: bool = False
-    scheduling: bool = False
-    max_images: int = 0
 
 
 class PublishRequest(BaseModel):
@@ -75,6 +48,8 @@ class PublishRequest(BaseModel):
     created_at: AwareDatetime | None = None
     # The platform's handle from an earlier attempt that was accepted but not final (TikTok's publish_id).
     publish_ref: str | None = None
+    # When the platform should publish it (the step's ``schedule_at``), for platforms that schedule.
+    schedule_at: AwareDatetime | None = None
 
 
 class PublishResult(BaseModel):
@@ -87,7 +62,7 @@ class PublishResult(BaseModel):
 
 
 class SourceHook(BaseHook, ABC):
-    """A platform Kipu can watch for new content."""
+    """A platform Kipu can watch for new content (``hooks.client.HttpHook`` drives both from one ``poll`` flow)."""
 
     platform: ClassVar[str]
 
@@ -95,18 +70,15 @@ class SourceHook(BaseHook, ABC):
     def list_posts(self, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
         """Posts newer than ``since_id`` (all recent posts when None), oldest first."""
 
+    @abstractmethod
     async def fetch_posts(self, http: LimitedClient, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
-        """``list_posts`` for the poll engine, through its shared limited client; hooks override it."""
-        import asyncio
-
-        return await asyncio.to_thread(self.list_posts, since_id, limit)
+        """``list_posts`` for the poll engine, through its shared limited client."""
 
 
 class TargetHook(BaseHook, ABC):
     """A platform Kipu can publish to, exactly once per idempotency key."""
 
     platform: ClassVar[str]
-    capabilities: ClassVar[Capabilities] = Capabilities()
     # Set by ``publishing.deliver``: stores the platform's handle the moment the platform has the post, so a crash
     # between then and the outcome being recorded is settled from the handle instead of posting again.
     on_accepted: Callable[[str], None] | None = None
@@ -117,14 +89,24 @@ class TargetHook(BaseHook, ABC):
             self.on_accepted(ref)
 
     @property
+    def capabilities(self) -> Capabilities:
+        """What the platform can publish, as its package declares it."""
+        from kipu.platforms import get
+
+        return get(self.platform).capabilities
+
+    @property
     def caption_rules(self) -> CaptionRules:
         return rules_for(self.platform)
 
     def check(self, request: PublishRequest) -> list[str]:
-        """Every limit the request breaks, checked before any call to the platform."""
+        """Every limit the request breaks, checked before any call to the platform: the caption in its counting,
+        what the platform declares it can publish, and its options."""
+        from kipu.platforms.options import problems_and_options
+
         problems = list(self.caption_rules.violations(request.caption))
         caps = self.capabilities
-        kinds = [m.kind for m in request.media]
+        kinds = [m.kind for m in request.media if m.kind in ("image", "video")]
         if "video" in kinds and not caps.video:
             problems.append(f"{self.platform} cannot publish video")
         images = kinds.count("image")
@@ -132,6 +114,11 @@ class TargetHook(BaseHook, ABC):
             problems.append(f"{self.platform} cannot publish images")
         elif caps.max_images and images > caps.max_images:
             problems.append(f"{self.platform} takes at most {caps.max_images} images, got {images}")
+        elif len(kinds) > 1 and not caps.carousel:
+            problems.append(f"{self.platform} cannot publish a carousel (several media in one post), got {len(kinds)}")
+        if request.schedule_at is not None and not caps.scheduling:
+            problems.append(f"{self.platform} cannot schedule a post; put a delay step before publishing instead")
+        problems += problems_and_options(self.platform, request.options)[0]
         return problems
 
     @abstractmethod

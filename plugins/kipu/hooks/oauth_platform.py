@@ -11,7 +11,7 @@ import httpx
 from kipu import egress
 from kipu.auth import oauth
 from kipu.hooks.base import PlatformError, RateLimited
-from kipu.hooks.http import classify
+from kipu.hooks.client import classify
 from kipu.hooks.platform import Credentials, PlatformHook, TokenSet
 
 

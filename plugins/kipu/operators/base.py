@@ -12,10 +12,11 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException, DownstreamTasksSkipped, TaskDeferred
 from sqlalchemy import select
 
+from kipu.ingest import enter
 from kipu.specs.items import ContentItem
 from kipu.store.engine import session_scope
-from kipu.store.models import WorkflowStep, WorkflowStepRun
-from kipu.store.runs import finish_step, get_run, record_run, start_step
+from kipu.store.models import Workflow, WorkflowRun, WorkflowStep, WorkflowStepRun
+from kipu.store.runs import finish_step, get_run, start_step
 
 try:  # Airflow 3.3 parks HITL tasks with this exception; it is not a failure.
     from airflow.sdk.exceptions import TaskAwaitingInput
@@ -57,8 +58,14 @@ def resolve_run(context: Context, workflow_id: str, team_id: str | None, dag_id:
                 raise ValueError("dag_run.conf.item is required: the content item this run processes")
             item.setdefault("platform", "manual")
             item.setdefault("platform_post_id", f"manual:{context['dag_run'].run_id}")
-            item = ContentItem.model_validate(item).model_dump(mode="json")
-            run, _ = record_run(session, wf_id, item, dag_id=dag_id)
+            workflow = session.get(Workflow, wf_id)
+            if workflow is None:
+                raise ValueError(f"workflow {wf_id} no longer exists")
+            (entered,) = enter(session, workflow, [ContentItem.model_validate(item)], source="manual")
+            if entered.skipped_reason is not None:  # the same trigger filters as every other entry
+                session.commit()
+                raise AirflowSkipException(f"trigger filter: {entered.skipped_reason}")
+            run = session.get(WorkflowRun, entered.workflow_run_id)
         if run.workflow_id != wf_id:
             raise ValueError(f"workflow_run_id {run.id} belongs to another workflow")
         run.dag_id, run.dag_run_id = dag_id, context["dag_run"].run_id

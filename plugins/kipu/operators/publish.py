@@ -8,10 +8,10 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from kipu.hooks.base import PlatformError, PublishRequest
-from kipu.hooks.registry import target_hook
+from kipu.hooks.base import PlatformError
 from kipu.operators.base import KipuStepOperator, RunState
-from kipu.publishing import LimitExceeded, deliver, record_outcome
+from kipu.platforms import target_hook
+from kipu.publishing import LimitExceeded, deliver, record_outcome, request_for
 from kipu.specs.steps import PublishStep
 from kipu.store.accounts import resolve_connection
 from kipu.store.engine import session_scope
@@ -59,25 +59,14 @@ class KipuPublishOperator(KipuStepOperator):
                     media_urls=[m.url for m in request_media],
                     metadata={"source_post_id": state.item.platform_post_id, "source_url": state.item.url},
                 )
-                post_id, already, created = str(post.id), post.status == "published", post.created_at
-                publish_ref = (post.metadata_ or {}).get("publish_ref")
+                post_id, already = str(post.id), post.status == "published"
+                request = request_for(session, post)  # the one builder: a retry builds the same request
                 hook = target_hook(conn)
             key = target.connection_id
             if already:
                 self.log.info("%s: already published as post %s; not publishing again", target.platform, post_id)
                 results[key] = {**results.get(key, {}), "status": "published", "post_id": post_id}
                 continue
-            request = PublishRequest(
-                idempotency_key=post_id,
-                content_type=state.item.content_type,
-                caption=caption,
-                title=step.config.title or state.item.title,
-                media=request_media,
-                link=state.item.url,
-                options=step.config.model_dump(mode="json", exclude_none=True, exclude={"custom_caption"}),
-                created_at=created,
-                publish_ref=publish_ref,
-            )
             try:
                 # A previous attempt may have reached the platform before crashing: deliver asks before posting.
                 existing = deliver(hook, request, state.team_id)

@@ -1,13 +1,18 @@
-"""Which fetched items are new for one workflow, and where its cursor moves; pure, so it is easy to test."""
+"""A poll workflow's cursor: which fetched items are new and where the cursor moves (pure, so it is easy to test),
+and its home, the ``poll_cursors`` table (runtime state, apart from the workflow's configuration)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from kipu.specs.items import ContentItem
-from kipu.specs.triggers import PollTrigger
+from kipu.store.models import PollCursor
 
 
 @dataclass(frozen=True)
@@ -16,17 +21,37 @@ class Cursor:
     last_checked_at: datetime | None = None
     polling_since: datetime | None = None
 
-    @classmethod
-    def of(cls, trigger: PollTrigger) -> Cursor:
-        return cls(trigger.last_post_id, trigger.last_checked_at, trigger.polling_since)
 
-    def as_config(self) -> dict[str, Any]:
-        """The cursor's keys in ``workflows.trigger_config``."""
-        return {
-            "last_post_id": self.last_post_id,
-            "last_checked_at": self.last_checked_at.isoformat() if self.last_checked_at else None,
-            "polling_since": self.polling_since.isoformat() if self.polling_since else None,
-        }
+def load(session: Session, workflow_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Cursor]:
+    """The cursors of these workflows (a workflow never polled has none)."""
+    ids = list(workflow_ids)
+    if not ids:
+        return {}
+    c = PollCursor.__table__
+    rows = session.execute(select(c).where(c.c.workflow_id.in_(ids)))
+    return {r.workflow_id: Cursor(r.last_post_id, r.last_checked_at, r.polling_since) for r in rows}
+
+
+def save(session: Session, cursors: dict[uuid.UUID, Cursor]) -> None:
+    """Write cursors in the caller's transaction: one upsert for all of them."""
+    if not cursors:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(PollCursor.__table__)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["workflow_id"],
+        set_={k: stmt.excluded[k] for k in ("last_post_id", "last_checked_at", "polling_since")},
+    )
+    session.execute(stmt, [{"workflow_id": wf_id, **asdict(cur)} for wf_id, cur in cursors.items()])
+
+
+def forget(session: Session, workflow_id: uuid.UUID) -> None:
+    """Start from now at the next poll (a new source, or a workflow activated again): history is never replayed."""
+    session.execute(delete(PollCursor).where(PollCursor.workflow_id == workflow_id))
 
 
 def select_new(

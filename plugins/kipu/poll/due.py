@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kipu.specs.triggers import PollTrigger, parse_trigger
-from kipu.store.models import Connection, Workflow
+from kipu.store.models import Connection, PollCursor, Workflow
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +36,21 @@ def jitter_factor(workflow_id: str, last_checked: datetime) -> float:
     return 1 - JITTER + 2 * JITTER * int.from_bytes(digest, "big") / 0xFFFFFFFF
 
 
-def is_due(workflow_id: str, trigger: PollTrigger, now: datetime) -> bool:
-    if trigger.last_checked_at is None:
+def is_due(workflow_id: str, trigger: PollTrigger, last_checked: datetime | None, now: datetime) -> bool:
+    if last_checked is None:
         return True
-    interval = timedelta(minutes=trigger.poll_interval_minutes) * jitter_factor(workflow_id, trigger.last_checked_at)
-    return trigger.last_checked_at + interval <= now
+    interval = timedelta(minutes=trigger.poll_interval_minutes) * jitter_factor(workflow_id, last_checked)
+    return last_checked + interval <= now
 
 
 def due_sources(session: Session, now: datetime, limit: int = 10_000) -> list[Source]:
     """Active poll workflows that are due, grouped by their resolved connection, most overdue first."""
-    w = Workflow.__table__
-    rows = session.execute(select(w.c.id, w.c.team_id, w.c.trigger_config).where(w.c.status == "active"))
+    w, pc = Workflow.__table__, PollCursor.__table__
+    rows = session.execute(
+        select(w.c.id, w.c.team_id, w.c.trigger_config, pc.c.last_checked_at)
+        .outerjoin(pc, pc.c.workflow_id == w.c.id)
+        .where(w.c.status == "active")
+    )
     c = Connection.__table__
     conns = session.execute(
         select(c.c.id, c.c.team_id, c.c.platform, c.c.platform_user_id, c.c.status, c.c.poll_backoff_until)
@@ -58,7 +62,7 @@ def due_sources(session: Session, now: datetime, limit: int = 10_000) -> list[So
         by_id[str(row[0])] = row
     groups: dict[str, Source] = {}
     overdue: dict[str, datetime] = {}
-    for wf_id, team_id, config in rows:
+    for wf_id, team_id, config, last_checked in rows:
         if not config or config.get("type") != "poll":
             continue
         try:
@@ -67,7 +71,7 @@ def due_sources(session: Session, now: datetime, limit: int = 10_000) -> list[So
             log.warning("workflow %s has an invalid poll trigger: %s", wf_id, exc.errors()[0]["msg"])
             continue
         assert isinstance(trigger, PollTrigger)
-        if not is_due(str(wf_id), trigger, now):
+        if not is_due(str(wf_id), trigger, last_checked, now):
             continue
         conn = by_id.get(trigger.connection_id) or by_ref.get((team_id, trigger.connection_id))
         if conn is None or conn[1] != team_id:
@@ -78,7 +82,7 @@ def due_sources(session: Session, now: datetime, limit: int = 10_000) -> list[So
         key = str(conn[0])
         src = groups.setdefault(key, Source(connection_id=key, platform=conn[2], workflow_ids=[]))
         src.workflow_ids.append(str(wf_id))
-        since = trigger.last_checked_at or datetime.min.replace(tzinfo=now.tzinfo)
+        since = last_checked or datetime.min.replace(tzinfo=now.tzinfo)
         overdue[key] = min(overdue.get(key, since), since)
     ordered = sorted(groups.values(), key=lambda s: overdue[s.connection_id])
     return ordered[:limit]

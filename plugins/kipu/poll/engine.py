@@ -16,19 +16,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from kipu.filters import trigger_filter_reason
 from kipu.hooks.base import AuthExpired, NeedsReconnect, PlatformError, RateLimited, SourceHook, Transient
 from kipu.hooks.http import LimitedClient, Limits
+from kipu.ingest import Entry, enter_batch
+from kipu.poll import cursor as cursor_store
 from kipu.poll.cursor import Cursor, select_new
 from kipu.poll.due import Source
 from kipu.specs.items import ContentItem
 from kipu.specs.triggers import PollTrigger, parse_trigger
 from kipu.store.engine import session_scope
 from kipu.store.models import Connection, Workflow
-from kipu.store.runs import insert_runs, run_rows
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Outcome:
 
 def load_contexts(sources: list[Source]) -> dict[str, SourceContext]:
     """Hooks for every source, built from their connections (tokens decrypted in memory only)."""
-    from kipu.hooks.registry import source_hook
+    from kipu.platforms import source_hook
 
     ids = [uuid.UUID(s.connection_id) for s in sources]
     out: dict[str, SourceContext] = {}
@@ -117,10 +117,9 @@ def _health(outcome: Outcome, now: datetime) -> dict[str, Any]:
 
 
 def record_batch(session: Session, batch: list[tuple[SourceContext, Outcome]], now: datetime) -> Counter[str]:
-    """Every source of the batch in the caller's transaction: new runs, advanced cursors, connection health.
-
-    A handful of statements per batch, not per source: this is what lets one cycle cover thousands of sources.
-    """
+    """Every source of the batch in the caller's transaction: new runs (the one item entry, ``ingest``), advanced
+    cursors, connection health. A handful of statements per batch, not per source: this is what lets one cycle
+    cover thousands of sources."""
     w, c = Workflow.__table__, Connection.__table__
     watched = [wf for ctx, outcome in batch if outcome.items is not None for wf in ctx.watchers]
     configs = {}
@@ -129,8 +128,9 @@ def record_batch(session: Session, batch: list[tuple[SourceContext, Outcome]], n
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update()  # an edit saved meanwhile waits, then wins over a stale cursor
         configs = {row.id: row for row in session.execute(query)}
-    rows: list[dict[str, Any]] = []
-    cursors: list[dict[str, Any]] = []
+    cursors = cursor_store.load(session, configs)
+    entries: list[Entry] = []
+    moved: dict[uuid.UUID, Cursor] = {}
     for ctx, outcome in batch:
         for wf_id in ctx.watchers if outcome.items is not None else []:
             row = configs.get(wf_id)
@@ -138,22 +138,12 @@ def record_batch(session: Session, batch: list[tuple[SourceContext, Outcome]], n
                 continue  # paused, inactive or edited away from polling since the cycle began
             trigger = parse_trigger(row.trigger_config)
             assert isinstance(trigger, PollTrigger) and outcome.items is not None
-            new, cursor = select_new(outcome.items, Cursor.of(trigger), now, trigger.backfill, trigger.backfill_count)
-            reasons = {i.platform_post_id: r for i in new if (r := trigger_filter_reason(trigger.filters, i))}
-            rows += run_rows(
-                wf_id,
-                [i.model_dump(mode="json") for i in new],
-                dag_id=row.dag_id,
-                source="poll",
-                skip_reasons=reasons,
-                now=now,
+            new, moved[wf_id] = select_new(
+                outcome.items, cursors.get(wf_id, Cursor()), now, trigger.backfill, trigger.backfill_count
             )
-            cursors.append({"wf_id": wf_id, "config": {**row.trigger_config, **cursor.as_config()}})
-    created = insert_runs(session, rows)
-    if cursors:
-        session.execute(
-            update(w).where(w.c.id == bindparam("wf_id")).values(trigger_config=bindparam("config")), cursors
-        )
+            entries.append(Entry(wf_id, row.dag_id or "", trigger.filters, new))
+    entered = enter_batch(session, entries, "poll", now)
+    cursor_store.save(session, moved)
     healthy = [uuid.UUID(ctx.source.connection_id) for ctx, o in batch if o.error is None]
     if healthy:
         session.execute(update(c).where(c.c.id.in_(healthy)).values(**_health(Outcome(batch[0][0].source), now)))
@@ -163,9 +153,9 @@ def record_batch(session: Session, batch: list[tuple[SourceContext, Outcome]], n
                 update(c).where(c.c.id == uuid.UUID(ctx.source.connection_id)).values(**_health(outcome, now))
             )
     counts: Counter[str] = Counter()
-    for r in rows:
-        if r["id"] in created:
-            counts["skipped_runs" if r["status"] == "skipped" else "new_runs"] += 1
+    for one in entered:
+        if one.created:
+            counts["skipped_runs" if one.status == "skipped" else "new_runs"] += 1
     return counts
 
 

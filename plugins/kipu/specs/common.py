@@ -3,35 +3,31 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-PlatformName = Literal[
-    "tiktok",
-    "youtube",
-    "instagram",
-    "facebook",
-    "threads",
-    "pinterest",
-    "bluesky",
-    "linkedin",
-    "x",
-    "feed",
-    "outbox",
-]
+from kipu import platforms as _registry
+
+# Every name is a platform package's (``kipu.platforms``): adding a platform adds it here.
+PlatformName = Literal[_registry.names()]  # type: ignore[valid-type]
 # Kipu's account-free source and target, which make the demo and tests real without a network.
-LOCAL_PLATFORMS = ("feed", "outbox")
-SOCIAL_PLATFORMS = tuple(p for p in get_args(PlatformName) if p not in LOCAL_PLATFORMS)
+LOCAL_PLATFORMS = _registry.names(local=True)
+SOCIAL_PLATFORMS = _registry.names(local=False)
 # The platforms connected through the OAuth 2.0 flow (``POST /connections/oauth/{platform}``, ``kipu connect
-# start/finish``); each has an app in ``kipu.auth.oauth.DEFAULT_APPS``. Bluesky connects with an app password.
-OAuthPlatformName = Literal["x", "linkedin", "pinterest", "facebook", "instagram", "threads", "tiktok", "youtube"]
-OAUTH_PLATFORMS: tuple[str, ...] = get_args(OAuthPlatformName)
+# start/finish``). Bluesky connects with an app password.
+OAUTH_PLATFORMS: tuple[str, ...] = _registry.names(connect="oauth")
+OAuthPlatformName = Literal[OAUTH_PLATFORMS]  # type: ignore[valid-type]
 
 
 def _platform_alias(value: object) -> object:
-    # The seed calls X "twitter".
-    return "x" if value == "twitter" else value
+    """A platform's other name (the seed calls X "twitter") as its name."""
+    if isinstance(value, str) and value not in _registry.all_platforms():
+        try:
+            return _registry.get(value).name
+        except _registry.PlatformNotSupported:
+            return value
+    return value
 
 
 Platform = Annotated[PlatformName, BeforeValidator(_platform_alias)]

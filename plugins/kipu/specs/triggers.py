@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, TypeAdapter, model_validator
 
-from kipu.specs.common import ContentKind, Platform, Strict, UtcDateTime
+from kipu.specs.common import ContentKind, Platform, Strict
 
 
 class TriggerFilters(Strict):
@@ -28,19 +28,26 @@ class TriggerFilters(Strict):
         return self
 
 
+LEGACY_CURSOR_KEYS = ("last_post_id", "last_checked_at", "polling_since")
+
+
 class PollTrigger(Strict):
     type: Literal["poll"] = "poll"
     connection_id: str = Field(min_length=1)
     platform: Platform
     poll_interval_minutes: int = Field(default=5, ge=1, le=1440)
-    # The cursor, kept by the poll engine: items published before ``polling_since`` are history.
-    last_checked_at: UtcDateTime | None = None
-    last_post_id: str | None = None
-    polling_since: UtcDateTime | None = None
     filters: TriggerFilters = Field(default_factory=TriggerFilters)
     # The first poll starts from now; ``last_n`` replays the newest ``backfill_count`` items.
     backfill: Literal["none", "last_n"] = "none"
     backfill_count: int = Field(default=0, ge=0, le=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_cursor(cls, data: Any) -> Any:
+        """Files exported before the cursor had its own table carry it here; it is runtime state, not config."""
+        if isinstance(data, dict) and any(k in data for k in LEGACY_CURSOR_KEYS):
+            return {k: v for k, v in data.items() if k not in LEGACY_CURSOR_KEYS}
+        return data
 
 
 class WebhookTrigger(Strict):

@@ -13,6 +13,7 @@ from kipu.specs.document import check_document_limits, short_value
 from kipu.specs.errors import WorkflowSpecError
 from kipu.specs.graph import StepGraph, build_graph
 from kipu.specs.steps import StepBase, StepSpec
+from kipu.specs.targets import target_errors
 from kipu.specs.triggers import TriggerSpec
 
 WorkflowStatus = Literal["active", "inactive", "paused"]
@@ -128,6 +129,8 @@ def parse_workflow(data: Any) -> WorkflowSpec:
     if len(steps) == len(raw_steps):
         graph, graph_errors = build_graph(steps)
         errors.extend(graph_errors)
+        if header is not None:
+            errors.extend(target_errors(steps, header.trigger))
     if errors:
         raise WorkflowSpecError(errors, name)
     assert header is not None

@@ -152,6 +152,22 @@ class Workflow(Base):
     )
 
 
+class PollCursor(Base):
+    """Where a poll workflow's source was read up to: runtime state, kept apart from the workflow's configuration.
+
+    ``polling_since`` is when polling began (items published before it are history), ``last_post_id`` the newest
+    post seen, ``last_checked_at`` the last successful poll (what makes the workflow due again)."""
+
+    __tablename__ = "poll_cursors"
+
+    workflow_id: Mapped[uuid.UUID] = mapped_column(
+        GUID(), ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True
+    )
+    last_post_id: Mapped[str | None] = mapped_column(Text)
+    last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    polling_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class WorkflowStep(Base):
     __tablename__ = "workflow_steps"
     __table_args__ = (UniqueConstraint("workflow_id", "step_key"),)
@@ -339,6 +355,7 @@ __all__ = [
     "Media",
     "MediaFolder",
     "OAuthState",
+    "PollCursor",
     "Post",
     "Profile",
     "Team",

@@ -1,9 +1,9 @@
-"""Run history: record an item as a ``workflow_runs`` row (once), and each step's ``workflow_step_runs`` row."""
+"""Run history in the store: the rows an item's entry writes (``ingest`` decides what to write), claiming starts,
+and each step's ``workflow_step_runs`` row."""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,17 +15,6 @@ from kipu.store.models import WorkflowRun, WorkflowStepRun
 from kipu.store.types import utcnow
 
 TERMINAL_RUN = ("completed", "failed", "skipped", "partially_published")
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """One item's run row after recording: ``created`` is False when the item was already known."""
-
-    workflow_run_id: uuid.UUID
-    platform_post_id: str
-    created: bool
-    status: str
-    error_message: str | None
 
 
 def insert_runs(session: Session, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
@@ -80,42 +69,6 @@ def run_rows(
             },
         )
     return list(rows.values())
-
-
-def record_items(
-    session: Session,
-    workflow_id: uuid.UUID,
-    items: list[dict[str, Any]],
-    *,
-    dag_id: str | None,
-    source: str,
-    skip_reasons: dict[str, str] | None = None,
-) -> list[Recorded]:
-    """Record items as run rows, once each (unique on ``(workflow_id, platform_post_id)``); every item's row.
-
-    The one way an item becomes a run, for polls, webhooks and manual runs alike.
-    """
-    rows = run_rows(workflow_id, items, dag_id=dag_id, source=source, skip_reasons=skip_reasons)
-    if not rows:
-        return []
-    created = insert_runs(session, rows)
-    stored = session.execute(
-        select(WorkflowRun.id, WorkflowRun.platform_post_id, WorkflowRun.status, WorkflowRun.error_message).where(
-            WorkflowRun.workflow_id == workflow_id,
-            WorkflowRun.platform_post_id.in_([r["platform_post_id"] for r in rows]),
-        )
-    )
-    return [Recorded(rid, post_id, rid in created, status or "pending", err) for rid, post_id, status, err in stored]
-
-
-def record_run(
-    session: Session, workflow_id: uuid.UUID, item: dict[str, Any], *, dag_id: str | None = None, source: str = "manual"
-) -> tuple[WorkflowRun, bool]:
-    """The run row of one item, created if new; returns ``(row, created)``."""
-    (rec,) = record_items(session, workflow_id, [item], dag_id=dag_id, source=source)
-    run = session.get(WorkflowRun, rec.workflow_run_id)
-    assert run is not None
-    return run, rec.created
 
 
 def claim_starts(

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import SecretStr
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from kipu.naming import workflow_dag_id, workflow_slug
 from kipu.specs.steps import ApprovalStep, PublishStep
@@ -147,8 +147,8 @@ def save_workflow(session: Session, data: Any, *, mode: str = "upsert", replacin
     doc = spec.to_document()
     trigger = doc["trigger"]
     _seal_secret(trigger, getattr(spec.trigger, "webhook_secret", None), wf.trigger_config or {})
-    if not any(trigger.get(k) for k in CURSOR_KEYS) and _keeps_cursor(wf, spec.status, trigger):
-        trigger.update({k: wf.trigger_config.get(k) for k in CURSOR_KEYS if wf.trigger_config.get(k)})
+    if not _same_source(wf.trigger_config or {}, trigger):
+        forget_cursor(session, wf.id)  # another account: its history is not new
     wf.name, wf.description, wf.timezone = spec.name, spec.description, spec.timezone
     wf.trigger_config = trigger
     set_status(wf, spec.status)
@@ -164,7 +164,6 @@ def save_workflow(session: Session, data: Any, *, mode: str = "upsert", replacin
     return wf
 
 
-CURSOR_KEYS = ("last_post_id", "last_checked_at", "polling_since")
 # What a secret looks like in every document Kipu gives out (pydantic's SecretStr); sent back, it keeps the secret.
 REDACTED = "**********"
 
@@ -193,18 +192,23 @@ def rotate_webhook_secret(wf: Workflow) -> str:
     return value
 
 
-def _keeps_cursor(wf: Workflow, status: str, trigger: dict[str, Any]) -> bool:
-    """An edit keeps the poll cursor while it watches the same account and the workflow was not inactive."""
-    old = wf.trigger_config or {}
-    same_source = (old.get("type"), old.get("connection_id")) == (trigger.get("type"), trigger.get("connection_id"))
-    return same_source and not (wf.status == "inactive" and status == "active")
+def _same_source(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """An edit keeps the poll cursor while it watches the same account."""
+    return (old.get("type"), old.get("connection_id")) == (new.get("type"), new.get("connection_id"))
+
+
+def forget_cursor(session: Session | None, workflow_id: uuid.UUID) -> None:
+    from kipu.poll.cursor import forget
+
+    if session is not None:
+        forget(session, workflow_id)
 
 
 def set_status(wf: Workflow, status: str) -> None:
     """Activate, pause or inactivate. Resuming from ``paused`` continues from the poll cursor; activating an
     ``inactive`` workflow starts from now, so history is never replayed."""
-    if status == "active" and wf.status == "inactive" and wf.trigger_config:
-        wf.trigger_config = {k: v for k, v in wf.trigger_config.items() if k not in CURSOR_KEYS}
+    if status == "active" and wf.status == "inactive":
+        forget_cursor(object_session(wf), wf.id)
     wf.status = status
 
 

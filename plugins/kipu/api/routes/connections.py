@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from kipu.api.auth import Caller, CallerDep, load_owned
 from kipu.api.errors import unprocessable
-from kipu.auth.tokens import SELF_REFRESHING
+from kipu.auth.tokens import self_refreshing
 from kipu.hooks.base import PlatformError, RateLimited, Rejected, Transient
 from kipu.specs.common import OAuthPlatformName
 from kipu.store.engine import session_scope
@@ -57,7 +57,7 @@ def _out(conn: Connection, team: str | None) -> ConnectionOut:
     state = conn.status or "healthy"
     # "expiring" asks the user to act: a token Kipu renews by itself (a refresh token, or a platform whose long-lived
     # token refreshes itself) is healthy however short its life.
-    renews = bool(conn.refresh_token) or conn.platform in SELF_REFRESHING
+    renews = bool(conn.refresh_token) or conn.platform in self_refreshing()
     soon = conn.token_expires_at and conn.token_expires_at < datetime.now(UTC) + EXPIRING
     if state == "healthy" and soon and not renews:
         state = "expiring"
@@ -119,13 +119,13 @@ def delete_connection(connection_id: uuid.UUID, caller: CallerDep) -> None:
 
 @router.post("/connections/{connection_id}/refresh", response_model=ConnectionOut)
 def refresh_connection(connection_id: uuid.UUID, caller: CallerDep) -> ConnectionOut:
-    from kipu.hooks.registry import PLATFORM_HOOKS, platform_hook
+    from kipu.platforms import account_hook, has_tokens
 
     conn = _load(caller, connection_id, "admin")
-    if conn.platform not in PLATFORM_HOOKS:
+    if not has_tokens(conn.platform):
         raise unprocessable(f"{conn.platform} connections have no tokens to refresh", ("path", "connection_id"))
     with session_scope() as s:
-        hook = platform_hook(s.get(Connection, connection_id))  # type: ignore[arg-type]
+        hook = account_hook(s.get(Connection, connection_id))  # type: ignore[arg-type]
     try:
         hook.refresh()
     except PlatformError as exc:  # the status now says what the user must do
@@ -136,7 +136,7 @@ def refresh_connection(connection_id: uuid.UUID, caller: CallerDep) -> Connectio
 @router.post("/connections/bluesky", response_model=ConnectionOut, status_code=status.HTTP_201_CREATED)
 def connect_bluesky(body: BlueskyBody, caller: CallerDep) -> ConnectionOut:
     from kipu.egress import EgressRefused
-    from kipu.hooks.bluesky import ServiceUnusable, connect_with_app_password
+    from kipu.platforms.bluesky.hook import ServiceUnusable, connect_with_app_password
 
     team_id = caller.team(body.team, "admin")
     try:

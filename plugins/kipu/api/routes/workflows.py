@@ -203,8 +203,6 @@ def duplicate_workflow(workflow_id: uuid.UUID, caller: CallerDep) -> WorkflowOut
         while s.scalar(select(Workflow.id).where(Workflow.team_id == wf.team_id, Workflow.slug == slug)):
             n += 1
             slug = f"{base[:76]}{n}"
-    for key in ("last_post_id", "last_checked_at", "polling_since"):
-        doc["trigger"].pop(key, None)
     doc["trigger"].pop("webhook_secret", None)  # a copy gets its own secret (rotate it)
     copy = {**doc, "slug": slug, "name": f"{doc['name']} (copy)"[:200], "status": "inactive"}
     return _out(_save(caller, copy))
@@ -214,7 +212,7 @@ def duplicate_workflow(workflow_id: uuid.UUID, caller: CallerDep) -> WorkflowOut
 def run_workflow(workflow_id: uuid.UUID, body: RunItem, caller: CallerDep) -> RunStarted:
     """A manual run with an item: recorded, then started, exactly like a polled item (a second call is a no-op)."""
     from kipu.api.starter import AirflowStarter
-    from kipu.ingest import record_item, start
+    from kipu.ingest import enter, start
 
     _load(caller, workflow_id, "member")
     with session_scope() as s:
@@ -222,7 +220,7 @@ def run_workflow(workflow_id: uuid.UUID, body: RunItem, caller: CallerDep) -> Ru
         assert wf is not None
         if wf.status != "active":
             raise HTTPException(status.HTTP_409_CONFLICT, f"workflow is {wf.status}; activate it first")
-        rec = record_item(s, wf, body.item, source="manual")
+        (rec,) = enter(s, wf, [body.item], source="manual")
     detail = None
     try:
         with session_scope() as s:

@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-from kipu.hooks.base import Capabilities, PublishRequest, PublishResult, Rejected, Transient
-from kipu.hooks.http import LimitedClient
+from kipu.hooks.base import PublishRequest, PublishResult, Rejected, Transient
+from kipu.hooks.client import Call, Flow
 from kipu.hooks.media import VideoLimits, check_video, open_media, read_media
 from kipu.hooks.oauth_platform import OAuthPlatformHook
+from kipu.platforms.options import parse as parse_options
 from kipu.specs.items import ContentItem, MediaRef
 
 LIMITS = {"title": 100, "description": 500, "link": 2048, "alt_text": 500}
@@ -25,11 +26,8 @@ VIDEO_LIMITS = VideoLimits(max_bytes=MAX_VIDEO, min_duration=4, max_duration=15 
 
 class PinterestHook(OAuthPlatformHook):
     platform: ClassVar[str] = "pinterest"
-    conn_type = "kipu_pinterest"
-    hook_name = "Kipu Pinterest (API v5)"
     base_url: ClassVar[str] = "https://api.pinterest.com"
     me_path: ClassVar[str] = "/v5/user_account"
-    capabilities: ClassVar[Capabilities] = Capabilities(text=False, image=True, video=True, alt_text=True, max_images=1)
     processing_timeout: float = PROCESSING_TIMEOUT
 
     @classmethod
@@ -46,7 +44,7 @@ class PinterestHook(OAuthPlatformHook):
         }
 
     def board(self, request: PublishRequest) -> str:
-        board = request.options.get("board_id") or self.credentials.metadata.get("board_id")
+        board = parse_options("pinterest", request.options).board_id or self.credentials.metadata.get("board_id")
         if not board:
             raise Rejected("pinterest: no board: set board_id in the publish step's config or the connection metadata")
         return str(board)
@@ -134,8 +132,12 @@ class PinterestHook(OAuthPlatformHook):
             raise
         return self._result(str(pin["id"]))
 
+    def _pins_call(self, page_size: int) -> Call:
+        """The user's newest pins: for finding a pin again and for polling."""
+        return Call("GET", "/v5/pins", kwargs={"params": {"page_size": page_size}})
+
     def _pins(self, page_size: int) -> list[dict[str, Any]]:
-        return list(self.call("GET", "/v5/pins", params={"page_size": page_size}).json().get("items") or [])
+        return list(self.send(self._pins_call(page_size)).json().get("items") or [])
 
     def _items(self, pins: list[dict[str, Any]]) -> list[ContentItem]:
         return [
@@ -151,18 +153,8 @@ class PinterestHook(OAuthPlatformHook):
             for p in reversed(pins)
         ]
 
-    def list_posts(self, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
-        return self._items(self._pins(min(limit, 100)))
-
-    async def fetch_posts(self, http: LimitedClient, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
-        resp = await http.request(
-            "GET",
-            f"{self.base}/v5/pins",
-            platform="pinterest",
-            token_key=str(self.credentials.connection_id or self.credentials.platform_user_id),
-            params={"page_size": min(limit, 100)},
-            headers=self.auth_headers(),
-        )
+    def poll(self, since_id: str | None, limit: int, pages: int | None = None) -> Flow:
+        resp = yield self._pins_call(min(limit, 100))
         return self._items(resp.json().get("items") or [])
 
 

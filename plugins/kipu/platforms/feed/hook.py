@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,10 +14,9 @@ import httpx
 from kipu import egress
 from kipu.captions.hashtags import extract_hashtags
 from kipu.hooks.base import PlatformError, RateLimited, Rejected, SourceHook, Transient
-from kipu.hooks.http import LimitedClient, classify
+from kipu.hooks.client import Call, Flow, HttpHook, classify, run
 from kipu.specs.items import ContentItem, ContentType, MediaRef
 
-FEED_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 MAX_FEED_BYTES = 20 * 1024 * 1024
 ACCEPT = {"Accept": "application/feed+json, application/atom+xml, application/rss+xml, */*"}
 
@@ -199,35 +197,41 @@ def parse_feed(data: bytes) -> list[ContentItem]:
     return sorted(items, key=lambda i: i.published_at or datetime.min.replace(tzinfo=UTC))
 
 
-class FeedHook(SourceHook):
-    """Reads a feed from ``http(s)://`` or a local path (``file://`` or plain)."""
+class FeedHook(HttpHook, SourceHook):
+    """Reads a feed from an ``http(s)://`` URL through the client layer (a local file only in the demo and tests)."""
 
     platform: ClassVar[str] = "feed"
-    conn_type = "kipu_feed"
-    conn_name_attr = "kipu_conn_id"
-    default_conn_name = "kipu_feed"
-    hook_name = "Kipu feed (RSS, Atom, JSON Feed)"
+    inline_wait = 0.0  # a feed that asks to wait is left alone until then, not slept through
 
     def __init__(self, location: str, client: httpx.Client | None = None) -> None:
         super().__init__()
         self.location = location
-        self._client = client
+        if client is not None:
+            self.client = client
+
+    @classmethod
+    def from_connection(cls, conn: Any) -> FeedHook:
+        return cls((conn.metadata_ or {}).get("url") or conn.platform_user_id)
+
+    @property
+    def token_key(self) -> str:
+        return self.location  # a feed's "account" is its URL: limits apply per feed, not per host
 
     @property
     def is_remote(self) -> bool:
         """An http(s) feed; any other scheme but ``file`` is refused by the egress guard when fetched."""
         return urlparse(self.location).scheme not in ("file", "")
 
-    def _check(self, response: httpx.Response) -> bytes:
+    def map_error(self, response: httpx.Response) -> PlatformError | None:
         error = classify(response, "feed")
         if error is not None:
             message = f"feed {self.location} answered HTTP {response.status_code}"
             if isinstance(error, RateLimited):
-                raise RateLimited(message, error.retry_after)
-            raise Transient(message) if isinstance(error, Transient) else FeedError(message)
+                return RateLimited(message, error.retry_after)
+            return Transient(message) if isinstance(error, Transient) else FeedError(message)
         if len(response.content) > MAX_FEED_BYTES:
-            raise FeedError(f"feed {self.location} is over {MAX_FEED_BYTES} bytes")
-        return response.content
+            return FeedError(f"feed {self.location} is over {MAX_FEED_BYTES} bytes")
+        return None
 
     def _read_file(self) -> bytes:
         if not egress.allow_private():
@@ -242,31 +246,17 @@ class FeedHook(SourceHook):
         except OSError as exc:
             raise FeedError(f"feed file {path} cannot be read: {exc.strerror}") from None
 
-    def fetch(self) -> bytes:
+    def _body(self) -> Flow:
         if not self.is_remote:
             return self._read_file()
-        try:
-            client = self._client or egress.client(timeout=FEED_TIMEOUT)
-            response = client.get(self.location, headers=ACCEPT)
-        except httpx.TimeoutException:
-            raise Transient(f"feed {self.location} timed out") from None
-        except httpx.HTTPError as exc:
-            raise Transient(f"feed {self.location} unreachable: {exc.__class__.__name__}") from None
-        return self._check(response)
+        response = yield Call("GET", self.location, auth=False, retries=1, kwargs={"headers": ACCEPT})
+        return response.content
 
-    async def fetch_posts(self, http: LimitedClient, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
-        if self.is_remote:
-            # A feed's "account" is its URL: per-token limits then apply per feed, not per host.
-            response = await http.request(
-                "GET", self.location, platform="feed", token_key=self.location, headers=ACCEPT
-            )
-            body = self._check(response)
-        else:
-            body = await asyncio.to_thread(self._read_file)
-        return self._items(body, since_id, limit)
+    def fetch(self) -> bytes:
+        return run(self._body(), self.send)  # type: ignore[no-any-return]
 
-    def list_posts(self, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
-        return self._items(self.fetch(), since_id, limit)
+    def poll(self, since_id: str | None, limit: int, pages: int | None = None) -> Flow:
+        return self._items((yield from self._body()), since_id, limit)
 
     def _items(self, body: bytes, since_id: str | None, limit: int) -> list[ContentItem]:
         try:

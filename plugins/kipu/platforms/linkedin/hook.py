@@ -11,8 +11,8 @@ from urllib.parse import quote
 
 import httpx
 
-from kipu.hooks.base import Capabilities, PlatformError, PublishRequest, PublishResult, Rejected, Transient
-from kipu.hooks.http import LimitedClient
+from kipu.hooks.base import PlatformError, PublishRequest, PublishResult, Rejected, Transient
+from kipu.hooks.client import Call, Flow
 from kipu.hooks.media import read_media
 from kipu.hooks.oauth_platform import OAuthPlatformHook
 from kipu.specs.items import ContentItem
@@ -23,11 +23,8 @@ MAX_IMAGE = 36 * 1024 * 1024
 
 class LinkedInHook(OAuthPlatformHook):
     platform: ClassVar[str] = "linkedin"
-    conn_type = "kipu_linkedin"
-    hook_name = "Kipu LinkedIn (Posts API)"
     base_url: ClassVar[str] = "https://api.linkedin.com"
     me_path: ClassVar[str] = "/v2/userinfo"
-    capabilities: ClassVar[Capabilities] = Capabilities(text=True, image=True, alt_text=True, max_images=1)
 
     @property
     def version(self) -> str:
@@ -104,9 +101,12 @@ class LinkedInHook(OAuthPlatformHook):
             raise Transient("linkedin: the post was accepted without an id; it will be looked up on retry")
         return self._result(urn)
 
+    def _posts_call(self, count: int) -> Call:
+        """The author's newest posts: for finding a post again and for polling."""
+        return Call("GET", "/rest/posts", kwargs={"params": {"author": self.author, "q": "author", "count": count}})
+
     def _posts(self, count: int) -> list[dict[str, Any]]:
-        resp = self.call("GET", "/rest/posts", params={"author": self.author, "q": "author", "count": count})
-        return list(resp.json().get("elements") or [])
+        return list(self.send(self._posts_call(count)).json().get("elements") or [])
 
     def _items(self, posts: list[dict[str, Any]]) -> list[ContentItem]:
         return [
@@ -120,18 +120,8 @@ class LinkedInHook(OAuthPlatformHook):
             for p in reversed(posts)
         ]
 
-    def list_posts(self, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
-        return self._items(self._posts(min(limit, 100)))
-
-    async def fetch_posts(self, http: LimitedClient, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
-        resp = await http.request(
-            "GET",
-            f"{self.base}/rest/posts",
-            platform="linkedin",
-            token_key=str(self.credentials.connection_id or self.credentials.platform_user_id),
-            params={"author": self.author, "q": "author", "count": min(limit, 100)},
-            headers=self.auth_headers(),
-        )
+    def poll(self, since_id: str | None, limit: int, pages: int | None = None) -> Flow:
+        resp = yield self._posts_call(min(limit, 100))
         return self._items(resp.json().get("elements") or [])
 
 

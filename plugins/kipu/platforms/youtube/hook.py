@@ -4,29 +4,19 @@ channel's public RSS feed (no quota). Sources are listed in docs/platforms/youtu
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-import threading
 import time
-import uuid
-from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from datetime import time as clock
-from typing import Any, ClassVar, Literal, get_args
-from urllib.parse import parse_qs, urlparse
-from zoneinfo import ZoneInfo
+from typing import Any, ClassVar
 
-import feedparser
 import httpx
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kipu.captions.hashtags import extract_hashtags
 from kipu.hooks.base import (
     AuthExpired,
-    Capabilities,
     NeedsReconnect,
     PlatformError,
     PublishRequest,
@@ -35,11 +25,21 @@ from kipu.hooks.base import (
     Rejected,
     Transient,
 )
-from kipu.hooks.feed import FeedError, struct_time_utc
-from kipu.hooks.http import LimitedClient, backoff, classify, parse_retry_after
+from kipu.hooks.client import Call, Flow, backoff, classify, parse_retry_after, run
 from kipu.hooks.media import MediaFile, VideoLimits, check_video, open_media
 from kipu.hooks.oauth_platform import OAuthPlatformHook
-from kipu.specs.common import PlatformName
+from kipu.platforms.options import parse as parse_options
+from kipu.platforms.youtube.atom import WATCH_URL, items_from_feed
+from kipu.platforms.youtube.options import YouTubeOptions
+from kipu.platforms.youtube.quota import (
+    ConnectionLedger,
+    MemoryLedger,
+    QuotaLedger,
+    QuotaPlan,
+    hours,
+    pacific_day,
+    until_pacific_midnight,
+)
 from kipu.specs.items import ContentItem, MediaRef
 
 log = logging.getLogger(__name__)
@@ -53,13 +53,8 @@ MAX_VIDEO_BYTES = 256 * 1024**3  # 256 GB or 12 hours, whichever is less (YouTub
 VIDEO_LIMITS = VideoLimits(max_bytes=MAX_VIDEO_BYTES, max_duration=12 * 3600)
 TITLE_CHARS, DESCRIPTION_BYTES, TAGS_CHARS = 100, 5000, 500
 FEED_BASE = "https://www.youtube.com"
-WATCH_URL = "https://www.youtube.com/watch?v={}"
-PACIFIC = ZoneInfo("America/Los_Angeles")  # quotas reset at midnight Pacific Time
 UPLOAD_LIMIT_WAIT = 24 * 3600.0
 
-# Units per call (developers.google.com/youtube/v3/determine_quota_cost). videos.insert has its own bucket of
-# calls per day; projects still on the older single-bucket scheme set quota.insert_units (it was 1,600).
-COSTS: Mapping[str, int] = {"channels.list": 1, "playlistItems.list": 1, "videos.list": 1}
 RECONNECT_REASONS = frozenset(
     {
         "forbidden",
@@ -71,241 +66,6 @@ RECONNECT_REASONS = frozenset(
         "youtubeSignupRequired",
     }
 )
-
-
-# -- quota ----------------------------------------------------------------------------------------------------------
-def pacific_day(now: datetime | None = None) -> str:
-    """The quota day (``YYYY-MM-DD`` in Pacific Time) that ``now`` falls in."""
-    return (now or datetime.now(UTC)).astimezone(PACIFIC).date().isoformat()
-
-
-def until_pacific_midnight(now: datetime | None = None) -> float:
-    """Seconds until the next midnight Pacific Time, when YouTube resets daily quotas (DST-aware)."""
-    now = (now or datetime.now(UTC)).astimezone(PACIFIC)
-    reset = datetime.combine(now.date() + timedelta(days=1), clock(0), tzinfo=PACIFIC)
-    return max(1.0, (reset - now).total_seconds())
-
-
-def _hours(seconds: float) -> str:
-    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
-
-
-@dataclass(frozen=True)
-class QuotaPlan:
-    """A project's daily allowance: ``units`` shared by most methods, ``inserts`` for videos.insert."""
-
-    units_per_day: int = 10_000
-    inserts_per_day: int = 100
-    insert_units: int = 0
-
-    @classmethod
-    def of(cls, metadata: Mapping[str, Any]) -> QuotaPlan:
-        raw = metadata.get("quota") or {}
-        return cls(**{k: int(v) for k, v in raw.items() if k in cls.__dataclass_fields__})
-
-    def limits(self) -> dict[str, int]:
-        return {"units": self.units_per_day, "inserts": self.inserts_per_day}
-
-    def cost(self, op: str) -> dict[str, int]:
-        if op == "videos.insert":
-            return {"inserts": 1, "units": self.insert_units}
-        return {"units": COSTS.get(op, 1)}
-
-
-class QuotaSpent(RateLimited):
-    """Kipu's own count says the call would pass the day's quota; nothing was sent."""
-
-
-class QuotaLedger(ABC):
-    """Quota used per project and Pacific day, by bucket. ``spend`` raises ``QuotaSpent`` instead of going over."""
-
-    @abstractmethod
-    def spend(self, project: str, day: str, cost: Mapping[str, int], limits: Mapping[str, int]) -> None: ...
-
-    @abstractmethod
-    def exhaust(self, project: str, day: str, bucket: str, limit: int) -> None:
-        """Record that YouTube said the bucket is empty (quotaExceeded), so later calls stop before sending."""
-
-    @abstractmethod
-    def used(self, project: str, day: str) -> dict[str, int]: ...
-
-
-def _over(used: Mapping[str, int], cost: Mapping[str, int], limits: Mapping[str, int]) -> tuple[str, int] | None:
-    for bucket, n in cost.items():
-        if n and used.get(bucket, 0) + n > limits[bucket]:
-            return bucket, used.get(bucket, 0)
-    return None
-
-
-class MemoryLedger(QuotaLedger):
-    """In this process only: for credentials that are not stored (tests, one-off use)."""
-
-    _used: ClassVar[dict[tuple[str, str, str], int]] = {}
-    _lock: ClassVar[threading.Lock] = threading.Lock()
-
-    def used(self, project: str, day: str) -> dict[str, int]:
-        return {b: n for (p, d, b), n in self._used.items() if (p, d) == (project, day)}
-
-    def spend(self, project: str, day: str, cost: Mapping[str, int], limits: Mapping[str, int]) -> None:
-        with self._lock:
-            over = _over(self.used(project, day), cost, limits)
-            if over:
-                raise _spent(over[0], over[1], limits[over[0]])
-            for bucket, n in cost.items():
-                self._used[(project, day, bucket)] = self._used.get((project, day, bucket), 0) + n
-
-    def exhaust(self, project: str, day: str, bucket: str, limit: int) -> None:
-        with self._lock:
-            key = (project, day, bucket)
-            self._used[key] = max(self._used.get(key, 0), limit)
-
-    @classmethod
-    def reset(cls) -> None:
-        with cls._lock:
-            cls._used.clear()
-
-
-class ConnectionLedger(QuotaLedger):
-    """Persisted in each YouTube connection's metadata (``youtube_quota``), so every task and worker sees it.
-
-    A project's use is the sum over its YouTube connections; a spend locks the spending connection's row.
-    """
-
-    KEY = "youtube_quota"
-
-    def __init__(self, connection_id: uuid.UUID) -> None:
-        self.connection_id = connection_id
-
-    def _totals(self, session: Any, project: str, day: str) -> dict[str, int]:
-        from sqlalchemy import select
-
-        from kipu.store.models import Connection
-
-        totals: dict[str, int] = {}
-        for meta in session.scalars(select(Connection.metadata_).where(Connection.platform == "youtube")):
-            entry = (meta or {}).get(self.KEY) or {}
-            if entry.get("project") == project and entry.get("day") == day:
-                for bucket, n in (entry.get("used") or {}).items():
-                    totals[bucket] = totals.get(bucket, 0) + int(n)
-        return totals
-
-    def _update(self, project: str, day: str, change: Any) -> None:
-        from kipu.store.engine import session_scope
-        from kipu.store.models import Connection
-
-        with session_scope() as s:
-            own = s.get(Connection, self.connection_id, with_for_update=True)
-            if own is None:
-                raise NeedsReconnect("the YouTube connection was deleted")
-            entry = (own.metadata_ or {}).get(self.KEY) or {}
-            mine = dict(entry.get("used") or {}) if (entry.get("project"), entry.get("day")) == (project, day) else {}
-            change(mine, self._totals(s, project, day))
-            # A new dict, so the JSON column is written (in-place changes are not tracked).
-            own.metadata_ = {**(own.metadata_ or {}), self.KEY: {"project": project, "day": day, "used": mine}}
-
-    def used(self, project: str, day: str) -> dict[str, int]:
-        from kipu.store.engine import session_scope
-
-        with session_scope() as s:
-            return self._totals(s, project, day)
-
-    def spend(self, project: str, day: str, cost: Mapping[str, int], limits: Mapping[str, int]) -> None:
-        def change(mine: dict[str, int], totals: dict[str, int]) -> None:
-            over = _over(totals, cost, limits)
-            if over:
-                raise _spent(over[0], over[1], limits[over[0]])
-            for bucket, n in cost.items():
-                mine[bucket] = mine.get(bucket, 0) + n
-
-        self._update(project, day, change)
-
-    def exhaust(self, project: str, day: str, bucket: str, limit: int) -> None:
-        def change(mine: dict[str, int], totals: dict[str, int]) -> None:
-            mine[bucket] = mine.get(bucket, 0) + max(0, limit - totals.get(bucket, 0))
-
-        self._update(project, day, change)
-
-
-def _spent(bucket: str, used: int, limit: int) -> QuotaSpent:
-    wait = until_pacific_midnight()
-    what = f"{limit} videos.insert calls" if bucket == "inserts" else f"{limit} units"
-    return QuotaSpent(
-        f"youtube: the project's daily quota of {what} is used up ({used} used); it resets at midnight "
-        f"Pacific Time, in {_hours(wait)}",
-        wait,
-    )
-
-
-# -- options and snippet ----------------------------------------------------------------------------------------------
-class YouTubeOptions(BaseModel):
-    """The publish step's config as YouTube reads it; unknown keys are errors that name the key."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    title: str | None = None
-    privacy: Literal["public", "unlisted", "private"] | None = None
-    category_id: str = "22"  # People & Blogs
-    tags: list[str] = Field(default_factory=list)
-    made_for_kids: bool = False
-    publish_at: AwareDatetime | None = None
-    notify_subscribers: bool = True
-    # The rest of a publish step's config: read elsewhere (captions, scheduling) or by other targets of the step;
-    # YouTube's own extras (publish_at, notify_subscribers, ...) come from platform_options.
-    use_original_caption: bool | None = None
-    custom_caption: str | None = None
-    schedule_at: AwareDatetime | None = None
-    share_to_feed: bool | None = None
-
-    @field_validator("category_id", mode="before")
-    @classmethod
-    def _category(cls, value: Any) -> str:
-        if not str(value).isdigit():
-            raise ValueError(f"{value!r} is not a YouTube category id (digits, e.g. 22)")
-        return str(value)
-
-
-YOUTUBE_KEYS = ("title", "privacy", "category_id", "tags", "made_for_kids", "publish_at", "notify_subscribers")
-
-
-def _youtube_platform_options(options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Where the step's YouTube extras are: ``platform_options.youtube`` when the step publishes to several
-    platforms (any platform name as a key means nested), else ``platform_options`` itself."""
-    extras = options.get("platform_options") or {}
-    if not isinstance(extras, dict):
-        raise Rejected("youtube option 'platform_options' must be a mapping")
-    if "youtube" in extras:
-        if not isinstance(extras["youtube"], dict):
-            raise Rejected("youtube option 'platform_options.youtube' must be a mapping")
-        return "platform_options.youtube", extras["youtube"]
-    if set(extras) & set(get_args(PlatformName)):
-        return "platform_options.youtube", {}  # nested for other platforms; none for YouTube
-    return "platform_options", extras
-
-
-def parse_options(options: Mapping[str, Any]) -> YouTubeOptions:
-    """The step config with YouTube's extras from ``platform_options`` (which win); ``Rejected`` names every bad
-    field and the allowed keys."""
-    where, extras = _youtube_platform_options(options)
-    merged = {**{k: v for k, v in options.items() if k != "platform_options"}, **extras}
-    origin = {k: f"{where}.{k}" for k in extras}
-    known = ", ".join(YOUTUBE_KEYS)
-    problems = [f"youtube option '{origin[k]}' is not known ({known})" for k in extras if k not in YOUTUBE_KEYS]
-    try:
-        parsed = YouTubeOptions.model_validate(
-            {k: v for k, v in merged.items() if k in YOUTUBE_KEYS or k not in origin}
-        )
-    except ValidationError as exc:
-        for err in exc.errors():
-            key = str(err["loc"][0]) if err["loc"] else ""
-            field = ".".join([origin.get(key, key), *(str(p) for p in err["loc"][1:])])
-            if err["type"] == "extra_forbidden":
-                problems.append(f"youtube option '{field}' is not known ({known})")
-            else:
-                problems.append(f"youtube option '{field}': {err['msg']}")
-        parsed = None
-    if problems or parsed is None:
-        raise Rejected("; ".join(problems))
-    return parsed
 
 
 def clean_text(text: str) -> str:
@@ -356,81 +116,23 @@ def build_metadata(request: PublishRequest, opts: YouTubeOptions, now: datetime 
             f"youtube tags are {tags_length(tags)} characters in total (commas, and quotes around tags with spaces, "
             f"count), over the limit of {TAGS_CHARS}"
         )
-    privacy = opts.privacy or ("private" if opts.publish_at else "public")
+    # The step's schedule_at is YouTube's publishAt unless platform_options set one.
+    publish_at = opts.publish_at or request.schedule_at
+    privacy = opts.privacy or ("private" if publish_at else "public")
     status: dict[str, Any] = {"privacyStatus": privacy, "selfDeclaredMadeForKids": opts.made_for_kids}
-    if opts.publish_at is not None:
-        if opts.publish_at <= (now or datetime.now(UTC)):
-            problems.append(f"youtube publish_at {opts.publish_at.isoformat()} is not in the future")
+    if publish_at is not None:
+        if publish_at <= (now or datetime.now(UTC)):
+            problems.append(f"youtube publish_at {publish_at.isoformat()} is not in the future")
         if privacy != "private":
             problems.append(
                 f"youtube publish_at needs privacy 'private' (YouTube makes it public then), got '{privacy}'"
             )
-        status["publishAt"] = opts.publish_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        status["publishAt"] = publish_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     snippet: dict[str, Any] = {"title": title, "description": description, "categoryId": opts.category_id}
     if tags:
         snippet["tags"] = tags
     body = {"snippet": snippet, "status": status}
     return Metadata(title, description, body, opts.notify_subscribers, tuple(problems))
-
-
-# -- the RSS feed ---------------------------------------------------------------------------------------------------
-def feed_entries(data: bytes) -> list[tuple[str | None, ContentItem]]:
-    """``(channel id, video)`` for each entry of a channel's Atom feed or a WebSub notification, oldest first;
-    ``FeedError`` if the body is not a feed. A notification of a deleted video has no entries."""
-    parsed = feedparser.parse(data)
-    if parsed.bozo and not parsed.entries:
-        raise FeedError(f"youtube: not a readable channel feed: {parsed.get('bozo_exception')}")
-    out = []
-    for entry in parsed.entries:
-        video_id = entry.get("yt_videoid") or str(entry.get("id", "")).removeprefix("yt:video:")
-        if not video_id:
-            continue
-        title = entry.get("title") or ""
-        description = entry.get("summary") or ""
-        media = [
-            MediaRef(
-                url=t["url"],
-                mime_type="image/jpeg",
-                width=int(t["width"]) if str(t.get("width", "")).isdigit() else None,
-                height=int(t["height"]) if str(t.get("height", "")).isdigit() else None,
-            )
-            for t in entry.get("media_thumbnail") or []
-            if t.get("url")
-        ]
-        item = ContentItem(
-            platform="youtube",
-            platform_post_id=video_id,
-            content_type="video",
-            title=title,
-            caption=description,
-            url=entry.get("link") or WATCH_URL.format(video_id),
-            media=media,
-            hashtags=extract_hashtags(f"{title} {description}"),
-            published_at=struct_time_utc(entry.get("published_parsed") or entry.get("updated_parsed")),
-            author=entry.get("author"),
-        )
-        out.append((entry.get("yt_channelid"), item))
-    return sorted(out, key=lambda pair: pair[1].published_at or datetime.min.replace(tzinfo=UTC))
-
-
-def items_from_feed(data: bytes) -> list[ContentItem]:
-    """The videos of a channel's Atom feed, oldest first."""
-    return [item for _, item in feed_entries(data)]
-
-
-def topic_for(channel_id: str) -> str:
-    """The WebSub topic of a channel's uploads (the push-notifications guide)."""
-    return f"https://www.youtube.com/xml/feeds/videos.xml?channel_id={channel_id}"
-
-
-def topic_channel(topic: str) -> str | None:
-    """The channel id of a YouTube feed topic (``/xml/feeds/videos.xml`` or ``/feeds/videos.xml``), else None."""
-    parsed = urlparse(topic)
-    feeds = ("/xml/feeds/videos.xml", "/feeds/videos.xml")
-    if parsed.hostname not in ("www.youtube.com", "youtube.com") or parsed.path not in feeds:
-        return None
-    found = parse_qs(parsed.query).get("channel_id")
-    return found[0] if found and re.fullmatch(r"[\w-]{3,64}", found[0]) else None
 
 
 def _when(value: str | None) -> datetime | None:
@@ -491,11 +193,8 @@ def _google_error(response: httpx.Response) -> tuple[str | None, str]:
 
 class YouTubeHook(OAuthPlatformHook):
     platform: ClassVar[str] = "youtube"
-    conn_type = "kipu_youtube"
-    hook_name = "Kipu YouTube (Data API v3)"
     base_url: ClassVar[str] = "https://www.googleapis.com"
     me_path: ClassVar[str] = "/youtube/v3/channels?part=snippet&mine=true"
-    capabilities: ClassVar[Capabilities] = Capabilities(text=False, video=True, scheduling=True)
     chunk_size: int = DEFAULT_CHUNK
     max_resumes: int = MAX_RESUMES
     # The hook point for a shared quota store of your own; by default stored connections persist their use in
@@ -574,7 +273,7 @@ class YouTubeHook(OAuthPlatformHook):
             wait = until_pacific_midnight()
             return RateLimited(
                 f"youtube: the project's daily YouTube Data API quota is used up (quotaExceeded); it resets at "
-                f"midnight Pacific Time, in {_hours(wait)}",
+                f"midnight Pacific Time, in {hours(wait)}",
                 wait,
             )
         if reason == "uploadLimitExceeded":
@@ -600,7 +299,7 @@ class YouTubeHook(OAuthPlatformHook):
     def check(self, request: PublishRequest) -> list[str]:
         """Every limit the request breaks: options, title, description, tags, schedule and the video itself."""
         try:
-            opts = parse_options(request.options)
+            opts = parse_options("youtube", request.options)
         except Rejected as exc:
             problems = str(exc).split("; ")
         else:
@@ -615,7 +314,7 @@ class YouTubeHook(OAuthPlatformHook):
         return problems
 
     def publish(self, request: PublishRequest) -> PublishResult:
-        meta = build_metadata(request, parse_options(request.options))
+        meta = build_metadata(request, parse_options("youtube", request.options))
         if meta.problems:
             raise Rejected("; ".join(meta.problems))
         videos = self._video(request)
@@ -725,36 +424,38 @@ class YouTubeHook(OAuthPlatformHook):
         return self.start_session(meta, total, mime), None
 
     # -- reading the channel --------------------------------------------------------------------------------------
-    def uploads_playlist(self) -> str:
-        """The channel's uploads playlist id (from the connection's metadata when known, else channels.list)."""
+    def _uploads_playlist(self) -> Flow:
         known = self.credentials.metadata.get("uploads_playlist_id") or self._uploads_id
         if known:
             return str(known)
-        data = self.api(
-            "channels.list", "GET", "/youtube/v3/channels", params={"part": "contentDetails", "mine": "true"}
-        ).json()
-        items = data.get("items") or []
+        self.spend("channels.list")
+        resp = yield Call("GET", "/youtube/v3/channels", kwargs={"params": {"part": "contentDetails", "mine": "true"}})
+        items = resp.json().get("items") or []
         if not items:
             raise NeedsReconnect("youtube: this Google account has no YouTube channel; create one, then connect again")
         self._uploads_id = str(items[0]["contentDetails"]["relatedPlaylists"]["uploads"])
         return self._uploads_id
 
+    def uploads_playlist(self) -> str:
+        """The channel's uploads playlist id (from the connection's metadata when known, else channels.list)."""
+        return run(self._uploads_playlist(), self.send)  # type: ignore[no-any-return]
+
+    def _recent_uploads(self, limit: int) -> Flow:
+        playlist = yield from self._uploads_playlist()
+        self.spend("playlistItems.list")
+        params = {"part": "snippet,contentDetails", "playlistId": playlist, "maxResults": min(max(limit, 1), 50)}
+        resp = yield Call("GET", "/youtube/v3/playlistItems", kwargs={"params": params})
+        return list(resp.json().get("items") or [])
+
     def recent_uploads(self, limit: int = 25) -> list[dict[str, Any]]:
         """The uploads playlist's items, newest first (1 unit per page, plus channels.list once)."""
-        playlist = self.uploads_playlist()
-        data = self.api(
-            "playlistItems.list",
-            "GET",
-            "/youtube/v3/playlistItems",
-            params={"part": "snippet,contentDetails", "playlistId": playlist, "maxResults": min(max(limit, 1), 50)},
-        ).json()
-        return list(data.get("items") or [])
+        return run(self._recent_uploads(limit), self.send)  # type: ignore[no-any-return]
 
     def find_published(self, request: PublishRequest) -> PublishResult | None:
         """A video on the channel with this request's title and description, uploaded since the intent was written:
         what makes a retry after a crash or an ambiguous failure safe."""
         try:
-            meta = build_metadata(request, parse_options(request.options))
+            meta = build_metadata(request, parse_options("youtube", request.options))
         except Rejected:
             return None  # check() reports the options; nothing could have been uploaded with them
         since = (request.created_at or datetime.now(UTC) - timedelta(days=1)) - timedelta(minutes=1)
@@ -771,9 +472,9 @@ class YouTubeHook(OAuthPlatformHook):
                     return self._result(str(video))
         return None
 
-    def _playlist_items(self, limit: int) -> list[ContentItem]:
+    def _playlist_items(self, uploads: list[dict[str, Any]]) -> list[ContentItem]:
         out = []
-        for item in reversed(self.recent_uploads(limit)):
+        for item in reversed(uploads):
             snippet = item.get("snippet") or {}
             details = item.get("contentDetails") or {}
             video = details.get("videoId") or (snippet.get("resourceId") or {}).get("videoId")
@@ -802,19 +503,10 @@ class YouTubeHook(OAuthPlatformHook):
     def feed_url(self) -> str:
         return f"{self.feed_base}/feeds/videos.xml?channel_id={self.channel_id}"
 
-    def list_posts(self, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
+    def poll(self, since_id: str | None, limit: int, pages: int | None = None) -> Flow:
         """The channel's RSS feed (its 15 newest videos, no quota); the uploads playlist when the feed fails."""
         try:
-            items = items_from_feed(self.call("GET", self.feed_url, auth=False).content)
+            items = items_from_feed((yield Call("GET", self.feed_url, auth=False)).content)
         except (Transient, Rejected):
-            items = self._playlist_items(limit)
-        return _since(items, since_id, limit)
-
-    async def fetch_posts(self, http: LimitedClient, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
-        try:
-            resp = await http.request("GET", self.feed_url, platform="youtube", token_key=self.channel_id)
-            items = items_from_feed(resp.content)
-        except (Transient, Rejected):
-            # The fallback costs quota and goes through the hook's own path (quota ledger, error mapping).
-            items = await asyncio.to_thread(self._playlist_items, limit)
+            items = self._playlist_items((yield from self._recent_uploads(limit)))
         return _since(items, since_id, limit)

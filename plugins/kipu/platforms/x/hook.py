@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 import httpx
 
 from kipu.captions.counting import URL_RE
-from kipu.hooks.base import Capabilities, PlatformError, PublishRequest, PublishResult, RateLimited, Rejected, Transient
-from kipu.hooks.http import LimitedClient
+from kipu.hooks.base import PlatformError, PublishRequest, PublishResult, RateLimited, Rejected, Transient
+from kipu.hooks.client import Call, Flow
 from kipu.hooks.media import VideoLimits, check_video, open_media
 from kipu.hooks.oauth_platform import OAuthPlatformHook
 from kipu.specs.items import ContentItem, MediaRef
@@ -35,12 +35,9 @@ def _plain(text: str) -> str:
 
 class XHook(OAuthPlatformHook):
     platform: ClassVar[str] = "x"
-    conn_type = "kipu_x"
-    hook_name = "Kipu X (API v2)"
     base_url: ClassVar[str] = "https://api.x.com"
     me_path: ClassVar[str] = "/2/users/me"
     message_keys: ClassVar[tuple[str, ...]] = ("detail", "title")
-    capabilities: ClassVar[Capabilities] = Capabilities(text=True, image=True, video=True, alt_text=False, max_images=4)
     # 200 requests per 15 minutes per user (PLATFORMS.md); the window headers keep us under it exactly.
     token_rate: ClassVar[float | None] = 200 / 900
     token_burst: ClassVar[float] = 200
@@ -172,20 +169,9 @@ class XHook(OAuthPlatformHook):
             )
         return items
 
-    def list_posts(self, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
+    def poll(self, since_id: str | None, limit: int, pages: int | None = None) -> Flow:
         params: dict[str, Any] = {"max_results": max(5, min(limit, 100)), "tweet.fields": "created_at"}
         if since_id:
             params["since_id"] = since_id
-        resp = self.call("GET", f"/2/users/{self.credentials.platform_user_id}/tweets", params=params)
-        return self._items(resp.json().get("data") or [])
-
-    async def fetch_posts(self, http: LimitedClient, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
-        resp = await http.request(
-            "GET",
-            f"{self.base}/2/users/{self.credentials.platform_user_id}/tweets",
-            platform="x",
-            token_key=str(self.credentials.connection_id or self.credentials.platform_user_id),
-            params={"max_results": max(5, min(limit, 100)), "tweet.fields": "created_at"},
-            headers=self.auth_headers(),
-        )
+        resp = yield Call("GET", f"/2/users/{self.credentials.platform_user_id}/tweets", kwargs={"params": params})
         return self._items(resp.json().get("data") or [])

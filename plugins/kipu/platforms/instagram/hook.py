@@ -7,10 +7,12 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from kipu.hooks.base import Capabilities, PlatformError, PublishRequest, PublishResult
-from kipu.hooks.http import LimitedClient
+from kipu.hooks.base import PlatformError, PublishRequest, PublishResult
+from kipu.hooks.client import Flow
 from kipu.hooks.media import VideoLimits, check_video
-from kipu.hooks.meta import ContainerHook, graph_time, since_filter
+from kipu.platforms.instagram.options import InstagramOptions
+from kipu.platforms.meta.graph import ContainerHook, graph_time
+from kipu.platforms.options import parse as parse_options
 from kipu.specs.items import ContentItem, MediaRef
 
 log = logging.getLogger(__name__)
@@ -25,14 +27,9 @@ KINDS = {"IMAGE": "image", "VIDEO": "video", "CAROUSEL_ALBUM": "carousel"}
 
 class InstagramHook(ContainerHook):
     platform: ClassVar[str] = "instagram"
-    conn_type = "kipu_instagram"
-    hook_name = "Kipu Instagram (Graph API)"
     # graph.instagram.com for Instagram Login; graph.facebook.com (metadata.base_url) for Facebook Login accounts.
     base_url: ClassVar[str] = "https://graph.instagram.com"
     me_path: ClassVar[str] = f"/{ContainerHook.api_version}/me?fields=user_id,username"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        text=False, image=True, video=True, carousel=True, alt_text=True, first_comment=True, max_images=MAX_CAROUSEL
-    )
     refresh_grant: ClassVar[str | None] = "ig_refresh_token"
     exchange_grant: ClassVar[str | None] = "ig_exchange_token"  # the code exchange's short-lived token → long-lived
     container_edge: ClassVar[str] = "media"
@@ -72,14 +69,15 @@ class InstagramHook(ContainerHook):
         return self.create_container(parent), "carousel"
 
     def _single(self, ref: MediaRef, url: str, request: PublishRequest) -> dict[str, Any]:
-        opts = request.options
+        opts: InstagramOptions = parse_options("instagram", request.options)
         if ref.kind == "video":
             params: dict[str, Any] = {"media_type": "REELS", "video_url": url, "caption": request.caption}
-            if "share_to_feed" in opts:
-                params["share_to_feed"] = "true" if opts["share_to_feed"] else "false"
-            for key in ("cover_url", "thumb_offset"):
-                if opts.get(key) is not None:
-                    params[key] = str(opts[key])
+            if opts.share_to_feed is not None:
+                params["share_to_feed"] = "true" if opts.share_to_feed else "false"
+            if opts.cover_url is not None:
+                params["cover_url"] = opts.cover_url
+            if opts.thumb_offset is not None:
+                params["thumb_offset"] = str(opts.thumb_offset)
             return params
         params = {"image_url": url, "caption": request.caption}
         if ref.alt_text:
@@ -87,7 +85,7 @@ class InstagramHook(ContainerHook):
         return params
 
     def after_publish(self, post_id: str, request: PublishRequest) -> None:
-        comment = str(request.options.get("first_comment") or "").strip()
+        comment = (parse_options("instagram", request.options).first_comment or "").strip()
         if not comment:
             return
         try:  # not retried: a second attempt could comment twice
@@ -110,8 +108,7 @@ class InstagramHook(ContainerHook):
         return PublishResult(platform_post_id=str(hit["id"]), url=hit.get("permalink")) if hit else None
 
     def _media(self, limit: int) -> list[dict[str, Any]]:
-        params = {"fields": MEDIA_FIELDS, "limit": min(limit, 100)}
-        return list(self.call("GET", self.path("me", "media"), params=params).json().get("data") or [])
+        return self.list_edge(self.path("me", "media"), MEDIA_FIELDS, limit)
 
     def _items(self, posts: list[dict[str, Any]]) -> list[ContentItem]:
         items = []
@@ -132,9 +129,5 @@ class InstagramHook(ContainerHook):
             )
         return items
 
-    def list_posts(self, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
-        return since_filter(self._items(self._media(limit)), since_id)
-
-    async def fetch_posts(self, http: LimitedClient, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
-        body = await self.graph_get(http, self.path("me", "media"), {"fields": MEDIA_FIELDS, "limit": min(limit, 100)})
-        return since_filter(self._items(body.get("data") or []), since_id)
+    def poll(self, since_id: str | None, limit: int, pages: int | None = None) -> Flow:
+        return self.poll_edge(self.path("me", "media"), MEDIA_FIELDS, since_id, limit)

@@ -12,7 +12,6 @@ from pydantic import SecretStr
 
 from kipu.auth import oauth
 from kipu.hooks.base import (
-    Capabilities,
     NeedsReconnect,
     PlatformError,
     PublishRequest,
@@ -20,10 +19,10 @@ from kipu.hooks.base import (
     Rejected,
     Transient,
 )
-from kipu.hooks.http import LimitedClient
+from kipu.hooks.client import Flow
 from kipu.hooks.media import CHUNK, MediaFile, VideoLimits, check_video, open_media
-from kipu.hooks.meta import GraphHook, graph_time, since_filter
 from kipu.hooks.platform import Credentials, TokenSet
+from kipu.platforms.meta.graph import GraphHook, graph_time
 from kipu.specs.items import ContentItem, MediaRef
 
 MAX_PHOTOS = 10
@@ -38,13 +37,8 @@ REEL_FIELDS = "id,description,created_time"
 
 class FacebookPageHook(GraphHook):
     platform: ClassVar[str] = "facebook"
-    conn_type = "kipu_facebook"
-    hook_name = "Kipu Facebook Page (Graph API)"
     base_url: ClassVar[str] = "https://graph.facebook.com"
     me_path: ClassVar[str] = f"/{GraphHook.api_version}/me?fields=id,name"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        text=True, image=True, video=True, carousel=True, max_images=MAX_PHOTOS
-    )
     processing_timeout: float = 300.0
     poll_interval: float = 5.0
     _page_token_checked: bool = False
@@ -296,18 +290,16 @@ class FacebookPageHook(GraphHook):
         if request.publish_ref:  # a Reel accepted earlier and still processing then
             return self._reel_state(request.publish_ref)
         if any(m.kind == "video" for m in request.media):
-            reels = self._list(self.path(self.page_id, "video_reels"), REEL_FIELDS, 25)
+            reels = self.list_edge(self.path(self.page_id, "video_reels"), REEL_FIELDS, 25)
             hit = self.find_recent(request, reels, "description", "created_time")
             return self._reel_state(str(hit["id"])) if hit else None
         hit = self.find_recent(
-            request, self._list(self.path(self.page_id, "published_posts"), POST_FIELDS, 25), "message", "created_time"
+            request,
+            self.list_edge(self.path(self.page_id, "published_posts"), POST_FIELDS, 25),
+            "message",
+            "created_time",
         )
         return PublishResult(platform_post_id=str(hit["id"]), url=hit.get("permalink_url")) if hit else None
-
-    def _list(self, path: str, fields: str, limit: int) -> list[dict[str, Any]]:
-        return list(
-            self.call("GET", path, params={"fields": fields, "limit": min(limit, 100)}).json().get("data") or []
-        )
 
     def _items(self, posts: list[dict[str, Any]]) -> list[ContentItem]:
         return [
@@ -324,12 +316,5 @@ class FacebookPageHook(GraphHook):
             for p in reversed(posts)  # newest first from Meta
         ]
 
-    def list_posts(self, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
-        return since_filter(
-            self._items(self._list(self.path(self.page_id, "published_posts"), POST_FIELDS, limit)), since_id
-        )
-
-    async def fetch_posts(self, http: LimitedClient, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
-        params = {"fields": POST_FIELDS, "limit": min(limit, 100)}
-        body = await self.graph_get(http, self.path(self.page_id, "published_posts"), params)
-        return since_filter(self._items(body.get("data") or []), since_id)
+    def poll(self, since_id: str | None, limit: int, pages: int | None = None) -> Flow:
+        return self.poll_edge(self.path(self.page_id, "published_posts"), POST_FIELDS, since_id, limit)

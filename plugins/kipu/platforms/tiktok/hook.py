@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kipu.hooks.base import (
     AuthExpired,
-    Capabilities,
     NeedsReconnect,
     PlatformError,
     PublishRequest,
@@ -29,10 +26,11 @@ from kipu.hooks.base import (
     Rejected,
     Transient,
 )
-from kipu.hooks.http import LimitedClient, classify, parse_retry_after
+from kipu.hooks.client import Call, Flow, classify, parse_retry_after
 from kipu.hooks.media import MediaFile, VideoLimits, check_video, open_media, probe_video, public_url
 from kipu.hooks.oauth_platform import OAuthPlatformHook
-from kipu.hooks.platform import Bucket
+from kipu.platforms.options import parse as parse_options
+from kipu.platforms.tiktok.options import TikTokOptions
 from kipu.specs.items import ContentItem, MediaRef
 
 log = logging.getLogger(__name__)
@@ -58,67 +56,9 @@ VIDEO_LIST = "/v2/video/list/"
 VIDEO_FIELDS = "id,title,video_description,duration,cover_image_url,share_url,create_time,embed_link"
 PAGE_SIZE = 20  # /v2/video/list/ max_count maximum
 
-PrivacyLevel = Literal["PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY"]
 # Daily posting caps: retrying later helps, retrying now does not.
 POSTING_CAPS = frozenset({"spam_risk_too_many_posts", "spam_risk_too_many_pending_share", "reached_active_user_cap"})
 RECONNECT = frozenset({"scope_not_authorized", "scope_permission_missed"})
-
-
-class TikTokOptions(BaseModel):
-    """The publish step's TikTok flags (``platform_options`` or ``platform_options.tiktok``); unknown keys fail.
-
-    Interactions default to disabled: TikTok's UX guidelines forbid turning them on for the creator by default.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    mode: Literal["direct", "draft"] = "direct"
-    source: Literal["FILE_UPLOAD", "PULL_FROM_URL"] = "FILE_UPLOAD"
-    privacy_level: PrivacyLevel | None = None
-    disable_comment: bool = True
-    disable_duet: bool = True
-    disable_stitch: bool = True
-    video_cover_timestamp_ms: int | None = Field(default=None, ge=0)
-    brand_content_toggle: bool = False  # "Paid partnership": promotes a third party
-    brand_organic_toggle: bool = False  # "Promotional content": promotes the creator's own business
-    is_aigc: bool = False  # AI-generated content label
-
-    @model_validator(mode="after")
-    def _branded_is_not_private(self) -> TikTokOptions:
-        if self.brand_content_toggle and self.privacy_level == "SELF_ONLY":
-            raise ValueError(
-                "brand_content_toggle (paid partnership) cannot be combined with privacy_level SELF_ONLY: TikTok "
-                "does not allow branded content to be private; choose another privacy_level"
-            )
-        return self
-
-
-def _explain(exc: ValidationError) -> str:
-    known = ", ".join(TikTokOptions.model_fields)
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            parts.append(f"unknown option '{where}' (known: {known})")
-        else:
-            parts.append(f"{where + ': ' if where else ''}{err['msg'].removeprefix('Value error, ')}")
-    return "tiktok publish options: " + "; ".join(parts)
-
-
-def options_of(request: PublishRequest) -> TikTokOptions:
-    """The TikTok options of a request: top-level keys TikTok knows, overridden by ``platform_options`` (nested
-    under ``tiktok`` when one step publishes to several platforms); ``Rejected`` names any bad field."""
-    raw = request.options
-    nested = raw.get("platform_options") or {}
-    if isinstance(nested, dict) and isinstance(nested.get("tiktok"), dict):
-        nested = nested["tiktok"]
-    if not isinstance(nested, dict):
-        raise Rejected("tiktok publish options: platform_options must be a mapping")
-    top = {k: v for k, v in raw.items() if k in TikTokOptions.model_fields}
-    try:
-        return TikTokOptions.model_validate({**top, **nested})
-    except ValidationError as exc:
-        raise Rejected(_explain(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -195,19 +135,14 @@ class CreatorInfo:
 
 class TikTokHook(OAuthPlatformHook):
     platform: ClassVar[str] = "tiktok"
-    conn_type = "kipu_tiktok"
-    hook_name = "Kipu TikTok (Content Posting API)"
     base_url: ClassVar[str] = "https://open.tiktokapis.com"
     me_path: ClassVar[str] = "/v2/user/info/?fields=open_id,union_id,display_name"
-    capabilities: ClassVar[Capabilities] = Capabilities(text=False, image=False, video=True)
     # TikTok limits each endpoint separately (per token, per minute), so the generic bucket is off and
     # ``endpoint_rates`` paces the calls that have documented limits; a 429 is still retried by ``call``.
     token_rate: ClassVar[float | None] = None
     endpoint_rates: Mapping[str, float] = MappingProxyType(
         {CREATOR_INFO: 20, DIRECT_INIT: 6, INBOX_INIT: 6, STATUS: 30}
     )
-    _endpoint_buckets: ClassVar[dict[str, Bucket]] = {}
-    _endpoint_lock: ClassVar[threading.Lock] = threading.Lock()
     processing_timeout: float = PROCESSING_TIMEOUT
     poll_interval: float = POLL_INTERVAL
     chunk_size: int = DEFAULT_CHUNK
@@ -255,13 +190,7 @@ class TikTokHook(OAuthPlatformHook):
 
     # -- calls -----------------------------------------------------------------------------------------------------
     def _api(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        """POST to an endpoint, paced by its documented per-token limit; the answer's ``data``."""
-        per_minute = self.endpoint_rates.get(path)
-        if per_minute:
-            key = f"{self._token_key}:{path}"
-            with self._endpoint_lock:
-                bucket = self._endpoint_buckets.setdefault(key, Bucket(per_minute / 60, 1))
-            bucket.take()
+        """POST to an endpoint, paced by its documented per-token limit (``endpoint_rates``); the answer's ``data``."""
         return self.call("POST", path, **kwargs).json().get("data") or {}
 
     def creator_info(self) -> CreatorInfo:
@@ -289,7 +218,7 @@ class TikTokHook(OAuthPlatformHook):
         if len(videos) != 1:
             problems.append(f"tiktok needs exactly one video, got {len(videos)}")
         try:
-            options_of(request)
+            parse_options("tiktok", request.options)
         except Rejected as exc:
             problems.append(str(exc))
         if videos:
@@ -367,7 +296,7 @@ class TikTokHook(OAuthPlatformHook):
         return videos[0]
 
     def publish(self, request: PublishRequest) -> PublishResult:
-        opts = options_of(request)
+        opts = parse_options("tiktok", request.options)
         if request.publish_ref:  # an earlier attempt was accepted: never post twice
             found = self.find_published(request)
             if found is not None:
@@ -446,7 +375,7 @@ class TikTokHook(OAuthPlatformHook):
         """With ``publish_ref``: its status (final, awaiting, or ``Rejected`` if TikTok refused it). Otherwise a
         Direct Post whose caption matches, created since the intent; drafts are never listed, so None."""
         try:
-            opts = options_of(request)
+            opts = parse_options("tiktok", request.options)
         except Rejected:
             opts = TikTokOptions()  # options edited since: still settle the post
         if request.publish_ref:
@@ -465,12 +394,19 @@ class TikTokHook(OAuthPlatformHook):
         return None
 
     # -- polling ---------------------------------------------------------------------------------------------------
-    def _videos(self, count: int, cursor: int | None = None) -> tuple[list[dict[str, Any]], int | None, bool]:
+    def _videos_call(self, count: int, cursor: int | None = None) -> Call:
         body: dict[str, Any] = {"max_count": min(count, PAGE_SIZE)}
         if cursor is not None:
             body["cursor"] = cursor
-        data = self.call("POST", VIDEO_LIST, params={"fields": VIDEO_FIELDS}, json=body).json().get("data") or {}
+        return Call("POST", VIDEO_LIST, kwargs={"params": {"fields": VIDEO_FIELDS}, "json": body})
+
+    @staticmethod
+    def _page(resp: httpx.Response) -> tuple[list[dict[str, Any]], int | None, bool]:
+        data = resp.json().get("data") or {}
         return list(data.get("videos") or []), data.get("cursor"), bool(data.get("has_more"))
+
+    def _videos(self, count: int, cursor: int | None = None) -> tuple[list[dict[str, Any]], int | None, bool]:
+        return self._page(self.send(self._videos_call(count, cursor)))
 
     def _items(self, videos: list[dict[str, Any]]) -> list[ContentItem]:
         items = []
@@ -493,12 +429,14 @@ class TikTokHook(OAuthPlatformHook):
             )
         return items
 
-    def list_posts(self, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
-        """Recent public videos, oldest first: pages of 20 until ``limit`` or ``since_id``."""
+    def poll(self, since_id: str | None, limit: int, pages: int | None = None) -> Flow:
+        """Recent public videos, oldest first: pages of 20 until ``limit``, ``since_id`` or ``pages``."""
         videos: list[dict[str, Any]] = []
         cursor: int | None = None
-        while len(videos) < limit:
-            page, cursor, more = self._videos(limit - len(videos), cursor)
+        read = 0
+        while len(videos) < limit and (pages is None or read < pages):
+            page, cursor, more = self._page((yield self._videos_call(limit - len(videos), cursor)))
+            read += 1
             ids = [str(v.get("id")) for v in page]
             if since_id in ids:
                 videos.extend(page[: ids.index(since_id)])
@@ -507,23 +445,6 @@ class TikTokHook(OAuthPlatformHook):
             if not more or not page or cursor is None:
                 break
         return self._items(videos[:limit])
-
-    async def fetch_posts(self, http: LimitedClient, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
-        """One page (the 20 newest) per poll: the cursor engine only needs what arrived since the last poll."""
-        resp = await http.request(
-            "POST",
-            f"{self.base}{VIDEO_LIST}",
-            platform="tiktok",
-            token_key=str(self.credentials.connection_id or self.credentials.platform_user_id),
-            params={"fields": VIDEO_FIELDS},
-            json={"max_count": min(limit, PAGE_SIZE)},
-            headers=self.auth_headers(),
-        )
-        videos = (resp.json().get("data") or {}).get("videos") or []
-        items = self._items(videos)
-        if since_id is not None and since_id in (ids := [i.platform_post_id for i in items]):
-            items = items[ids.index(since_id) + 1 :]
-        return items
 
 
 def _when(value: Any) -> datetime | None:

@@ -27,7 +27,7 @@ from kipu.hooks.base import (
     Rejected,
     Transient,
 )
-from kipu.hooks.http import LimitedClient, parse_retry_after
+from kipu.hooks.client import Call, Flow, parse_retry_after
 from kipu.hooks.media import public_url
 from kipu.hooks.oauth_platform import OAuthPlatformHook
 from kipu.hooks.platform import Credentials, TokenSet
@@ -342,18 +342,19 @@ class GraphHook(OAuthPlatformHook):
                 return post
         return None
 
-    async def graph_get(self, http: LimitedClient, path: str, params: dict[str, Any]) -> dict[str, Any]:
-        """A GET for the poll engine through its shared limited client."""
-        resp = await http.request(
-            "GET",
-            f"{self.base}{path}",
-            platform=self.platform,
-            token_key=str(self.credentials.connection_id or self.credentials.platform_user_id),
-            params=params,
-            headers=self.auth_headers(),
-            map_error=self.map_error,  # Graph says "expired token" and "throttled" in 400 bodies
-        )
-        return resp.json()
+    def list_call(self, path: str, fields: str, limit: int) -> Call:
+        """A page of an edge (posts, media, threads), newest first: for finding a post again and for polling."""
+        return Call("GET", path, kwargs={"params": {"fields": fields, "limit": min(limit, 100)}})
+
+    def list_edge(self, path: str, fields: str, limit: int) -> list[dict[str, Any]]:
+        return list(self.send(self.list_call(path, fields, limit)).json().get("data") or [])
+
+    def poll_edge(self, path: str, fields: str, since_id: str | None, limit: int) -> Flow:
+        resp = yield self.list_call(path, fields, limit)
+        return since_filter(self._items(resp.json().get("data") or []), since_id)
+
+    def _items(self, posts: list[dict[str, Any]]) -> list[ContentItem]:
+        raise NotImplementedError
 
 
 def since_filter(items: list[ContentItem], since_id: str | None) -> list[ContentItem]:

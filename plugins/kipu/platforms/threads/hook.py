@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from kipu.hooks.base import Capabilities, PublishRequest, PublishResult
-from kipu.hooks.http import LimitedClient
+from kipu.hooks.base import PublishRequest, PublishResult
+from kipu.hooks.client import Flow
 from kipu.hooks.media import VideoLimits, check_video
-from kipu.hooks.meta import ContainerHook, graph_time, since_filter
+from kipu.platforms.meta.graph import ContainerHook, graph_time
 from kipu.specs.items import ContentItem
 
 # Threads media specifications: video up to 5 minutes and 1 GB.
@@ -20,12 +20,9 @@ KINDS = {"TEXT_POST": "text", "IMAGE": "image", "VIDEO": "video", "CAROUSEL_ALBU
 
 class ThreadsHook(ContainerHook):
     platform: ClassVar[str] = "threads"
-    conn_type = "kipu_threads"
-    hook_name = "Kipu Threads (Threads API)"
     base_url: ClassVar[str] = "https://graph.threads.net"
     api_version: ClassVar[str] = "v1.0"
     me_path: ClassVar[str] = "/v1.0/me?fields=id,username"
-    capabilities: ClassVar[Capabilities] = Capabilities(text=True, image=True, video=True, alt_text=True, max_images=1)
     refresh_grant: ClassVar[str | None] = "th_refresh_token"
     exchange_grant: ClassVar[str | None] = "th_exchange_token"  # the code exchange's short-lived token → long-lived
     container_edge: ClassVar[str] = "threads"
@@ -98,10 +95,5 @@ class ThreadsHook(ContainerHook):
             for p in reversed(posts)  # newest first from Meta
         ]
 
-    def list_posts(self, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
-        return since_filter(self._items(self._threads({"fields": THREAD_FIELDS, "limit": min(limit, 100)})), since_id)
-
-    async def fetch_posts(self, http: LimitedClient, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
-        params = {"fields": THREAD_FIELDS, "limit": min(limit, 100)}
-        body = await self.graph_get(http, self.path(self.account_id, "threads"), params)
-        return since_filter(self._items(body.get("data") or []), since_id)
+    def poll(self, since_id: str | None, limit: int, pages: int | None = None) -> Flow:
+        return self.poll_edge(self.path(self.account_id, "threads"), THREAD_FIELDS, since_id, limit)

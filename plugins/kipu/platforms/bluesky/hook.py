@@ -19,14 +19,13 @@ from kipu import egress
 from kipu.captions.entities import find
 from kipu.hooks.base import (
     AuthExpired,
-    Capabilities,
     PlatformError,
     PublishRequest,
     PublishResult,
     RateLimited,
     Rejected,
 )
-from kipu.hooks.http import LimitedClient, classify
+from kipu.hooks.client import Call, Flow, classify
 from kipu.hooks.media import read_media
 from kipu.hooks.platform import Credentials, PlatformHook, TokenSet
 from kipu.specs.items import ContentItem, MediaRef
@@ -78,10 +77,7 @@ def _session_tokens(body: dict[str, Any]) -> TokenSet:
 
 class BlueskyHook(PlatformHook):
     platform: ClassVar[str] = "bluesky"
-    conn_type = "kipu_bluesky"
-    hook_name = "Kipu Bluesky (AT Protocol)"
     base_url: ClassVar[str] = "https://bsky.social"
-    capabilities: ClassVar[Capabilities] = Capabilities(text=True, image=True, alt_text=True, max_images=4)
     # 5,000 write points per hour per account (PLATFORMS.md); a create costs 3: about 1.4 writes per second.
     token_rate: ClassVar[float | None] = 1.4
 
@@ -274,23 +270,9 @@ class BlueskyHook(PlatformHook):
             )
         return items
 
-    def list_posts(self, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
-        resp = self.call(
-            "GET",
-            "/xrpc/com.atproto.repo.listRecords",
-            auth=False,
-            params={"repo": self.did, "collection": POST, "limit": min(limit, 100)},
-        )
-        return self._items(resp.json().get("records", []))
-
-    async def fetch_posts(self, http: LimitedClient, since_id: str | None = None, limit: int = 50) -> list[ContentItem]:
-        resp = await http.request(
-            "GET",
-            f"{self.base}/xrpc/com.atproto.repo.listRecords",
-            platform="bluesky",
-            token_key=self.did,
-            params={"repo": self.did, "collection": POST, "limit": min(limit, 100)},
-        )
+    def poll(self, since_id: str | None, limit: int, pages: int | None = None) -> Flow:
+        params = {"repo": self.did, "collection": POST, "limit": min(limit, 100)}
+        resp = yield Call("GET", "/xrpc/com.atproto.repo.listRecords", auth=False, kwargs={"params": params})
         return self._items(resp.json().get("records", []))
 
 

@@ -7,10 +7,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-from kipu.hooks.base import Capabilities, PublishRequest, PublishResult, TargetHook
+from kipu.hooks.base import PublishRequest, PublishResult, TargetHook
 from kipu.hooks.media import open_media
 from kipu.store.types import utcnow
 
@@ -21,17 +21,16 @@ class OutboxHook(TargetHook):
     """Writes atomically (temp file, then rename), so a post exists completely or not at all."""
 
     platform: ClassVar[str] = "outbox"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        text=True, image=True, video=True, carousel=True, alt_text=True, max_images=20
-    )
-    conn_type = "kipu_outbox"
-    conn_name_attr = "kipu_conn_id"
-    default_conn_name = "kipu_outbox"
-    hook_name = "Kipu outbox (folder)"
 
     def __init__(self, folder: str | Path) -> None:
         super().__init__()
         self.folder = Path(folder)
+
+    @classmethod
+    def from_connection(cls, conn: Any) -> OutboxHook:
+        from kipu.config import kipu_home
+
+        return cls(Path((conn.metadata_ or {}).get("path") or kipu_home() / "outbox" / conn.platform_user_id))
 
     def _path(self, key: str) -> Path:
         return self.folder / f"{key}.json"
