@@ -56,11 +56,11 @@ def problems_and_options(platform: str, config: Mapping[str, Any]) -> tuple[list
     if model is None:
         return [], None
     where, extras, problems = _extras(platform, config)
-    fields = model.model_fields
-    known = ", ".join(fields)
+    fields = set(model.model_fields)
+    known = ", ".join(model.model_fields)
     top = {k: v for k, v in config.items() if k in fields}
     problems += [f"{platform} option '{where}.{k}' is not known ({known})" for k in extras if k not in fields]
-    problems += [f"{platform} option '{k}' is not known ({known})" for k in config if k not in fields and k not in COMMON]
+    problems += [f"{platform} option '{k}' is not known ({known})" for k in config if k not in fields | COMMON]
     origin = {k: f"{where}.{k}" for k in extras}
     try:
         parsed = model.model_validate({**top, **{k: v for k, v in extras.items() if k in fields}})
