@@ -187,7 +187,8 @@ def cmd_connect_start(args: argparse.Namespace) -> int:
     from kipu.store.engine import session_scope
 
     with session_scope() as session:
-        print(oauth.begin(session, oauth.app_for(args.platform), _team(session, args.team)))
+        app = oauth.app_for(args.platform, args.instance, session)
+        print(oauth.begin(session, app, _team(session, args.team)))
     return 0
 
 
@@ -343,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     cs = connect.add_parser("start", help="print the OAuth authorization URL for a platform")
     cs.add_argument("platform", choices=OAUTH_PLATFORMS)
     cs.add_argument("--team", required=True)
+    cs.add_argument("--instance", help="a federated platform's instance, e.g. mastodon.social")
     cs.set_defaults(fn=cmd_connect_start)
     cf = connect.add_parser("finish", help="complete an OAuth authorization with the state and code it returned")
     cf.add_argument("platform", choices=OAUTH_PLATFORMS)

@@ -1,5 +1,6 @@
 """An OAuth 2.0 app as a platform documents it: endpoints, scopes, PKCE and how the client authenticates. Each
-platform package declares its own (``Platform.oauth``); ``kipu.auth.oauth.app_for`` adds the credentials."""
+platform package declares its own (``Platform.oauth``); ``kipu.auth.oauth.app_for`` adds the credentials, from this
+deployment's configuration or, for a federated platform, from the client registered at the instance."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ class OAuthApp:
     # Extra authorize-URL parameters (Google needs access_type=offline to hand out a refresh token).
     authorize_params: tuple[tuple[str, str], ...] = ()
     api_base_url: str = ""  # the platform API's host while connecting, when not the hook's own (fakes, proxies)
+    # A federated platform (Mastodon): every instance is its own server with its own apps. The endpoints are paths
+    # on the instance, and Kipu registers a client there the first time someone connects an account of it.
+    per_instance: bool = False
 
     def __repr__(self) -> str:
         return f"OAuthApp({self.platform!r}, client_id={self.client_id!r})"

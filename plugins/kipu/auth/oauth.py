@@ -68,12 +68,20 @@ if not any(isinstance(f, RedactSecretParams) for f in logging.getLogger("httpx")
 DEFAULT_APPS: Mapping[str, OAuthApp] = platforms.View("oauth")
 
 
-def app_for(platform: str) -> OAuthApp:
+def app_for(platform: str, instance: str | None = None, session: Session | None = None) -> OAuthApp:
     """The platform's OAuth app (its package declares the documented endpoints and scopes) with this deployment's
-    credentials; a clear error naming where to configure them when they are missing."""
+    credentials; a clear error naming where to configure them when they are missing. A federated platform's app is
+    the one of ``instance``: registered there the first time, then kept (``instance_clients``)."""
     base = DEFAULT_APPS.get(platform)
     if base is None:
         raise Rejected(f"{platform} does not connect through an OAuth 2.0 app of this deployment")
+    if base.per_instance:
+        return _instance_app(base, instance, session)
+    return _configured(base)
+
+
+def _configured(base: OAuthApp) -> OAuthApp:
+    platform = base.platform
     fields: dict[str, Any] = {}
     try:
         from airflow.sdk import BaseHook
@@ -102,6 +110,61 @@ def app_for(platform: str) -> OAuthApp:
             f"extra.redirect_uri) or KIPU_{platform.upper()}_CLIENT_ID, _CLIENT_SECRET and _REDIRECT_URI"
         )
     return app
+
+
+def normalise_instance(platform: str, instance: str | None) -> str:
+    """``https://host`` of an instance a user named (``mastodon.social`` or a URL), through the egress guard."""
+    if not instance or not instance.strip():
+        raise Rejected(f"{platform} accounts live on an instance: give the instance (e.g. mastodon.social)")
+    raw = instance.strip()
+    url = egress.check_url(raw if "://" in raw else f"https://{raw}")
+    if url.scheme != "https" and not egress.allow_private():
+        raise Rejected(f"{platform}: the instance must be an https URL, got {egress.shown_url(raw)}")
+    return f"{url.scheme}://{url.netloc.decode('ascii')}"
+
+
+def _instance_app(base: OAuthApp, instance: str | None, session: Session | None) -> OAuthApp:
+    """``base`` on ``instance``: its paths made URLs there, with the client Kipu registered there (once)."""
+    from kipu import platforms
+    from kipu.store.models import InstanceClient
+
+    if session is None:
+        raise Rejected(f"{base.platform}: an instance's app needs the store")
+    host = normalise_instance(base.platform, instance)
+    redirect = _configured_redirect(base.platform)
+    app = replace(
+        base,
+        authorize_url=host + base.authorize_url,
+        token_url=host + base.token_url,
+        api_base_url=host,
+        redirect_uri=redirect,
+    )
+    known = session.get(InstanceClient, (base.platform, host))
+    if known is None or known.redirect_uri != redirect or known.scopes != " ".join(base.scopes):
+        register = platforms.load(platforms.get(base.platform).register_client or "")
+        client_id, secret = register(host, app)
+        if known is None:
+            known = InstanceClient(platform=base.platform, instance=host)
+            session.add(known)
+        known.client_id, known.redirect_uri, known.scopes = client_id, redirect, " ".join(base.scopes)
+        known.client_secret = get_cipher().encrypt(secret) if secret else None
+        session.flush()
+    return replace(app, client_id=known.client_id, client_secret=get_cipher().decrypt(known.client_secret))
+
+
+def _configured_redirect(platform: str) -> str:
+    """Where the platform sends the user back: ``KIPU_<PLATFORM>_REDIRECT_URI``, else
+    ``KIPU_PUBLIC_URL/kipu/api/auth/callback/<platform>``."""
+    redirect = os.environ.get(f"KIPU_{platform.upper()}_REDIRECT_URI")
+    public = os.environ.get("KIPU_PUBLIC_URL", "").rstrip("/")
+    if not redirect and public:
+        redirect = f"{public}/kipu/api/auth/callback/{platform}"
+    if not redirect:
+        raise Rejected(
+            f"no OAuth callback for {platform}: set KIPU_PUBLIC_URL (this deployment's public URL) or "
+            f"KIPU_{platform.upper()}_REDIRECT_URI"
+        )
+    return redirect
 
 
 @dataclass(frozen=True)
@@ -186,6 +249,7 @@ def begin(session: Session, app: OAuthApp, team: Team, profile_id: uuid.UUID | N
             profile_id=profile_id,
             code_verifier=get_cipher().encrypt(verifier) if verifier else None,
             redirect_uri=app.redirect_uri,
+            instance=app.api_base_url if app.per_instance else None,
             expires_at=now + STATE_TTL,
         )
     )
@@ -301,7 +365,10 @@ def finish(session: Session, platform: str, state: str, code: str, api_base: str
     from kipu.hooks.oauth_platform import OAuthPlatformHook
     from kipu.platforms import hook_class
 
-    app = app_for(platform)
+    pending = session.get(OAuthState, _hash(state))
+    if pending is None or pending.platform != platform:
+        raise Rejected(f"{platform}: unknown or already used OAuth state; start connecting again")
+    app = app_for(platform, pending.instance, session)
     cls = hook_class(platform)
     if not issubclass(cls, OAuthPlatformHook):
         raise Rejected(f"{platform} does not connect through OAuth 2.0")

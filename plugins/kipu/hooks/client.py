@@ -118,9 +118,10 @@ class Throttle:
         if caller.limit_headers is None:
             return
         left, reset = (response.headers.get(h) for h in caller.limit_headers)
-        if left is not None and reset is not None and left.isdigit() and reset.isdigit():
+        when = reset_time(reset)
+        if left is not None and left.strip().isdigit() and when is not None:
             with self._lock:
-                self._windows[f"{caller.platform}:{caller.token_key}"] = (int(left), float(reset))
+                self._windows[f"{caller.platform}:{caller.token_key}"] = (int(left), when)
 
     def reset(self) -> None:
         with self._lock:
@@ -146,6 +147,25 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def reset_time(value: str | None) -> float | None:
+    """When a rate-limit window resets, as epoch seconds, from the forms platforms send: epoch seconds (X,
+    Bluesky), seconds from now (small numbers), or an ISO 8601 or HTTP date (Mastodon)."""
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    if value.isdigit():
+        number = float(value)
+        return number if number > 1e9 else time.time() + number
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def classify(response: httpx.Response, platform: str) -> PlatformError | None:

@@ -44,6 +44,9 @@ class Platform:
     # an app password (Bluesky), or by an operator with the CLI (Kipu's local feed and outbox).
     connect: Literal["oauth", "app_password", "operator"] = "oauth"
     oauth: OAuthApp | None = None
+    # For a per-instance app (``OAuthApp.per_instance``): "package.module:function" registering a client at an
+    # instance, ``(instance, app) -> (client_id, client_secret)``.
+    register_client: str | None = None
     # The publish options a step may set for this platform, typed once (``platform_options`` and the common fields).
     options: type[BaseModel] | None = None
     # Long-lived tokens that renew themselves with no refresh token (Instagram, Threads).

@@ -314,8 +314,26 @@ class OAuthState(Base):
     profile_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("profiles.id"))
     code_verifier: Mapped[str | None] = mapped_column(Text)
     redirect_uri: Mapped[str] = mapped_column(Text, nullable=False)
+    # The instance a federated platform's authorization goes through (Mastodon), for the callback's code exchange.
+    instance: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class InstanceClient(Base):
+    """The OAuth client Kipu registered at one instance of a federated platform (Mastodon's ``POST /api/v1/apps``),
+    reused by every account connected from that instance; the secret is MultiFernet ciphertext."""
+
+    __tablename__ = "instance_clients"
+    __table_args__ = (PrimaryKeyConstraint("platform", "instance"),)
+
+    platform: Mapped[str] = mapped_column(Text, nullable=False)
+    instance: Mapped[str] = mapped_column(Text, nullable=False)  # https://host, no path
+    client_id: Mapped[str] = mapped_column(Text, nullable=False)
+    client_secret: Mapped[str | None] = mapped_column(Text)
+    redirect_uri: Mapped[str] = mapped_column(Text, nullable=False)
+    scopes: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _created()
 
 
 class AICacheEntry(Base):
@@ -352,6 +370,7 @@ __all__ = [
     "AIUsage",
     "Base",
     "Connection",
+    "InstanceClient",
     "Media",
     "MediaFolder",
     "OAuthState",

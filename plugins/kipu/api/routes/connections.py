@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy import select
 
@@ -151,17 +151,29 @@ def connect_bluesky(body: BlueskyBody, caller: CallerDep) -> ConnectionOut:
 
 
 @router.post("/connections/oauth/{platform}")
-def start_oauth(platform: OAuthPlatformName, team: str, caller: CallerDep) -> dict[str, str]:
-    """The URL to send the user to; the platform redirects back to ``/kipu/api/auth/callback/{platform}``."""
+def start_oauth(
+    platform: OAuthPlatformName,
+    team: str,
+    caller: CallerDep,
+    instance: str | None = Query(None, max_length=253, description="a federated platform's instance (Mastodon)"),
+) -> dict[str, str]:
+    """The URL to send the user to; the platform redirects back to ``/kipu/api/auth/callback/{platform}``. A federated
+    platform needs ``instance``: Kipu registers itself there the first time (through the egress guard)."""
     from kipu.auth import oauth
+    from kipu.egress import EgressRefused
 
     team_id = caller.team(team, "admin")
     try:
-        app = oauth.app_for(platform)
+        with session_scope() as s:
+            app = oauth.app_for(platform, instance, s)
+            return {"authorization_url": oauth.begin(s, app, s.get(Team, team_id), caller.profile_id)}  # type: ignore[arg-type]
+    except EgressRefused as exc:
+        raise unprocessable(str(exc), ("query", "instance")) from None
+    except (Transient, RateLimited) as exc:
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, str(exc)) from None
     except Rejected as exc:
-        raise unprocessable(str(exc), ("path", "platform")) from None
-    with session_scope() as s:
-        return {"authorization_url": oauth.begin(s, app, s.get(Team, team_id), caller.profile_id)}  # type: ignore[arg-type]
+        where = ("query", "instance") if "instance" in str(exc) else ("path", "platform")
+        raise unprocessable(str(exc), where) from None
 
 
 @router.get(
