@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -153,4 +153,5 @@ StepSpec = Annotated[
     PublishStep | AIRewriteStep | FilterStep | ConditionStep | DelayStep | ApprovalStep,
     Field(discriminator="type"),
 ]
-STEP_TYPES = ("publish", "ai_rewrite", "filter", "condition", "delay", "approval")
+# Every step type's name, read from the union above: adding a step class is all it takes.
+STEP_TYPES = tuple(cls.model_fields["type"].default for cls in get_args(get_args(StepSpec)[0]))

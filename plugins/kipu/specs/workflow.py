@@ -12,7 +12,7 @@ from kipu.specs.common import Strict
 from kipu.specs.document import check_document_limits, short_value
 from kipu.specs.errors import WorkflowSpecError
 from kipu.specs.graph import StepGraph, build_graph
-from kipu.specs.steps import StepBase, StepSpec
+from kipu.specs.steps import STEP_TYPES, StepBase, StepSpec
 from kipu.specs.targets import target_errors
 from kipu.specs.triggers import TriggerSpec
 
@@ -118,7 +118,7 @@ def parse_workflow(data: Any) -> WorkflowSpec:
         try:
             step = _STEP.validate_python(raw)
         except ValidationError as exc:
-            errors.extend(format_errors(exc, prefix=label, skip=1 if raw.get("type") in _STEP_TYPES else 0))
+            errors.extend(format_errors(exc, prefix=label, skip=1 if raw.get("type") in STEP_TYPES else 0))
             continue
         if step.id in seen:
             errors.append(f"{label}.id: '{step.id}' is already used by steps[{seen[step.id]}]")
@@ -147,5 +147,3 @@ def parse_workflow(data: Any) -> WorkflowSpec:
     spec._graph = graph
     return spec
 
-
-_STEP_TYPES = ("publish", "ai_rewrite", "filter", "condition", "delay", "approval")
