@@ -18,7 +18,15 @@ def test_every_kipu_connection_type_is_registered() -> None:
         assert info is not None and info.package_name == "kipu", conn_type
     assert hooks["kipu_openai"].hook_name == "Kipu AI (OpenAI-compatible)"
     # A platform account is a row of Kipu's store, read by the platform's hook: no Airflow connection type for it.
-    for misleading in ("kipu_bluesky", "kipu_feed", "kipu_outbox", *(f"kipu_{p}" for p in platforms)):
+    # Mastodon's OAuth clients are registered per instance and kept in the store: no app connection either.
+    for misleading in (
+        "kipu_bluesky",
+        "kipu_feed",
+        "kipu_outbox",
+        "kipu_mastodon",
+        "kipu_mastodon_app",
+        *(f"kipu_{p}" for p in platforms),
+    ):
         assert misleading not in hooks, misleading
 
 

@@ -61,10 +61,15 @@ def _app(platform: str, title: str) -> type[_ConnectionType]:
 
 
 def app_connection_types() -> dict[str, type[_ConnectionType]]:
-    """``kipu_<platform>_app`` for every platform whose package declares an OAuth app, by connection type."""
+    """``kipu_<platform>_app`` for every platform whose package declares an OAuth app of this deployment, by
+    connection type (a federated platform's apps are registered per instance and kept in the store)."""
     from kipu.platforms import all_platforms
 
-    return {f"kipu_{p.name}_app": _app(p.name, p.title) for p in all_platforms().values() if p.oauth is not None}
+    return {
+        f"kipu_{p.name}_app": _app(p.name, p.title)
+        for p in all_platforms().values()
+        if p.oauth is not None and not p.oauth.per_instance
+    }
 
 
 # Importable by name (``kipu.connection_types.XAppConnection``), as Airflow's provider registry needs.

@@ -59,10 +59,11 @@ LINK_WEIGHT = 23
 _REMOTE_MENTION = regex.compile(r"(?<![\w@])(@[A-Za-z0-9_]+)@[A-Za-z0-9.-]+[A-Za-z0-9]")
 
 
-def link_weighted_length(text: str) -> int:
-    """Mastodon's count: characters, every URL as 23 whatever its length, a remote mention by its user part."""
-    text = URL_RE.sub("x" * LINK_WEIGHT, text)
-    return len(_REMOTE_MENTION.sub(r"\1", text))
+def link_weighted_length(text: str, url_weight: int = LINK_WEIGHT) -> int:
+    """Mastodon's count (StatusLengthValidator): graphemes, every URL as 23 whatever its length, a remote mention
+    by its user part."""
+    text = URL_RE.sub("x" * url_weight, text)
+    return grapheme_count(_REMOTE_MENTION.sub(r"\1", text))
 
 
 COUNTERS = {
