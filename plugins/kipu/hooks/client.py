@@ -22,6 +22,7 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 
 from kipu.hooks.errors import AuthExpired, NeedsReconnect, PlatformError, RateLimited, Rejected, Transient
+from kipu.hooks.times import utc_time
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 # A rate-limit wait longer than this is raised (a task retries later, a poll source backs off), not slept through.
@@ -158,9 +159,8 @@ def reset_time(value: str | None) -> float | None:
     if value.isdigit():
         number = float(value)
         return number if number > 1e9 else time.time() + number
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+    when = utc_time(value)
+    if when is None:
         try:
             when = parsedate_to_datetime(value)
         except (TypeError, ValueError):

@@ -146,4 +146,3 @@ def parse_workflow(data: Any) -> WorkflowSpec:
     )
     spec._graph = graph
     return spec
-

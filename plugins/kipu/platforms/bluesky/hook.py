@@ -28,6 +28,7 @@ from kipu.hooks.base import (
 from kipu.hooks.client import Call, Flow, classify
 from kipu.hooks.media import read_media
 from kipu.hooks.platform import Credentials, PlatformHook, TokenSet
+from kipu.hooks.times import utc_time
 from kipu.specs.items import ContentItem, MediaRef
 
 POST = "app.bsky.feed.post"
@@ -264,7 +265,7 @@ class BlueskyHook(PlatformHook):
                     url=self._result(rec["uri"].rsplit("/", 1)[-1], rec["uri"]).url,
                     media=media,
                     hashtags=tags,
-                    published_at=datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
+                    published_at=utc_time(created),
                     author=self.credentials.username,
                 )
             )

@@ -22,7 +22,8 @@ from kipu.hooks.base import (
 from kipu.hooks.client import Flow
 from kipu.hooks.media import CHUNK, MediaFile, VideoLimits, check_video, open_media
 from kipu.hooks.platform import Credentials, TokenSet
-from kipu.platforms.meta.graph import GraphHook, graph_time
+from kipu.hooks.times import utc_time
+from kipu.platforms.meta.graph import GraphHook
 from kipu.specs.items import ContentItem, MediaRef
 
 MAX_PHOTOS = 10
@@ -310,7 +311,7 @@ class FacebookPageHook(GraphHook):
                 caption=p.get("message") or "",
                 url=p.get("permalink_url"),
                 media=[MediaRef(url=p["full_picture"], mime_type="image/jpeg")] if p.get("full_picture") else [],
-                published_at=graph_time(p.get("created_time")),
+                published_at=utc_time(p.get("created_time")),
                 author=self.credentials.username,
             )
             for p in reversed(posts)  # newest first from Meta

@@ -15,6 +15,7 @@ from kipu import egress
 from kipu.captions.hashtags import extract_hashtags
 from kipu.hooks.base import PlatformError, RateLimited, Rejected, SourceHook, Transient
 from kipu.hooks.client import Call, Flow, HttpHook, classify, run
+from kipu.hooks.times import utc_time
 from kipu.specs.items import ContentItem, ContentType, MediaRef
 
 MAX_FEED_BYTES = 20 * 1024 * 1024
@@ -171,9 +172,7 @@ def parse_json_feed(data: bytes) -> list[ContentItem]:
         if raw.get("image") and all(m.url != raw["image"] for m in media):
             media.append(MediaRef(url=raw["image"], mime_type="image/*"))
         published = raw.get("date_published")
-        when = datetime.fromisoformat(published.replace("Z", "+00:00")) if published else None
-        if when and when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
+        when = utc_time(published)
         authors = raw.get("authors") or ([raw["author"]] if raw.get("author") else [])
         text = raw.get("content_text") or _strip_html(raw.get("content_html") or raw.get("summary") or "")
         items.append(

@@ -10,8 +10,9 @@ from typing import Any, ClassVar
 from kipu.hooks.base import PlatformError, PublishRequest, PublishResult
 from kipu.hooks.client import Flow
 from kipu.hooks.media import VideoLimits, check_video
+from kipu.hooks.times import utc_time
 from kipu.platforms.instagram.options import InstagramOptions
-from kipu.platforms.meta.graph import ContainerHook, graph_time
+from kipu.platforms.meta.graph import ContainerHook
 from kipu.platforms.options import parse as parse_options
 from kipu.specs.items import ContentItem, MediaRef
 
@@ -123,7 +124,7 @@ class InstagramHook(ContainerHook):
                     caption=p.get("caption") or "",
                     url=p.get("permalink"),
                     media=[MediaRef(url=p["media_url"], mime_type=mime)] if p.get("media_url") else [],
-                    published_at=graph_time(p.get("timestamp")),
+                    published_at=utc_time(p.get("timestamp")),
                     author=self.credentials.username,
                 )
             )

@@ -29,6 +29,7 @@ from kipu.hooks.client import Call, Flow, reset_time
 from kipu.hooks.media import open_media
 from kipu.hooks.oauth_platform import OAuthPlatformHook
 from kipu.hooks.platform import Credentials, TokenSet
+from kipu.hooks.times import utc_time
 from kipu.platforms.mastodon.instance import InstanceLimits, limits_of
 from kipu.platforms.mastodon.options import MastodonOptions
 from kipu.platforms.mastodon.text import plain_text
@@ -52,16 +53,6 @@ def _plain(text: str) -> str:
     text = URL_RE.sub("", text)
     text = re.sub(r"@[\w.-]+(?:@[\w.-]+)?", "", text)
     return re.sub(r"\s+", " ", text).strip()
-
-
-def _when(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 class MastodonHook(OAuthPlatformHook):
@@ -239,7 +230,7 @@ class MastodonHook(OAuthPlatformHook):
         wanted = _plain(request.caption)
         params = {"limit": PAGE, "exclude_reblogs": "true"}
         for status in self.call("GET", f"/api/v1/accounts/{self.account_id}/statuses", params=params).json():
-            created = _when(status.get("created_at"))
+            created = utc_time(status.get("created_at"))
             if created is not None and created < since - timedelta(minutes=1):
                 break
             if _plain(plain_text(status.get("content") or "")) == wanted:
@@ -270,7 +261,7 @@ class MastodonHook(OAuthPlatformHook):
             url=status.get("url"),
             media=media,
             hashtags=[t["name"] for t in status.get("tags") or [] if t.get("name")],
-            published_at=_when(status.get("created_at")),
+            published_at=utc_time(status.get("created_at")),
             author=self.credentials.username,
         )
 

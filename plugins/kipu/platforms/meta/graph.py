@@ -31,6 +31,7 @@ from kipu.hooks.client import Call, Flow, parse_retry_after
 from kipu.hooks.media import public_url
 from kipu.hooks.oauth_platform import OAuthPlatformHook
 from kipu.hooks.platform import Credentials, TokenSet
+from kipu.hooks.times import utc_time
 from kipu.specs.items import ContentItem, MediaRef
 
 log = logging.getLogger(__name__)
@@ -116,17 +117,6 @@ def regain_after(headers: httpx.Headers) -> float | None:
             if isinstance(entry, dict) and isinstance(entry.get("estimated_time_to_regain_access"), int | float):
                 minutes.append(float(entry["estimated_time_to_regain_access"]))
     return max(minutes) * 60 if minutes else None
-
-
-def graph_time(value: str | None) -> datetime | None:
-    """Graph timestamps (``2024-05-01T12:00:00+0000``) as aware UTC datetimes."""
-    if not value:
-        return None
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 class GraphHook(OAuthPlatformHook):
@@ -335,7 +325,7 @@ class GraphHook(OAuthPlatformHook):
         since = request.created_at - timedelta(minutes=1) if request.created_at else None
         want = request.caption.strip()
         for post in posts:
-            when = graph_time(post.get(time_key))
+            when = utc_time(post.get(time_key))
             if since is not None and when is not None and when < since:
                 continue
             if (post.get(text_key) or "").strip() == want and accept(post):

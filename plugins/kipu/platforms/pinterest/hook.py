@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
@@ -13,6 +13,7 @@ from kipu.hooks.base import PublishRequest, PublishResult, Rejected, Transient
 from kipu.hooks.client import Call, Flow
 from kipu.hooks.media import VideoLimits, check_video, open_media, read_media
 from kipu.hooks.oauth_platform import OAuthPlatformHook
+from kipu.hooks.times import utc_time
 from kipu.platforms.options import parse as parse_options
 from kipu.specs.items import ContentItem, MediaRef
 
@@ -104,7 +105,7 @@ class PinterestHook(OAuthPlatformHook):
         want = (request.caption, request.link or None)
         since = request.created_at - timedelta(minutes=1) if request.created_at else None
         for pin in self._pins(25):
-            when = _when(pin.get("created_at"))
+            when = utc_time(pin.get("created_at"))
             recent = since is None or when is None or when >= since
             if (pin.get("description"), pin.get("link") or None) == want and recent:
                 return self._result(str(pin["id"]))
@@ -148,7 +149,7 @@ class PinterestHook(OAuthPlatformHook):
                 title=p.get("title"),
                 caption=p.get("description") or "",
                 url=p.get("link") or self._result(str(p["id"])).url,
-                published_at=_when(p.get("created_at")),
+                published_at=utc_time(p.get("created_at")),
             )
             for p in reversed(pins)
         ]
@@ -156,11 +157,3 @@ class PinterestHook(OAuthPlatformHook):
     def poll(self, since_id: str | None, limit: int, pages: int | None = None) -> Flow:
         resp = yield self._pins_call(min(limit, 100))
         return self._items(resp.json().get("items") or [])
-
-
-def _when(value: str | None) -> datetime | None:
-    """Pinterest's timestamps are UTC, sometimes without an offset."""
-    if not value:
-        return None
-    when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return when if when.tzinfo else when.replace(tzinfo=UTC)

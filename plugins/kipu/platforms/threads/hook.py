@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 from kipu.hooks.base import PublishRequest, PublishResult
 from kipu.hooks.client import Flow
 from kipu.hooks.media import VideoLimits, check_video
-from kipu.platforms.meta.graph import ContainerHook, graph_time
+from kipu.hooks.times import utc_time
+from kipu.platforms.meta.graph import ContainerHook
 from kipu.specs.items import ContentItem
 
 # Threads media specifications: video up to 5 minutes and 1 GB.
@@ -89,7 +90,7 @@ class ThreadsHook(ContainerHook):
                 content_type=KINDS.get(str(p.get("media_type")), "text"),  # type: ignore[arg-type]
                 caption=p.get("text") or "",
                 url=p.get("permalink"),
-                published_at=graph_time(p.get("timestamp")),
+                published_at=utc_time(p.get("timestamp")),
                 author=self.credentials.username,
             )
             for p in reversed(posts)  # newest first from Meta

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any, ClassVar
 
 import httpx
@@ -16,6 +16,7 @@ from kipu.hooks.base import PlatformError, PublishRequest, PublishResult, RateLi
 from kipu.hooks.client import Call, Flow
 from kipu.hooks.media import VideoLimits, check_video, open_media
 from kipu.hooks.oauth_platform import OAuthPlatformHook
+from kipu.hooks.times import utc_time
 from kipu.specs.items import ContentItem, MediaRef
 
 CHUNK = 4 * 1024 * 1024
@@ -163,7 +164,7 @@ class XHook(OAuthPlatformHook):
                     platform_post_id=str(t["id"]),
                     caption=t.get("text", ""),
                     url=self._result(str(t["id"])).url,
-                    published_at=datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
+                    published_at=utc_time(created),
                     author=self.credentials.username,
                 )
             )

@@ -28,6 +28,7 @@ from kipu.hooks.base import (
 from kipu.hooks.client import Call, Flow, backoff, classify, parse_retry_after, run
 from kipu.hooks.media import MediaFile, VideoLimits, check_video, open_media
 from kipu.hooks.oauth_platform import OAuthPlatformHook
+from kipu.hooks.times import utc_time
 from kipu.platforms.options import parse as parse_options
 from kipu.platforms.youtube.atom import WATCH_URL, items_from_feed
 from kipu.platforms.youtube.options import YouTubeOptions
@@ -133,13 +134,6 @@ def build_metadata(request: PublishRequest, opts: YouTubeOptions, now: datetime 
         snippet["tags"] = tags
     body = {"snippet": snippet, "status": status}
     return Metadata(title, description, body, opts.notify_subscribers, tuple(problems))
-
-
-def _when(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _since(items: list[ContentItem], since_id: str | None, limit: int) -> list[ContentItem]:
@@ -461,7 +455,7 @@ class YouTubeHook(OAuthPlatformHook):
         since = (request.created_at or datetime.now(UTC) - timedelta(days=1)) - timedelta(minutes=1)
         for item in self.recent_uploads():
             snippet = item.get("snippet") or {}
-            when = _when((item.get("contentDetails") or {}).get("videoPublishedAt") or snippet.get("publishedAt"))
+            when = utc_time((item.get("contentDetails") or {}).get("videoPublishedAt") or snippet.get("publishedAt"))
             if (snippet.get("title"), snippet.get("description")) != (meta.title, meta.description):
                 continue
             if when is None or when >= since:
@@ -493,7 +487,7 @@ class YouTubeHook(OAuthPlatformHook):
                     url=WATCH_URL.format(video),
                     media=[MediaRef(url=thumb["url"], mime_type="image/jpeg")] if thumb and thumb.get("url") else [],
                     hashtags=extract_hashtags(f"{title} {description}"),
-                    published_at=_when(details.get("videoPublishedAt") or snippet.get("publishedAt")),
+                    published_at=utc_time(details.get("videoPublishedAt") or snippet.get("publishedAt")),
                     author=snippet.get("channelTitle"),
                 )
             )
