@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kipu.captions.counting import EXPLAINED
 from kipu.captions.platforms import CaptionRules
 from kipu.captions.rewriter import RewriteRequest, tag_budget
 
@@ -16,12 +17,6 @@ SYSTEM = (
     'Answer with JSON only: {"caption": string, "hashtags": [string]} — hashtags without the # sign and not '
     "repeated inside the caption."
 )
-
-COUNTING = {
-    "chars": "characters",
-    "graphemes": "graphemes (user-perceived characters; an emoji counts 1)",
-    "x_weighted": "weighted characters (a link counts 23; CJK characters and emoji count 2)",
-}
 
 CAPTION_SCHEMA: dict[str, Any] = {
     "name": "caption",
@@ -52,7 +47,7 @@ def rewrite_messages(
     tags = tag_budget(rules, req)
     lines = [
         f"Target platform: {rules.platform}",
-        f"Hard limit: the caption plus its hashtags must be at most {limit} {COUNTING[rules.counting]}.",
+        f"Hard limit: the caption plus its hashtags must be at most {limit} {EXPLAINED[rules.counting]}.",
         f"Tone: {req.tone}.",
         f"Hashtags: up to {tags}, relevant to the content." if tags else "Hashtags: none.",
         "Emojis: allowed where natural." if req.include_emojis else "Emojis: none.",
@@ -64,7 +59,7 @@ def rewrite_messages(
         lines.append(f"Instructions from the workflow owner: {req.custom_instructions.strip()}")
     if measured is not None:
         lines.append(
-            f"Your previous answer measured {measured} {COUNTING[rules.counting].split(' (')[0]}, over the limit of "
+            f"Your previous answer measured {measured} {EXPLAINED[rules.counting].split(' (')[0]}, over the limit of "
             f"{limit}. Shorten it to fit."
         )
     lines += ["<source>", req.text, "</source>"]

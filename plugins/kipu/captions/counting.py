@@ -72,3 +72,10 @@ COUNTERS = {
     "x_weighted": x_weighted_length,
     "link_weighted": link_weighted_length,
 }
+# Each counting as a prompt explains it to a model (``ai/prompts.py``).
+EXPLAINED = {
+    "chars": "characters",
+    "graphemes": "graphemes (user-perceived characters; an emoji counts 1)",
+    "x_weighted": "weighted characters (a link counts 23; CJK characters and emoji count 2)",
+    "link_weighted": "graphemes (a link counts 23; @user@domain counts as @user; an emoji counts 1)",
+}

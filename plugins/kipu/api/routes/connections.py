@@ -172,8 +172,7 @@ def start_oauth(
     except (Transient, RateLimited) as exc:
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, str(exc)) from None
     except Rejected as exc:
-        # A federated platform's refusals are about the instance (unreachable, not a server of that platform).
-        where = ("query", "instance") if instance is not None or "instance" in str(exc) else ("path", "platform")
+        where = ("query", "instance") if "instance" in str(exc) else ("path", "platform")
         raise unprocessable(str(exc), where) from None
 
 

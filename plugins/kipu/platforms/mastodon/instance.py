@@ -46,7 +46,7 @@ def read_json(response: httpx.Response, what: str) -> Any:
 
 
 def _post_or_get(method: str, url: str, what: str, **kwargs: Any) -> Any:
-    shown = egress.shown_url(url)
+    shown = "the instance " + egress.shown_url(url)
     try:
         with egress.client(timeout=20, follow_redirects=False) as client, client.stream(method, url, **kwargs) as resp:
             if resp.status_code == 429 or resp.status_code >= 500:
@@ -66,7 +66,7 @@ def register_client(instance: str, app: OAuthApp) -> tuple[str, str | None]:
     body = _post_or_get("POST", f"{instance}/api/v1/apps", "an app registration", json=registration)
     client_id = body.get("client_id") if isinstance(body, dict) else None
     if not isinstance(client_id, str) or not client_id or len(client_id) > 512:
-        raise Rejected(f"mastodon: {egress.shown_url(instance)} registered no OAuth client: is it a Mastodon server?")
+        raise Rejected(f"mastodon: the instance {egress.shown_url(instance)} registered no OAuth client: not Mastodon?")
     secret = body.get("client_secret")
     return client_id, secret if isinstance(secret, str) and secret else None
 
