@@ -21,12 +21,18 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 demo: $(STAMP)
 	$(BIN)/kipu demo
 
+# Tests run in WORKERS processes (pytest-xdist), a file per process at a time: each process has its own Airflow home,
+# metadata database and stores. The native Celery topology tests start a whole stack each, so they run alone, after.
+WORKERS ?= 2
+PARALLEL := -n $(WORKERS) --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PARALLEL) -m "not stack" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m stack $(PYTEST_ARGS)
 
 # Everything that needs neither Airflow's app and metadata database nor the deployed stack (PostgreSQL still).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not airflow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PARALLEL) -m "not slow and not airflow" $(PYTEST_ARGS)
 
 # The compose topology natively (api-server, scheduler, dag-processor, triggerer, Celery worker); also part of `test`.
 test-distributed: $(STAMP)

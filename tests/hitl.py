@@ -21,7 +21,7 @@ class Responder(threading.Thread):
     On any error the parked task is failed, so ``dag.test()`` ends and the test sees ``error``.
     """
 
-    def __init__(self, dag_id: str, option: str | None, user: str = "admin", timeout: float = 90) -> None:
+    def __init__(self, dag_id: str, option: str | None, user: str = "admin", timeout: float = 240) -> None:
         super().__init__(daemon=True)
         self.dag_id, self.option, self.user, self.timeout = dag_id, option, user, timeout
         self.assigned_users: list[dict] | None = None
@@ -87,14 +87,21 @@ class Responder(threading.Thread):
                     return
             time.sleep(0.5)
 
-    def _fail_parked(self) -> None:
+    def _fail_parked(self, wait: float = 180) -> None:
+        """Fail the parked approval so ``dag.test()`` ends; if the task has not parked yet (the helper failed early),
+        wait for it to park: failing nothing would leave ``dag.test()`` waiting for input forever."""
         from airflow.models.taskinstance import TaskInstance as TI
         from airflow.utils.session import create_session
         from airflow.utils.state import TaskInstanceState
 
-        with create_session() as session:
-            session.execute(
-                update(TI)
-                .where(TI.dag_id == self.dag_id, TI.state == TaskInstanceState.AWAITING_INPUT)
-                .values(state=TaskInstanceState.FAILED)
-            )
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with create_session() as session:
+                failed = session.execute(
+                    update(TI)
+                    .where(TI.dag_id == self.dag_id, TI.state == TaskInstanceState.AWAITING_INPUT)
+                    .values(state=TaskInstanceState.FAILED)
+                ).rowcount
+            if failed:
+                return
+            time.sleep(1)

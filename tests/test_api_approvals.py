@@ -34,7 +34,7 @@ def test_an_approver_approves_through_the_api_and_the_item_is_published(api: Tes
     errors: list[BaseException] = []
 
     def approve_through_the_api() -> None:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 240
         pending: list = []
         while not pending:
             assert time.monotonic() < deadline, "the approval never appeared"

@@ -17,7 +17,7 @@ from tests.fakes.platform_server import PlatformServer
 from tests.helpers import demo_doc, step
 from tests.stack import AirflowStack
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.stack]
 
 
 @pytest.fixture

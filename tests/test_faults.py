@@ -26,7 +26,7 @@ from tests.fakes.platform_server import PlatformServer
 from tests.fakes.x_server import XServer
 from tests.stack import AirflowStack
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.stack]
 RETRY_DELAY = 6  # seconds: retries at ~6, 12 and 24 s, so a task outlasts a 30 s outage
 TERMINAL = ("success", "failed")
 

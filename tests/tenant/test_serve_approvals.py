@@ -40,7 +40,7 @@ def test_an_approval_answered_through_kipu_api_serve(kipu_serve: Server) -> None
 
     def approve() -> None:
         try:
-            deadline = time.monotonic() + 90
+            deadline = time.monotonic() + 240
             pending: list = []
             while not pending and time.monotonic() < deadline:
                 time.sleep(0.5)

@@ -66,6 +66,7 @@ def pending(caller: CallerDep) -> list[ApprovalOut]:
     from airflow.models.hitl import HITLDetail
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
 
     dags = _my_dags(caller)
     if not dags:
@@ -74,7 +75,12 @@ def pending(caller: CallerDep) -> list[ApprovalOut]:
         rows = session.execute(
             select(HITLDetail, TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id)
             .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
-            .where(TaskInstance.dag_id.in_(list(dags)), HITLDetail.responded_at.is_(None))
+            .where(
+                TaskInstance.dag_id.in_(list(dags)),
+                HITLDetail.responded_at.is_(None),
+                # Listed once parked: an answer that lands before the task parks would be overwritten by the park.
+                TaskInstance.state == TaskInstanceState.AWAITING_INPUT,
+            )
         )
         return [
             ApprovalOut(
@@ -99,6 +105,7 @@ def answer(dag_id: str, dag_run_id: str, task_id: str, body: Decision, caller: C
     from airflow.models.hitl import HITLDetail
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
 
     with session_scope() as s:
         wf = s.scalar(select(Workflow).where(or_(Workflow.dag_id == dag_id, Workflow.legacy_dag_id == dag_id)))
@@ -108,13 +115,22 @@ def answer(dag_id: str, dag_run_id: str, task_id: str, body: Decision, caller: C
         name = (profile.name or profile.email or "") if profile else ""
     caller.require(team_id, "member", f"approval {dag_id}/{dag_run_id}/{task_id}")
     with create_session() as session:
-        detail = session.scalar(
-            select(HITLDetail)
+        found = session.execute(
+            select(HITLDetail, TaskInstance.state)
             .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
             .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == dag_run_id, TaskInstance.task_id == task_id)
-        )
-        if detail is None:
+        ).first()
+        if found is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"approval {dag_id}/{dag_run_id}/{task_id} not found")
+        detail, ti_state = found
+        if detail.responded_at is None and ti_state != TaskInstanceState.AWAITING_INPUT:
+            # Airflow's handler would accept it, and the task's park would then overwrite the answer.
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"approval {dag_id}/{dag_run_id}/{task_id} is not waiting for input yet (task state {ti_state}); "
+                "retry in a few seconds",
+                headers={"Retry-After": "2"},
+            )
         listed = {u["id"] for u in detail.assigned_users or []}
         match = sorted(mine & listed)
         if listed and not match:
