@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kipu-installed
 
-.PHONY: demo test test-fast test-distributed lint format bench bench-e2e bench-api venv clean
+.PHONY: demo test test-fast test-distributed lint format bench bench-e2e bench-api bench-dagset venv clean
 
 venv: $(STAMP)
 
@@ -62,3 +62,6 @@ bench-api: $(STAMP)
 
 clean:
 	rm -rf .kipu
+
+bench-dagset: $(STAMP)
+	$(BIN)/python bench/dagset.py $(DAGSET_ARGS)

@@ -102,7 +102,7 @@ def distributed(items: int, workers: int, timeout: float) -> dict[str, float]:
         src = host.source("bench")
         stack = AirflowStack(TMP / "stack", store, workers=workers, concurrency=2).start()
         try:
-            api = stack.wait_for_dags("kipu_poll", "kipu_bench_e2e")
+            api = stack.wait_for_dags("kipu_poll", "kipu.demo.bench_e2e")
 
             def cycles() -> int:
                 resp = api.request("GET", "/dags/kipu_poll/dagRuns", params={"state": "success"})
@@ -155,7 +155,7 @@ def baseline(items: int) -> dict[str, float]:
         save_workflow(s, workflow("bench"))
     from airflow.dag_processing.dagbag import DagBag
 
-    dag = DagBag(dag_folder=str(REPO / "dags" / "kipu_workflows.py")).dags["kipu_bench_e2e"]
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags["kipu.demo.bench_e2e"]
     started = time.perf_counter()
     for i in range(items):
         item = {"platform": "feed", "platform_post_id": f"base-{i}", "caption": f"Bench item {i} #bench"}

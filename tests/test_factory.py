@@ -16,11 +16,17 @@ from tests.conftest import REPO, use_store
 from tests.helpers import demo_doc
 
 
-def dagbag(path: str = "dags/kipu_workflows.py"):  # type: ignore[no-untyped-def]
-    """The workflow DAGs only; ``path="dags"`` parses the whole folder, the poll engine included."""
+def dagbag(path: str = "dags", workflows_only: bool = True):  # type: ignore[no-untyped-def]
+    """Every shard file parsed by a real DagBag, as the dag-processor does; the engine's DAGs left out unless
+    ``workflows_only`` is False."""
     from airflow.dag_processing.dagbag import DagBag
+    from kipu.naming import ENGINE_DAG_IDS
 
-    return DagBag(dag_folder=str(REPO / path))
+    bag = DagBag(dag_folder=str(REPO / path))
+    if workflows_only:
+        for dag_id in ENGINE_DAG_IDS:
+            bag.dags.pop(dag_id, None)
+    return bag
 
 
 def _store_three(broken: bool = True) -> None:
@@ -39,10 +45,14 @@ def _store_three(broken: bool = True) -> None:
 
 def test_dagbag_loads_every_active_workflow_without_import_errors(demo_team: dict) -> None:
     _store_three()
-    bag = dagbag("dags")
+    bag = dagbag(workflows_only=False)
     assert bag.import_errors == {}
     engine = {"kipu_poll", "kipu_maintenance", "kipu_awaiting"}
-    assert set(bag.dag_ids) == {"kipu.demo.demo_crosspost", "kipu.demo.second", "kipu.demo.broken", *engine}
+    workflows = {"kipu.demo.demo_crosspost", "kipu.demo.second", "kipu.demo.paused", "kipu.demo.broken"}
+    assert set(bag.dag_ids) == workflows | engine
+    # A paused workflow keeps its DAG, and so its history in view, paused in Airflow.
+    assert "kipu:paused" in bag.dags["kipu.demo.paused"].tags and bag.dags["kipu.demo.paused"].is_paused_upon_creation
+    assert not bag.dags["kipu.demo.second"].is_paused_upon_creation
     maintenance = bag.dags["kipu_maintenance"]
     assert maintenance.max_active_runs == 1
     assert set(maintenance.task_ids) == {"refresh_expiring_tokens", "renew_youtube_leases", "report_reconnects"}
@@ -83,10 +93,11 @@ def test_broken_workflow_is_its_own_clear_error(demo_team: dict) -> None:
 
 def test_store_unreachable_serves_last_snapshot(demo_team: dict, store_url: str) -> None:
     _store_three(broken=False)
-    assert set(dagbag().dag_ids) == {"kipu.demo.demo_crosspost", "kipu.demo.second"}
+    served = {"kipu.demo.demo_crosspost", "kipu.demo.second", "kipu.demo.paused"}
+    assert set(dagbag().dag_ids) == served
     use_store("postgresql+psycopg2://postgres@127.0.0.1:1/nowhere?connect_timeout=1")
     try:
-        assert set(dagbag().dag_ids) == {"kipu.demo.demo_crosspost", "kipu.demo.second"}
+        assert set(dagbag().dag_ids) == served
     finally:
         use_store(store_url)
 

@@ -278,6 +278,35 @@ def cmd_ai_usage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dags_folder(given: str | None) -> Path:
+    if given:
+        return Path(given)
+    from airflow.configuration import conf
+
+    return Path(conf.get("core", "dags_folder"))
+
+
+def cmd_dags_shards(args: argparse.Namespace) -> int:
+    from kipu.factory.shards import shard_count, write_files
+
+    count = args.count or shard_count()
+    folder = _dags_folder(args.dir)
+    done = write_files(folder, count)
+    print(f"{count} shard files in {folder}: {len(done.written)} written, {len(done.removed)} removed")
+    if args.count and args.count != shard_count():
+        print(f"set KIPU_DAG_SHARDS={args.count} for every Airflow component (it is {shard_count()} here)")
+    return 0
+
+
+def cmd_dags_doctor(args: argparse.Namespace) -> int:
+    from kipu.factory.doctor import examine, render
+    from kipu.factory.shards import shard_count
+
+    report = examine(_dags_folder(args.dir), shard_count())
+    print(json.dumps(report.to_json(), indent=2) if args.json else render(report))
+    return 0 if report.ok else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from kipu import demo
 
@@ -376,6 +405,26 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--today", action="store_true", help="since 00:00 UTC only")
     u.add_argument("--json", action="store_true", help="machine-readable output")
     u.set_defaults(fn=cmd_ai_usage)
+
+    dags = sub.add_parser("dags", help="the workflow DAG set and its shard files").add_subparsers(
+        dest="sub", required=True
+    )
+    sh = dags.add_parser(
+        "shards",
+        help="write the shard DAG files (KIPU_DAG_SHARDS of them) and remove extra ones",
+        epilog="example: KIPU_DAG_SHARDS=64 kipu dags shards --dir $AIRFLOW_HOME/dags",
+    )
+    sh.add_argument("--count", type=int, help="how many shards (default: KIPU_DAG_SHARDS, 32)")
+    sh.add_argument("--dir", help="the DAG folder (default: Airflow's [core] dags_folder)")
+    sh.set_defaults(fn=cmd_dags_shards)
+    dd = dags.add_parser(
+        "doctor",
+        help="parse every shard as the dag-processor does; report sizes, parse times, snapshots and import errors",
+        epilog="exit code 0: all shards healthy; 1: a problem is listed. example: kipu dags doctor --json",
+    )
+    dd.add_argument("--dir", help="the DAG folder (default: Airflow's [core] dags_folder)")
+    dd.add_argument("--json", action="store_true", help="machine-readable output")
+    dd.set_defaults(fn=cmd_dags_doctor)
 
     d = sub.add_parser("demo", help="run the end-to-end demo (make demo)")
     d.add_argument("--no-airflow", action="store_true", help=argparse.SUPPRESS)

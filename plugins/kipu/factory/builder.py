@@ -38,7 +38,8 @@ def _tags(spec: WorkflowSpec, record: WorkflowRecord) -> list[str]:
         if isinstance(step, PublishStep):
             platforms.update(t.platform for t in step.targets)
     team = f"team:{record.team_slug}" if record.team_slug else "team:none"
-    return ["kipu", team, *sorted(p for p in platforms if p)]
+    paused = ["kipu:paused"] if spec.status == "paused" else []
+    return ["kipu", team, *paused, *sorted(p for p in platforms if p)]
 
 
 def retry_delay_seconds() -> float:
@@ -58,7 +59,9 @@ def build_dag(spec: WorkflowSpec, record: WorkflowRecord, dag_id: str | None = N
         max_active_runs=32,
         tags=_tags(spec, record),
         doc_md=describe(spec, record.id),
-        is_paused_upon_creation=False,  # Kipu's own status gates the workflow; inactive ones have no DAG
+        # Kipu's status gates the workflow: a paused one's DAG is paused too (kipu.factory.reparse keeps the two in
+        # step after creation); an inactive (deleted) one has no DAG.
+        is_paused_upon_creation=spec.status == "paused",
         default_args={
             "owner": record.owner or record.team_slug or "kipu",
             "retries": 3,

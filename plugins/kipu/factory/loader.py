@@ -1,4 +1,4 @@
-"""Read every active workflow in one query, fall back to the last good snapshot, and build the DAGs."""
+"""Read one shard's workflows in one query, fall back to that shard's last good snapshot, and build the DAGs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from kipu.config import kipu_home
 from kipu.factory.builder import START, build_dag
+from kipu.factory.shards import index_of, key_range, shard_count
 from kipu.naming import ENGINE_DAG_IDS
 from kipu.specs.workflow import WorkflowSpecError, parse_workflow
 from kipu.store.workflows import WorkflowRecord
@@ -22,13 +25,13 @@ from kipu.store.workflows import WorkflowRecord
 log = logging.getLogger(__name__)
 
 
-def snapshot_path() -> Path:
-    return Path(os.environ.get("KIPU_DAG_SNAPSHOT", kipu_home() / "dag_snapshot.json"))
+def snapshot_path(shard: int | None = None) -> Path:
+    base = Path(os.environ.get("KIPU_DAG_SNAPSHOT", kipu_home() / "dag_snapshot.json"))
+    return base if shard is None else base.with_name(f"{base.stem}.shard-{shard:04d}{base.suffix}")
 
 
-def _write_snapshot(records: list[WorkflowRecord]) -> None:
+def _write_snapshot(records: list[WorkflowRecord], path: Path) -> None:
     data = json.dumps([r.to_json() for r in records], sort_keys=True, default=str).encode()
-    path = snapshot_path()
     try:
         if path.exists() and hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest():
             return
@@ -40,25 +43,45 @@ def _write_snapshot(records: list[WorkflowRecord]) -> None:
         log.warning("Kipu could not write its DAG snapshot %s: %s", path, exc)
 
 
-def _read_snapshot() -> list[WorkflowRecord]:
-    path = snapshot_path()
+def _read_snapshot(path: Path) -> list[WorkflowRecord]:
     if not path.exists():
         return []
     return [WorkflowRecord(**r) for r in json.loads(path.read_text())]
 
 
-def load_records() -> tuple[list[WorkflowRecord], str]:
-    """Active workflows from the store, or from the last good snapshot if the store is unreachable."""
+@dataclass(frozen=True)
+class Shard:
+    """Which part of the DAG set to build: shard ``index`` of ``count``, or everything (``index`` None)."""
+
+    index: int | None = None
+    count: int = 1
+
+    @property
+    def keys(self) -> tuple[int, int] | None:
+        return None if self.index is None else key_range(self.index, self.count)
+
+    @property
+    def snapshot(self) -> Path:
+        return snapshot_path(self.index)
+
+
+def load_records(shard: Shard = Shard(), dag_id: str | None = None) -> tuple[list[WorkflowRecord], str]:
+    """The shard's workflows from the store, or from its last good snapshot if the store is unreachable. With
+    ``dag_id`` (a task being run), only that workflow is read, and the snapshot is neither read nor written."""
     from kipu.store.engine import session_scope
-    from kipu.store.workflows import load_active
+    from kipu.store.workflows import load_served
 
     try:
         with session_scope() as session:
-            records = load_active(session)
+            records = load_served(session, shard.keys, dag_id)
     except Exception as exc:
-        log.error("Kipu store unreachable (%s); serving the last good snapshot %s", exc, snapshot_path())
-        return _read_snapshot(), "snapshot"
-    _write_snapshot(records)
+        log.error("Kipu store unreachable (%s); serving the last good snapshot %s", exc, shard.snapshot)
+        records = _read_snapshot(shard.snapshot)
+        if dag_id is not None:
+            records = [r for r in records if dag_id in (r.dag_id, r.legacy_dag_id)]
+        return records, "snapshot"
+    if dag_id is None:
+        _write_snapshot(records, shard.snapshot)
     return records, "store"
 
 
@@ -94,10 +117,9 @@ def error_dag(record: WorkflowRecord, error: WorkflowSpecError, dag_id: str | No
     return dag
 
 
-def _records_with_ids() -> list[tuple[str, WorkflowRecord]]:
+def _records_with_ids(records: list[WorkflowRecord]) -> list[tuple[str, WorkflowRecord]]:
     """``(dag_id, record)`` for every DAG to build: each workflow under its id, and under its legacy id while runs
     started before DAG namespaces are unfinished. No workflow ever takes an engine DAG's id."""
-    records, _source = load_records()
     out: list[tuple[str, WorkflowRecord]] = []
     for record in records:
         for dag_id in (record.dag_id, record.legacy_dag_id):
@@ -106,11 +128,13 @@ def _records_with_ids() -> list[tuple[str, WorkflowRecord]]:
     return out
 
 
-def build_all() -> dict[str, DAG]:
-    """Every active workflow's DAG; with a parsing context, only the DAG being run."""
+def build(shard: Shard = Shard()) -> dict[str, DAG]:
+    """The DAGs of ``shard``; with a parsing context (a task being run), only the DAG being run."""
     wanted = get_parsing_context().dag_id
+    started = time.monotonic()
+    records, source = load_records(shard, wanted)
     dags: dict[str, DAG] = {}
-    for dag_id, record in _records_with_ids():
+    for dag_id, record in _records_with_ids(records):
         if (wanted and wanted != dag_id) or dag_id in dags:
             continue
         try:
@@ -122,4 +146,43 @@ def build_all() -> dict[str, DAG]:
         except Exception as exc:  # one broken workflow must never hide the others
             log.exception("Kipu workflow %s could not be built", dag_id)
             dags[dag_id] = error_dag(record, WorkflowSpecError([f"{type(exc).__name__}: {exc}"], record.slug), dag_id)
+    if not wanted:
+        _report(shard, len(records), len(dags), time.monotonic() - started, source)
     return dags
+
+
+def parse_budget() -> float:
+    """Half of Airflow's ``dagbag_import_timeout``: a shard must leave room for a busy machine."""
+    from airflow.configuration import conf
+
+    return conf.getfloat("core", "dagbag_import_timeout", fallback=30.0) / 2
+
+
+def _report(shard: Shard, workflows: int, dags: int, seconds: float, source: str) -> None:
+    name = "all workflows" if shard.index is None else f"shard {shard.index} of {shard.count}"
+    log.info("Kipu %s: %d workflows, %d DAGs in %.2fs from the %s", name, workflows, dags, seconds, source)
+    if seconds > parse_budget():
+        log.error(
+            "Kipu %s took %.1fs, over its budget of %.1fs (half of dagbag_import_timeout): raise KIPU_DAG_SHARDS "
+            "and run `kipu dags shards` before it times out",
+            name,
+            seconds,
+            parse_budget(),
+        )
+
+
+def build_shard(path: str) -> dict[str, DAG]:
+    """The DAGs of the shard file at ``path`` (``kipu_shard_NN.py``), under ``KIPU_DAG_SHARDS``. A file beyond
+    the configured count (left from a larger count) builds nothing."""
+    index, count = index_of(path), shard_count()
+    if index is None:
+        raise ValueError(f"{path} is not a Kipu shard file (kipu_shard_NN.py)")
+    if index >= count:
+        log.warning("%s is beyond KIPU_DAG_SHARDS=%d and builds nothing: run `kipu dags shards`", path, count)
+        return {}
+    return build(Shard(index, count))
+
+
+def build_all() -> dict[str, DAG]:
+    """Every served workflow's DAG, as all shards together would build them (tests, benchmarks, tools)."""
+    return build()

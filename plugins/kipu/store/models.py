@@ -21,6 +21,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Text,
     UniqueConstraint,
+    event,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -127,7 +128,11 @@ class Connection(Base):
 
 class Workflow(Base):
     __tablename__ = "workflows"
-    __table_args__ = (Index("ix_workflows_status", "status"), UniqueConstraint("team_id", "slug"))
+    __table_args__ = (
+        Index("ix_workflows_status", "status"),
+        Index("ix_workflows_shard_key", "shard_key"),
+        UniqueConstraint("team_id", "slug"),
+    )
 
     id: Mapped[uuid.UUID] = _id()
     team_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("teams.id"))
@@ -146,10 +151,22 @@ class Workflow(Base):
     # are unfinished (the factory serves the DAG under both until they end).
     dag_id: Mapped[str | None] = mapped_column(Text, unique=True)
     legacy_dag_id: Mapped[str | None] = mapped_column(Text)
+    # Kipu: which DAG shard file holds it (kipu.factory.shards), from the id alone; set on insert (a row written
+    # with raw SQL lands in shard 0 rather than nowhere).
+    shard_key: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
 
     steps: Mapped[list[WorkflowStep]] = relationship(
         back_populates="workflow", cascade="all, delete-orphan", order_by="WorkflowStep.order_index"
     )
+
+
+@event.listens_for(Workflow, "before_insert")
+def _place_in_shard(_mapper: Any, _connection: Any, workflow: Workflow) -> None:
+    from kipu.factory.shards import shard_key
+
+    if workflow.id is None:
+        workflow.id = uuid.uuid4()
+    workflow.shard_key = shard_key(workflow.id)
 
 
 class PollCursor(Base):

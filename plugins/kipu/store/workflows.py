@@ -207,9 +207,12 @@ def forget_cursor(session: Session | None, workflow_id: uuid.UUID) -> None:
 def set_status(wf: Workflow, status: str) -> None:
     """Activate, pause or inactivate. Resuming from ``paused`` continues from the poll cursor; activating an
     ``inactive`` workflow starts from now, so history is never replayed."""
+    from kipu.factory.reparse import mark_changed
+
     if status == "active" and wf.status == "inactive":
         forget_cursor(object_session(wf), wf.id)
     wf.status = status
+    mark_changed(wf)  # on commit: parse its shard file again
 
 
 def find_workflow(session: Session, ref: str, team: str | None = None) -> Workflow:
@@ -250,7 +253,7 @@ def _is_uuid(value: str) -> bool:
 
 @dataclass
 class WorkflowRecord:
-    """One active workflow as the factory sees it: its document plus ids, from a single bulk read."""
+    """One workflow as the factory sees it (active or paused): its document plus ids, from a single bulk read."""
 
     id: str
     slug: str
@@ -273,17 +276,29 @@ class WorkflowRecord:
         return self.__dict__.copy()
 
 
-def load_active(session: Session) -> list[WorkflowRecord]:
-    """Every active workflow with its steps, team and approver identities, in one joined query."""
+# Statuses whose workflows have a DAG: a paused one keeps its DAG (paused in Airflow) and so its history in view.
+SERVED_STATUSES = ("active", "paused")
+
+
+def load_served(
+    session: Session, keys: tuple[int, int] | None = None, dag_id: str | None = None
+) -> list[WorkflowRecord]:
+    """Every workflow that has a DAG, with its steps, team and approver identities, in one joined query; only
+    those whose ``shard_key`` is in ``[low, high)`` (an index range scan), and only the one DAG ``dag_id``."""
     # Core tables, not ORM entities: this runs on every DAG parse, where configuring the ORM mappers (which
     # makes Airflow import all of its own models) and identity-mapping thousands of rows cost more than the query.
     w, ws, t, p = Workflow.__table__, WorkflowStep.__table__, Team.__table__, Profile.__table__
     wr = WorkflowRun.__table__
+    served = [w.c.status.in_(SERVED_STATUSES)]
+    if keys is not None:
+        served += [w.c.shard_key >= keys[0], w.c.shard_key < keys[1]]
+    if dag_id is not None:
+        served.append((w.c.dag_id == dag_id) | (w.c.legacy_dag_id == dag_id))
     legacy_live = set(
         session.scalars(
             select(w.c.id)
             .join(wr, (wr.c.workflow_id == w.c.id) & (wr.c.dag_id == w.c.legacy_dag_id))
-            .where(w.c.status == "active", w.c.legacy_dag_id.is_not(None), wr.c.status.in_(("pending", "running")))
+            .where(*served, w.c.legacy_dag_id.is_not(None), wr.c.status.in_(("pending", "running")))
             .distinct()
         )
     )
@@ -309,7 +324,7 @@ def load_active(session: Session) -> list[WorkflowRecord]:
         .join(ws, ws.c.workflow_id == w.c.id)
         .outerjoin(t, t.c.id == w.c.team_id)
         .outerjoin(p, p.c.id == t.c.owner_id)
-        .where(w.c.status == "active")
+        .where(*served)
         .order_by(w.c.dag_id, w.c.id, ws.c.order_index)
     )
     records: dict[str, WorkflowRecord] = {}
