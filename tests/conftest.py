@@ -24,6 +24,8 @@ os.environ.update(
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(_TMP / "airflow" / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        # As deployed (docs/deploy.md): a changed DAG is written on its parse request, however recent the last write.
+        "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "KIPU_HOME": str(_TMP / "kipu"),
         "ENCRYPTION_KEY": Fernet.generate_key().decode(),

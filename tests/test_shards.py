@@ -191,3 +191,8 @@ def test_doctor_reports_each_shard_and_what_needs_attention(
     out = capsys.readouterr().out
     assert "kipu_shard_02.py is missing" in out and "kipu_shard_07.py is beyond KIPU_DAG_SHARDS=4" in out
     assert "problems found" in out
+    (tmp_path / "kipu_shard_07.py").unlink()
+    write_files(tmp_path, 4)
+    monkeypatch.setenv("AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL", "30")
+    assert main(["dags", "doctor", "--dir", str(tmp_path)]) == 1
+    assert "min_serialized_dag_update_interval is 30s" in capsys.readouterr().out

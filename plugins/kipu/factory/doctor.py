@@ -34,10 +34,11 @@ class Report:
     shards: list[ShardReport]
     extra_files: list[str]
     import_errors: dict[str, str]
+    settings: list[str]
 
     @property
     def ok(self) -> bool:
-        return not (self.extra_files or self.import_errors or any(s.problems for s in self.shards))
+        return not (self.extra_files or self.import_errors or self.settings or any(s.problems for s in self.shards))
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
@@ -85,7 +86,21 @@ def _examine(folder: Path, count: int) -> Report:
             report.problems.append(f"the store is unreachable: serving the snapshot of {report.snapshot_written_at}")
         shards.append(report)
     extra = sorted(p for p in present - wanted if FILE_PATTERN.match(p))
-    return Report(count, budget, shards, extra, _import_errors())
+    return Report(count, budget, shards, extra, _import_errors(), _settings())
+
+
+def _settings() -> list[str]:
+    """Airflow settings that would keep a change from going live on its parse request (docs/deploy.md)."""
+    from airflow.configuration import conf
+
+    found = []
+    interval = conf.getint("core", "min_serialized_dag_update_interval", fallback=30)
+    if interval > 5:
+        found.append(
+            f"[core] min_serialized_dag_update_interval is {interval}s: an edit within {interval}s of the DAG's "
+            "last serialization waits for the periodic parse; set it to 0"
+        )
+    return found
 
 
 def _import_errors() -> dict[str, str]:
@@ -114,6 +129,7 @@ def render(report: Report) -> str:
         lines.extend(f"  ! {p}" for p in s.problems)
     for name in report.extra_files:
         lines.append(f"! {name} is beyond KIPU_DAG_SHARDS={report.count}: run `kipu dags shards`")
+    lines.extend(f"! {problem}" for problem in report.settings)
     for name, error in report.import_errors.items():
         lines.append(f"! Airflow import error in {name}: {error}")
     slowest = max(report.shards, key=lambda s: s.seconds, default=None)

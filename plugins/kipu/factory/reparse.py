@@ -66,7 +66,8 @@ def request_parse(changes: list[Change]) -> list[str]:
     try:
         _request(files, changes)
     except Exception as exc:
-        log.warning("Kipu could not ask Airflow to parse %s again (%s); the periodic parse will", files, exc)
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        log.warning("Kipu could not ask Airflow to parse %s again (%s); the periodic parse will", files, reason)
         return []
     return files
 
