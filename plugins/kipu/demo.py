@@ -43,6 +43,7 @@ def prepare_env() -> Path:
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{PORT}",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+        "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0",
         "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
         "KIPU_DATABASE_URL": f"sqlite:///{home / 'kipu.db'}",
         "ENCRYPTION_KEY_FILE": str(home / "encryption.key"),

@@ -22,6 +22,7 @@ class ShardReport:
     dags: int = 0
     invalid: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    serialize_seconds: float = 0.0
     source: str = "store"
     snapshot_written_at: str | None = None
     problems: list[str] = field(default_factory=list)
@@ -56,10 +57,14 @@ def examine(folder: Path, count: int) -> Report:
 
 
 def _examine(folder: Path, count: int) -> Report:
+    from airflow.configuration import conf
+    from airflow.serialization.serialized_objects import DagSerialization
+
     from kipu.factory.loader import Shard, _records_with_ids, load_records, parse_budget
     from kipu.factory.loader import build as build_shard_dags
 
     budget = parse_budget()
+    file_budget = conf.getfloat("dag_processor", "dag_file_processor_timeout", fallback=50.0) / 2
     present = {p.name for p in folder.glob("kipu_shard_*.py")}
     wanted = {file_name(i, count) for i in range(count)}
     shards: list[ShardReport] = []
@@ -69,6 +74,10 @@ def _examine(folder: Path, count: int) -> Report:
         started = time.monotonic()
         dags = build_shard_dags(shard)
         report.seconds = round(time.monotonic() - started, 3)
+        started = time.monotonic()
+        for dag in dags.values():
+            DagSerialization.to_dict(dag)  # what the dag-processor's child does next, inside its file timeout
+        report.serialize_seconds = round(time.monotonic() - started, 3)
         records, report.source = load_records(shard)
         report.workflows, report.dags = len(records), len(dags)
         report.invalid = sorted(d for d, dag in dags.items() if "kipu:invalid" in (dag.tags or ()))
@@ -79,6 +88,11 @@ def _examine(folder: Path, count: int) -> Report:
         if report.seconds > budget:
             report.problems.append(
                 f"parsed in {report.seconds:.1f}s, over the budget of {budget:.1f}s: raise KIPU_DAG_SHARDS"
+            )
+        if report.seconds + report.serialize_seconds > file_budget:
+            report.problems.append(
+                f"parsed and serialized in {report.seconds + report.serialize_seconds:.1f}s, over half of "
+                f"dag_file_processor_timeout ({file_budget:.1f}s): raise KIPU_DAG_SHARDS"
             )
         if report.source == "snapshot":
             at = shard.snapshot.stat().st_mtime if shard.snapshot.exists() else None
@@ -123,9 +137,14 @@ def _import_errors() -> dict[str, str]:
 
 def render(report: Report) -> str:
     lines = [f"{report.count} shards, parse budget {report.budget_seconds:.1f}s (half of dagbag_import_timeout)"]
-    lines.append(f"{'shard':<18} {'workflows':>9} {'dags':>6} {'invalid':>7} {'seconds':>8}  source")
+    lines.append(
+        f"{'shard':<18} {'workflows':>9} {'dags':>6} {'invalid':>7} {'parse s':>8} {'serialize s':>11}  source"
+    )
     for s in report.shards:
-        lines.append(f"{s.file:<18} {s.workflows:>9} {s.dags:>6} {len(s.invalid):>7} {s.seconds:>8.2f}  {s.source}")
+        lines.append(
+            f"{s.file:<18} {s.workflows:>9} {s.dags:>6} {len(s.invalid):>7} {s.seconds:>8.2f} "
+            f"{s.serialize_seconds:>11.2f}  {s.source}"
+        )
         lines.extend(f"  ! {p}" for p in s.problems)
     for name in report.extra_files:
         lines.append(f"! {name} is beyond KIPU_DAG_SHARDS={report.count}: run `kipu dags shards`")
