@@ -93,11 +93,16 @@ def _request(files: list[str], changes: list[Change]) -> None:
             )
             if queued is None:
                 s.add(DagPriorityParsingRequest(bundle_name=bundle, relative_fileloc=rel))
-        # Kipu's status decides: a paused workflow's DAG is paused, an active one's is not.
-        for paused in (True, False):
-            ids = [d for c in changes if c.status == ("paused" if paused else "active") for d in c.dag_ids]
+        # Kipu's status decides: a paused workflow's DAG is paused, an active one's is not, and a deleted one's is
+        # gone at once. Airflow alone marks a DAG missing from its file stale only if that file was last parsed
+        # more than stale_dag_threshold (50 s) before; a parse of the shard after this commit never serves it again.
+        for status, values in (("paused", {"is_paused": True}), ("active", {"is_paused": False})):
+            ids = [d for c in changes if c.status == status for d in c.dag_ids]
             if ids:
-                s.execute(update(DagModel).where(DagModel.dag_id.in_(ids)).values(is_paused=paused))
+                s.execute(update(DagModel).where(DagModel.dag_id.in_(ids)).values(**values))
+        gone = [d for c in changes if c.status == "inactive" for d in c.dag_ids]
+        if gone:
+            s.execute(update(DagModel).where(DagModel.dag_id.in_(gone)).values(is_stale=True))
 
 
 def pending(session: Session) -> dict[Any, Change]:
