@@ -22,7 +22,11 @@ with DAG(
 
     @task(trigger_rule="all_done")
     def claim_pending_runs() -> list[dict]:
-        """Pending runs (new this cycle, or left behind by a crash) to start; empty when nothing is new."""
+        """Pending runs (new this cycle, or left behind by a crash) to start; empty when nothing is new. Also asks
+        Airflow again to parse the shard of any workflow change it has not parsed yet (kipu.factory.reparse)."""
+        from kipu.factory.reparse import reconcile
+
+        reconcile()
         return pending_starts(limit=500)
 
     starts = claim_pending_runs()

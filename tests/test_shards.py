@@ -196,3 +196,27 @@ def test_doctor_reports_each_shard_and_what_needs_attention(
     monkeypatch.setenv("AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL", "30")
     assert main(["dags", "doctor", "--dir", str(tmp_path)]) == 1
     assert "min_serialized_dag_update_interval is 30s" in capsys.readouterr().out
+
+
+def test_a_change_airflow_has_not_parsed_since_is_asked_for_again(airflow_dags: list[Workflow]) -> None:
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from kipu.factory.reparse import reconcile
+    from kipu.store.types import utcnow
+    from sqlalchemy import update
+
+    # Parsed after every change: nothing to ask for.
+    assert reconcile(grace=0) == [] and _requests() == set()
+    wf = airflow_dags[2]
+    # The request for a change was dropped (its file was mid-parse): the DAG's last parse started before it.
+    with session_scope() as s:
+        s.get(Workflow, wf.id).description = "changed"
+    with create_session() as s:
+        s.execute(
+            update(DagModel)
+            .where(DagModel.dag_id == wf.dag_id)
+            .values(last_parsed_time=utcnow(), last_parse_duration=30.0)
+        )
+    shard = file_name(shard_of(shard_key(wf.id), 32), 32)
+    assert reconcile(grace=0) == [shard] and _requests() == {shard}
+    assert reconcile(grace=3600) == []  # too recent: its own request is still on its way

@@ -7,6 +7,7 @@ import logging
 import os
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, or_, select, update
@@ -34,8 +35,9 @@ def mark_changed(wf: Workflow) -> None:
     session = object_session(wf)
     if session is None:
         return
-    wf_id = wf.id or uuid.uuid4()
-    wf.id = wf_id
+    if wf.id is None:
+        wf.id = uuid.uuid4()
+    wf_id = wf.id
     dag_ids = tuple(d for d in (wf.dag_id, wf.legacy_dag_id) if d)
     session.info.setdefault(_PENDING, {})[wf_id] = Change(wf_id, shard_key(wf_id), dag_ids, wf.status)
 
@@ -103,6 +105,59 @@ def _request(files: list[str], changes: list[Change]) -> None:
         gone = [d for c in changes if c.status == "inactive" for d in c.dag_ids]
         if gone:
             s.execute(update(DagModel).where(DagModel.dag_id.in_(gone)).values(is_stale=True))
+
+
+def reconcile(window: timedelta = timedelta(minutes=15), grace: float = 20.0) -> list[str]:
+    """Ask again for the shards of workflows changed (more than ``grace`` s ago, within ``window``) that Airflow
+    has not parsed since. Airflow drops a parse request for a file it is parsing at that moment, and that parse may
+    have read the store before the change; run every poll cycle, this bounds such a change's delay to a cycle.
+    Never raises: it must not fail the poll cycle."""
+    try:
+        return _reconcile(window, grace)
+    except Exception as exc:
+        log.warning(
+            "Kipu could not check which workflow changes Airflow has parsed: %s", str(exc).splitlines()[0][:200]
+        )
+        return []
+
+
+def _reconcile(window: timedelta, grace: float) -> list[str]:
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    from kipu.store.engine import session_scope
+    from kipu.store.models import Workflow
+    from kipu.store.types import utcnow
+
+    now = utcnow()
+    with session_scope() as s:
+        rows = s.execute(
+            select(Workflow.id, Workflow.dag_id, Workflow.legacy_dag_id, Workflow.status, Workflow.updated_at).where(
+                Workflow.updated_at > now - window,
+                Workflow.updated_at < now - timedelta(seconds=grace),
+                Workflow.status.in_(("active", "paused")),
+            )
+        ).all()
+    if not rows:
+        return []
+    with create_session() as s:
+        parsed = {
+            dag_id: (at - timedelta(seconds=took or 0)) if at else None
+            for dag_id, at, took in s.execute(
+                select(DagModel.dag_id, DagModel.last_parsed_time, DagModel.last_parse_duration).where(
+                    DagModel.dag_id.in_([r.dag_id for r in rows if r.dag_id])
+                )
+            )
+        }
+    # A parse that started before the change may have read the store before it: only a later start counts.
+    behind = [
+        Change(r.id, shard_key(r.id), tuple(d for d in (r.dag_id, r.legacy_dag_id) if d), r.status)
+        for r in rows
+        if parsed.get(r.dag_id) is None or parsed[r.dag_id] < r.updated_at
+    ]
+    if behind:
+        log.info("Kipu asks again for the shards of %d changed workflows not parsed since", len(behind))
+    return request_parse(behind) if behind else []
 
 
 def pending(session: Session) -> dict[Any, Change]:
