@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -50,7 +51,11 @@ def pds() -> Iterator[str]:
     assert run.exists(), f"no PDS at {url} and no {run} to start one"
     subprocess.run(["bash", str(run)], check=True, timeout=600)
     try:
-        assert _healthy(url)
+        # run.sh can report ready from the previous run's log before the new server listens: wait for health.
+        deadline = time.monotonic() + 90
+        while not _healthy(url) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _healthy(url), f"the PDS started by {run} never answered {url}/xrpc/_health"
         yield url
     finally:
         subprocess.run(["bash", str(run), "stop"], timeout=60)
