@@ -8,7 +8,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import event, or_, select, update
 from sqlalchemy.orm import Session, object_session
@@ -158,8 +158,3 @@ def _reconcile(window: timedelta, grace: float) -> list[str]:
     if behind:
         log.info("Kipu asks again for the shards of %d changed workflows not parsed since", len(behind))
     return request_parse(behind) if behind else []
-
-
-def pending(session: Session) -> dict[Any, Change]:
-    """The changes noted in ``session`` and not yet committed (tests)."""
-    return dict(session.info.get(_PENDING, {}))
