@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -77,31 +78,67 @@ def record_outcome(post_id: uuid.UUID, result: PublishResult | None, error: Exce
                 conn.status, conn.last_error = "needs_reconnect", str(error)[:500]
 
 
-def request_for(session: Session, post: Post) -> PublishRequest:
-    """The one publish request builder: what a stored intent stands for, the same for the first publish, a retry
-    and the settling of a post in moderation. The caption is the intent's; the media (with their types and alt
-    text), the title and the link are the run's item's; the options are the step's config, read by the target
-    platform's options model when it publishes."""
-    step = session.get(WorkflowStep, post.step_id) if post.step_id else None
-    run = session.get(WorkflowRun, post.workflow_run_id) if post.workflow_run_id else None
-    item = ContentItem.model_validate(run.trigger_data) if run is not None and run.trigger_data else None
-    config = PublishConfig.model_validate(dict((step.config or {}).get("config") or {}) if step else {})
-    meta = post.metadata_ or {}
+def caption_for(config: PublishConfig, platform: str, item: ContentItem, captions: dict[str, str]) -> str:
+    """The caption a target gets: the step's custom one, the original, this platform's rewrite, else the latest
+    rewrite (which the limit check holds to this platform's rules)."""
+    if config.custom_caption is not None:
+        return config.custom_caption
+    if config.use_original_caption:
+        return item.caption
+    if platform in captions:
+        return captions[platform]
+    return next(reversed(captions.values()), item.caption)
+
+
+def build_request(
+    *,
+    key: str,
+    content_type: str,
+    caption: str,
+    config: PublishConfig,
+    item: ContentItem | None,
+    media_urls: list[str] | None = None,
+    link: str | None = None,
+    created_at: datetime | None = None,
+    publish_ref: str | None = None,
+) -> PublishRequest:
+    """The one publish request builder. The media (with their types and alt text), the title and the link are the
+    item's; the options are the step's config, read by the target platform's options model when it publishes."""
     if item is not None:
         media = list(item.media)
     else:  # an intent without its run (written by hand): its URLs, typed by their names
-        media = [MediaRef(url=u, mime_type=mimetypes.guess_type(u)[0]) for u in post.media_urls or []]
+        media = [MediaRef(url=u, mime_type=mimetypes.guess_type(u)[0]) for u in media_urls or []]
     return PublishRequest(
-        idempotency_key=str(post.id),
-        content_type=post.content_type or "text",  # type: ignore[arg-type]
-        caption=post.caption or "",
+        idempotency_key=key,
+        content_type=content_type or "text",  # type: ignore[arg-type]
+        caption=caption,
         title=config.title or (item.title if item else None),
         media=media,
-        link=item.url if item is not None else meta.get("source_url"),
+        link=item.url if item is not None else link,
         options=config.model_dump(mode="json", exclude_none=True, exclude={"custom_caption"}),
+        created_at=created_at,
+        publish_ref=publish_ref,
+        schedule_at=config.schedule_at,
+    )
+
+
+def request_for(session: Session, post: Post) -> PublishRequest:
+    """What a stored intent stands for, the same for the first publish, a retry and the settling of a post in
+    moderation: the intent's caption with its step's config and its run's item (``build_request``)."""
+    step = session.get(WorkflowStep, post.step_id) if post.step_id else None
+    run = session.get(WorkflowRun, post.workflow_run_id) if post.workflow_run_id else None
+    item = ContentItem.model_validate(run.trigger_data) if run is not None and run.trigger_data else None
+    meta = post.metadata_ or {}
+    return build_request(
+        key=str(post.id),
+        content_type=post.content_type or "text",
+        caption=post.caption or "",
+        config=PublishConfig.model_validate(dict((step.config or {}).get("config") or {}) if step else {}),
+        item=item,
+        media_urls=list(post.media_urls or []),
+        link=meta.get("source_url"),
         created_at=post.created_at,
         publish_ref=meta.get("publish_ref"),
-        schedule_at=config.schedule_at,
     )
 
 

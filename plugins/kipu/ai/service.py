@@ -11,6 +11,7 @@ import time
 import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime
+from typing import Any
 
 import regex
 from sqlalchemy.orm import Session
@@ -24,6 +25,8 @@ from kipu.ai.usage import cache_get, cache_key, cache_put, record_usage, team_bu
 from kipu.captions.hashtags import extract_hashtags, normalise_tag
 from kipu.captions.platforms import rules_for
 from kipu.captions.rewriter import RewriteRequest, RewriteResult, rewrite
+from kipu.specs.items import ContentItem
+from kipu.specs.steps import AIRewriteConfig
 from kipu.store.engine import session_scope
 
 log = logging.getLogger(__name__)
@@ -257,8 +260,7 @@ def generate_hashtags(
     conn: AIConnection | None = None,
 ) -> tuple[list[str], str, str | None]:
     """``count`` relevant hashtags (capped by the platform), with the engine used and any fallback reason."""
-    rules = rules_for(platform)
-    count = max(0, min(count, rules.max_hashtags if rules.max_hashtags is not None else count))
+    count = _hashtag_cap(platform, count)
     conn = conn or ai_connection.load()
     if conn is None or count == 0:
         return offline_hashtags(text, count), "offline", None
@@ -285,3 +287,71 @@ def generate_hashtags(
     with session_scope() as session:
         cache_put(session, key, conn.model, {"hashtags": tags})
     return tags, "openai", None
+
+
+def rewrite_step(
+    cfg: AIRewriteConfig,
+    item: ContentItem,
+    captions: dict[str, str],
+    *,
+    team_id: uuid.UUID | None = None,
+    run_id: uuid.UUID | None = None,
+    use_model: bool = True,
+) -> dict[str, Any]:
+    """What an ai_rewrite step records: its caption for ``cfg.target_platform`` from the item (or an earlier rewrite
+    for that platform), with generated hashtags. ``use_model=False`` keeps to the offline rewriter (a dry run)."""
+    conn = ai_connection.load() if use_model else None
+    offline = conn is None
+    source = captions.get(cfg.target_platform) or item.caption or item.title or ""
+    extra = tuple(item.hashtags)
+    generated: list[str] = []
+    out: dict[str, Any] = {}
+    if cfg.generate_hashtags and cfg.include_hashtags:
+        if offline:
+            generated, engine, why = (
+                offline_hashtags(source, _hashtag_cap(cfg.target_platform, cfg.generate_hashtags)),
+                "offline",
+                None,
+            )
+        else:
+            generated, engine, why = generate_hashtags(
+                source, cfg.target_platform, cfg.generate_hashtags, team_id=team_id, run_id=run_id, conn=conn
+            )
+        extra = (*generated, *extra)
+        out["hashtag_engine"] = engine
+        if why:
+            out["hashtag_fallback"] = why
+    req = RewriteRequest(
+        text=source,
+        target_platform=cfg.target_platform,
+        tone=cfg.tone,
+        max_length=cfg.max_length,
+        include_hashtags=cfg.include_hashtags,
+        include_emojis=cfg.include_emojis,
+        custom_instructions=cfg.custom_instructions,
+        extra_hashtags=extra,
+        hashtag_count=cfg.generate_hashtags,
+    )
+    result = rewrite(req) if offline else rewrite_caption(req, team_id=team_id, run_id=run_id, conn=conn)
+    out.update(
+        {
+            "target_platform": cfg.target_platform,
+            "caption": result.caption,
+            "hashtags": result.hashtags,
+            "generated_hashtags": generated,
+            "engine": result.engine,
+            "model": result.model,
+            "tokens_in": result.tokens_in,
+            "tokens_out": result.tokens_out,
+            "cost_usd": result.cost_usd,
+            "fallback": result.fallback,
+            "truncated": result.truncated,
+            "notes": result.notes,
+        }
+    )
+    return out
+
+
+def _hashtag_cap(platform: str, count: int) -> int:
+    rules = rules_for(platform)
+    return max(0, min(count, rules.max_hashtags if rules.max_hashtags is not None else count))

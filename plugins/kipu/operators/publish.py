@@ -11,7 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from kipu.hooks.base import PlatformError
 from kipu.operators.base import KipuStepOperator, RunState
 from kipu.platforms import target_hook
-from kipu.publishing import LimitExceeded, deliver, record_outcome, request_for
+from kipu.publishing import LimitExceeded, caption_for, deliver, record_outcome, request_for
 from kipu.specs.steps import PublishStep
 from kipu.store.accounts import resolve_connection
 from kipu.store.engine import session_scope
@@ -23,23 +23,12 @@ class KipuPublishOperator(KipuStepOperator):
 
     ui_color = "#d6f5d6"
 
-    def caption_for(self, step: PublishStep, platform: str, state: RunState) -> str:
-        cfg = step.config
-        if cfg.custom_caption is not None:
-            return cfg.custom_caption
-        if cfg.use_original_caption:
-            return state.item.caption
-        if platform in state.captions:
-            return state.captions[platform]
-        # Otherwise the latest rewrite, which the limit check below holds to this platform's rules.
-        return next(reversed(state.captions.values()), state.item.caption)
-
     def run_step(self, context: Context, state: RunState) -> Any:
         step = PublishStep.model_validate({"id": self.task_id, "type": "publish", **self.step_config})
         results: dict[str, dict[str, Any]] = dict(state.output.get("targets") or {})
         failures: list[tuple[str, PlatformError | Exception]] = []
         for target in step.targets:
-            caption = self.caption_for(step, target.platform, state)
+            caption = caption_for(step.config, target.platform, state.item, state.captions)
             request_media = list(state.item.media)
             with session_scope() as session:
                 conn = resolve_connection(session, state.team_id, target.connection_id)
