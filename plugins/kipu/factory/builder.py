@@ -30,6 +30,22 @@ OPERATORS: dict[str, type] = {
     "publish": KipuPublishOperator,
 }
 FINALIZE = "finalize"
+_TEXT = {"type": ["string", "null"]}
+# The Trigger form's check of a hand-given item (``specs.items.given_item`` validates it fully when the run starts).
+ITEM_PROPERTIES: dict[str, Any] = {
+    "caption": {"type": "string", "maxLength": 100_000},
+    "title": _TEXT,
+    "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200},
+    "media": {"type": "array", "maxItems": 20, "items": {"type": "object", "required": ["url"]}},
+    "hashtags": {"type": "array", "items": {"type": "string"}},
+    "content_type": {"enum": ["video", "image", "text", "carousel", None]},
+    "url": _TEXT,
+    "duration_seconds": {"type": ["number", "null"], "minimum": 0},
+    "platform": {"type": "string", "minLength": 1},
+    "platform_post_id": {"type": "string", "minLength": 1, "maxLength": 512},
+    "published_at": _TEXT,
+    "author": _TEXT,
+}
 
 
 def _tags(spec: WorkflowSpec, record: WorkflowRecord) -> list[str]:
@@ -71,7 +87,14 @@ def build_dag(spec: WorkflowSpec, record: WorkflowRecord, dag_id: str | None = N
         },
         params={
             "workflow_run_id": Param(None, type=["null", "string"], description="workflow_runs.id of the item"),
-            "item": Param({}, type="object", description="The content item (used when workflow_run_id is absent)"),
+            "item": Param(
+                {},
+                type="object",
+                description="The item, when workflow_run_id is absent: a caption and optional media "
+                '(e.g. {"caption": "Hello", "idempotency_key": "launch-1"}); Kipu assigns its identity',
+                properties=ITEM_PROPERTIES,
+                additionalProperties=False,
+            ),
         },
         render_template_as_native_obj=False,
     )

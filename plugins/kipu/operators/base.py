@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowSkipException, DownstreamTasksSkipped, TaskDeferred
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, DownstreamTasksSkipped, TaskDeferred
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from kipu.ingest import enter
-from kipu.specs.items import ContentItem
+from kipu.specs.items import ContentItem, given_item
+from kipu.specs.workflow import format_errors
 from kipu.store.engine import session_scope
 from kipu.store.models import Workflow, WorkflowRun, WorkflowStep, WorkflowStepRun
 from kipu.store.runs import finish_step, get_run, start_step
@@ -56,12 +58,15 @@ def resolve_run(context: Context, workflow_id: str, team_id: str | None, dag_id:
             item = dict(conf.get("item") or {})
             if not item:
                 raise ValueError("dag_run.conf.item is required: the content item this run processes")
-            item.setdefault("platform", "manual")
-            item.setdefault("platform_post_id", f"manual:{context['dag_run'].run_id}")
+            try:
+                given = given_item(item, f"manual:{context['dag_run'].run_id}")
+            except ValidationError as exc:  # bad input: say which field, and do not retry
+                problems = "; ".join(format_errors(exc, "item"))
+                raise AirflowFailException(f"dag_run.conf: {problems}") from None
             workflow = session.get(Workflow, wf_id)
             if workflow is None:
                 raise ValueError(f"workflow {wf_id} no longer exists")
-            (entered,) = enter(session, workflow, [ContentItem.model_validate(item)], source="manual")
+            (entered,) = enter(session, workflow, [given], source="manual")
             if entered.skipped_reason is not None:  # the same trigger filters as every other entry
                 session.commit()
                 raise AirflowSkipException(f"trigger filter: {entered.skipped_reason}")
