@@ -367,3 +367,17 @@ def load_served(
                     if a in index:
                         r.approvers[a] = {"id": index[a]["id"], "name": index[a]["name"] or a}
     return list(records.values())
+
+
+def member_names(session: Session, team_id: uuid.UUID) -> dict[str, str]:
+    """How each way of naming a team member (profile id, email, Airflow username) reads to a person."""
+    names: dict[str, str] = {}
+    rows = session.execute(
+        select(Profile).join(TeamMember, TeamMember.user_id == Profile.id).where(TeamMember.team_id == team_id)
+    ).scalars()
+    for p in rows:
+        shown = f"{p.name} <{p.email}>" if p.name else (p.email or p.airflow_username or str(p.id))
+        for key in (str(p.id), p.email, p.airflow_username):
+            if key:
+                names[key] = shown
+    return names

@@ -12,9 +12,10 @@ from sqlalchemy import select
 
 from kipu.api.auth import Caller, CallerDep, load_owned
 from kipu.api.errors import unprocessable
-from kipu.specs.common import UtcQueryDateTime
+from kipu.preview import Preview
+from kipu.specs.common import UtcDateTime, UtcQueryDateTime
 from kipu.specs.document import check_document_limits
-from kipu.specs.items import ContentItem
+from kipu.specs.items import ManualItem
 from kipu.specs.workflow import WorkflowSpecError
 from kipu.store.engine import session_scope
 from kipu.store.models import Team, Workflow, WorkflowRun, WorkflowStep, WorkflowStepRun
@@ -36,11 +37,14 @@ class WorkflowOut(BaseModel):
 class RunItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    item: ContentItem = Field(description="the content item this run processes")
+    item: ManualItem = Field(
+        description="the item: a caption and optional media (`kipu-media:<id>` from the team's library), with an "
+        "optional idempotency_key that makes a retried request safe; or a full content item naming its platform"
+    )
 
     @field_validator("item")
     @classmethod
-    def _media_from_the_web_or_the_library(cls, item: ContentItem) -> ContentItem:
+    def _media_from_the_web_or_the_library(cls, item: ManualItem) -> ManualItem:
         """Media of a hand-made item: an http(s) URL the egress guard allows, or ``kipu-media:<id>`` from the team's
         library; never a path on the server or an s3:// object."""
         from kipu.egress import EgressRefused, allow_private, check_url
@@ -220,7 +224,7 @@ def run_workflow(workflow_id: uuid.UUID, body: RunItem, caller: CallerDep) -> Ru
         assert wf is not None
         if wf.status != "active":
             raise HTTPException(status.HTTP_409_CONFLICT, f"workflow is {wf.status}; activate it first")
-        (rec,) = enter(s, wf, [body.item], source="manual")
+        (rec,) = enter(s, wf, [body.item.to_item(f"manual:{uuid.uuid4()}")], source="manual")
     detail = None
     try:
         with session_scope() as s:
@@ -287,6 +291,63 @@ def workflow_runs(
             )
             for r in runs
         ]
+
+
+class PreviewIn(BaseModel):
+    """A dry run: nothing is published or stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item: ManualItem = Field(description="the item, as for a manual run")
+    ai: bool = Field(False, description="let ai_rewrite steps call the model (counted against the team's budget)")
+    at: UtcDateTime | None = Field(None, description="when the item arrives (default: now); delays count from it")
+
+
+class DocumentPreviewIn(PreviewIn):
+    document: dict[str, Any] = Field(description="a workflow document, as `kipu workflow test` reads it")
+
+
+def _preview(caller: Caller, spec: Any, team_id: uuid.UUID, body: PreviewIn) -> Preview:
+    from kipu.preview import dry_run
+    from kipu.store.workflows import member_names
+
+    if body.ai:
+        caller.require(team_id, "member", "team")
+    with session_scope() as s:
+        names = member_names(s, team_id)
+    item = body.item.to_item("manual:preview")
+    return dry_run(spec, item, now=body.at, approvers=names, team_id=team_id, use_model=body.ai)
+
+
+@router.post("/preview", response_model=Preview)
+def preview_document(body: DocumentPreviewIn, caller: CallerDep) -> Preview:
+    """The dry run of an unsaved workflow document (`kipu workflow test` in remote mode)."""
+    from kipu.store.workflows import validate_document
+
+    team_ref = body.document.get("team")
+    if not isinstance(team_ref, str):
+        raise unprocessable("team is required", ("body", "document", "team"))
+    team_id = caller.team(team_ref, "viewer")
+    try:
+        check_document_limits(body.document)
+        with session_scope() as s:
+            spec, _ = validate_document(s, body.document)
+    except WorkflowSpecError as exc:
+        raise unprocessable(exc.errors, ("body", "document")) from None
+    return _preview(caller, spec, team_id, body)
+
+
+@router.post("/{workflow_id}/preview", response_model=Preview)
+def preview_workflow(workflow_id: uuid.UUID, body: PreviewIn, caller: CallerDep) -> Preview:
+    """What the stored workflow would do with the item: each step's outcome and each target's final caption with
+    its length in the platform's counting. Nothing is published or stored."""
+    from kipu.specs.workflow import parse_workflow
+
+    wf = _load(caller, workflow_id, "viewer")
+    with session_scope() as s:
+        spec = parse_workflow(export_workflow(s, str(workflow_id)))
+    assert wf.team_id is not None
+    return _preview(caller, spec, wf.team_id, body)
 
 
 # Declared last: the other /{workflow_id}/... routes must match first.
