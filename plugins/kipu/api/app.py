@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from kipu.api.guard import RequestGuard
-from kipu.api.routes import ai, approvals, connections, media, posts, teams, webhooks, workflows
+from kipu.api.routes import ai, approvals, connections, media, plans, posts, teams, webhooks, workflows
 
 
 def create_app() -> FastAPI:
@@ -19,6 +19,7 @@ def create_app() -> FastAPI:
     app.add_middleware(RequestGuard)
     for router in (
         teams.router,
+        plans.router,
         posts.router,
         workflows.router,
         connections.router,
