@@ -100,7 +100,7 @@ def test_missing_key_is_a_startup_error(sqlite_url: str) -> None:
         cwd=REPO,
         timeout=60,
     )
-    assert out.returncode == 2 and "ENCRYPTION_KEY is not set" in out.stderr
+    assert out.returncode == 3 and "ENCRYPTION_KEY is not set" in out.stderr
 
 
 def test_ai_usage_reports_team_totals(demo_team: dict, store_url: str) -> None:

@@ -200,7 +200,7 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
     path = tmp_path / "wf.yaml"
     path.write_text(_doc_yaml())
     out = kipu("workflow", "validate", str(path), env={"KIPU_DATABASE_URL": unmigrated})
-    assert out.returncode == 2 and "run `kipu db upgrade` first" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 3 and "run `kipu db upgrade` first" in out.stderr and "Traceback" not in out.stderr
     subprocess.run(
         [sys.executable, "-m", "kipu.cli", "db", "upgrade"],
         env={**__import__("os").environ, "KIPU_DATABASE_URL": unmigrated},
@@ -217,7 +217,7 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
         "e@x.test:editor",
         env={"KIPU_DATABASE_URL": unmigrated},
     )
-    assert out.returncode == 2 and "role 'editor' is not one of owner, admin, member, viewer" in out.stderr
+    assert out.returncode == 64 and "role 'editor' is not one of owner, admin, member, viewer" in out.stderr
     assert "Traceback" not in out.stderr
 
 

@@ -1,0 +1,7 @@
+"""``python -m kipu.cli``."""
+
+import sys
+
+from kipu.cli import main
+
+sys.exit(main())
