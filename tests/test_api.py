@@ -107,6 +107,26 @@ def test_manual_run_is_recorded_once_and_history_shows_it(api: TestClient, roles
     assert bad.status_code == 422 and ["body", "item", "duration_seconds"] in [e["loc"] for e in bad.json()["detail"]]
 
 
+def test_a_manual_item_needs_only_a_caption_and_a_key_makes_retries_safe(api: TestClient, roles: dict) -> None:
+    wid = create(api, roles["member"])["id"]
+    url, member = f"{API}/workflows/{wid}/run", roles["member"]
+    plain = [api.post(url, json={"item": {"caption": "Hello"}}, headers=member).json() for _ in range(2)]
+    assert plain[0]["created"] and plain[1]["created"]  # no key: each request is its own item
+    assert plain[0]["workflow_run_id"] != plain[1]["workflow_run_id"]
+    keyed = [
+        api.post(url, json={"item": {"caption": "Hi", "idempotency_key": "launch-7"}}, headers=member).json()
+        for _ in range(2)
+    ]
+    assert keyed[0]["created"] and not keyed[1]["created"]
+    assert keyed[0]["workflow_run_id"] == keyed[1]["workflow_run_id"]
+    runs = api.get(f"{API}/workflows/{wid}/runs", headers=roles["viewer"]).json()
+    ids = sorted(r["platform_post_id"] for r in runs)
+    assert len(ids) == 3 and "key:launch-7" in ids and all(i.startswith(("manual:", "key:")) for i in ids)
+    too_long = api.post(url, json={"item": {"caption": "x", "idempotency_key": "k" * 201}}, headers=member)
+    assert too_long.status_code == 422
+    assert too_long.json()["detail"][0]["loc"] == ["body", "item", "idempotency_key"]
+
+
 def test_connections_never_return_tokens_and_show_health(api: TestClient, roles: dict) -> None:
     soon = datetime.now(UTC) + timedelta(hours=3)
     with session_scope() as s:

@@ -139,3 +139,26 @@ def test_oauth_state_and_code_may_start_with_a_dash() -> None:
     assert (args.state, args.code) == ("-Ab3", "-x*0!9")
     args = parse_args(["connect", "finish", "tiktok", "--state=-s", "--code", "c"])
     assert (args.state, args.code) == ("-s", "c")
+
+
+def test_every_command_has_help_with_an_example_and_no_markup() -> None:
+    import argparse
+
+    from kipu.cli import build_parser
+
+    def leaves(parser: argparse.ArgumentParser, path: str) -> list[tuple[str, argparse.ArgumentParser]]:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            return [(path, parser)]
+        return [leaf for name, child in subs[0].choices.items() for leaf in leaves(child, f"{path} {name}")]
+
+    found = leaves(build_parser(), "kipu")
+    assert {"kipu plan", "kipu apply", "kipu workflow test", "kipu runs list", "kipu connection health"} <= {
+        p for p, _ in found
+    }
+    for path, parser in found:
+        text = parser.format_help()
+        assert "\nexample:\n  " in text, f"{path} --help has no example"
+        for markup in ("``", ":class:", ":func:", ":meth:", ".. "):
+            assert markup not in text, f"{path} --help shows {markup!r}"
+        assert parser.description, f"{path} --help has no description"

@@ -221,6 +221,38 @@ def test_manual_run_without_a_recorded_row_records_one(flow: dict) -> None:
         assert run.dag_run_id == dag_run.run_id
 
 
+def test_the_trigger_form_takes_a_caption_alone_and_checks_the_item(
+    flow: dict, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Airflow's Trigger button with the item as the run's conf: a caption and an image are enough."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    store(demo_doc())
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags[DAG_ID]
+    image = next(m.url for i in ITEMS.values() for m in i.media if m.kind == "image")
+    item = {"caption": "Fresh loaf #bread", "media": [{"url": image}], "idempotency_key": "k1"}
+    dag_run = dag.test(run_conf={"item": item})
+    assert dag_run.state == "success"
+    with session_scope() as s:
+        (run,) = s.scalars(select(WorkflowRun)).all()
+        assert (run.platform_post_id, run.status, run.source) == ("key:k1", "completed", "manual")
+        assert run.trigger_data["platform"] == "manual" and run.trigger_data["content_type"] == "image"
+    # The form's schema refuses what no item has, before a run exists.
+    params = ParamsDict(dag.params)
+    with pytest.raises(ParamValidationError, match="'captoin' was unexpected"):
+        params["item"] = {"captoin": "typo"}
+        params.validate()
+    # A conf that passes the form but not the item model fails at once, naming the field, without retries.
+    bad = dag.test(run_conf={"item": {"caption": "x", "media": [{"url": image, "alt": "a loaf"}]}})
+    assert bad.state == "failed"
+    ti = next(t for t in bad.get_task_instances() if t.task_id == "skip_ads_and_text")
+    assert ti.state == "failed" and ti.try_number == 1
+    logs = capfd.readouterr().out + caplog.text
+    assert "dag_run.conf: item.media[0].alt: unknown field (check the spelling)" in logs
+
+
 def test_tokens_never_reach_logs_xcom_or_history(
     flow: dict, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:

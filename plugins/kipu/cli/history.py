@@ -67,7 +67,12 @@ def cmd_post_show(args: argparse.Namespace) -> int:
 
 def cmd_post_retry(args: argparse.Namespace) -> int:
     result = KipuClient.connect(args.url).call("POST", f"/posts/{args.post_id}/publish")
-    show(result, args)
+    if args.json:
+        emit_json(result)
+        return 0
+    post = result["post"]
+    already = " (it had already landed; not posted again)" if result["already_published"] else ""
+    print(f"post {post['id']} to {post['platform']}: {post['status']}{already} {post['url'] or ''}".rstrip())
     return 0
 
 
