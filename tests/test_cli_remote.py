@@ -70,11 +70,19 @@ def test_the_cli_manages_a_deployed_kipu_through_its_api(airflow_server: Server,
 
     paused = kipu(airflow_server, "member", "workflow", "pause", "demo/remote_b")
     assert paused.returncode == 0 and paused.stdout.strip() == "demo/remote_b is paused"
+    assert kipu(airflow_server, "member", "plan", str(folder)).returncode == 2  # the folder says active
+    activated = kipu(airflow_server, "member", "workflow", "activate", "demo/remote_b")
+    assert activated.returncode == 0 and activated.stdout.strip() == "demo/remote_b is active"
+    shown = kipu(airflow_server, "viewer", "workflow", "show", "demo/remote_a").stdout
+    assert shown.startswith("# demo/remote_a ") and "- id: skip_ads_and_text" in shown
 
     conns = json.loads(kipu(airflow_server, "viewer", "connection", "list", "--team", "demo", "--json").stdout)
     assert {c["platform"] for c in conns} == {"feed", "outbox"} and "access_token" not in json.dumps(conns)
     health = kipu(airflow_server, "viewer", "connection", "health", "--team", "demo")
     assert health.returncode == 0 and "healthy" in health.stdout
+    outbox = next(c["id"] for c in conns if c["platform"] == "outbox")
+    refresh = kipu(airflow_server, "owner", "connection", "refresh", outbox)
+    assert refresh.returncode == 1 and "outbox connections have no tokens to refresh" in refresh.stderr
 
     post_id = _failed_post(airflow_server.store)
     shown = json.loads(kipu(airflow_server, "viewer", "posts", "show", post_id, "--json").stdout)
