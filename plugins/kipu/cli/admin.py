@@ -12,8 +12,9 @@ from typing import Any
 import yaml
 
 
-def _load_file(path: str) -> Any:
-    """A workflow file through the one document loader (size, nesting, aliases and duplicate keys bounded)."""
+def load_file(path: str) -> Any:
+    """A workflow or item file (YAML or JSON; - for stdin) through the one document loader: size, nesting, aliases
+    and duplicate keys bounded. A problem exits 1 with the file's name."""
     from kipu.specs.document import MAX_FILE_BYTES, DocumentError, load_document
 
     try:
@@ -44,7 +45,7 @@ def cmd_workflow_validate(args: argparse.Namespace) -> int:
     from kipu.specs.workflow import WorkflowSpecError
     from kipu.store.workflows import validate_document
 
-    data = _load_file(args.file)
+    data = load_file(args.file)
     try:
         if args.offline:
             validate_document(None, data)
@@ -65,7 +66,7 @@ def cmd_workflow_import(args: argparse.Namespace) -> int:
     from kipu.store.engine import session_scope
     from kipu.store.workflows import save_workflow
 
-    data = _load_file(args.file)
+    data = load_file(args.file)
     if args.team:
         data["team"] = args.team
     try:

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from kipu.cli.admin import load_file
 from kipu.cli.client import ApiError, KipuClient
 from kipu.cli.output import emit_json, show
 
@@ -40,23 +41,6 @@ def resolve_workflow(client: KipuClient, ref: str, team: str | None = None) -> d
         teams = ", ".join(f"{w['team']}/{ref}" for w in found)
         raise ApiError(409, f"several teams have a workflow '{ref}': name one ({teams})")
     return found[0]  # type: ignore[no-any-return]
-
-
-def _read(path: str, what: str) -> Any:
-    from kipu.specs.document import MAX_FILE_BYTES, DocumentError, load_document
-
-    try:
-        if path == "-":
-            raw = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
-        else:
-            with Path(path).open("rb") as fh:
-                raw = fh.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ApiError(400, f"{path}: the {what} cannot be read: {exc.strerror}") from None
-    try:
-        return load_document(raw, path)
-    except DocumentError as exc:
-        raise ApiError(422, exc.errors) from None
 
 
 # -- the stored workflows --------------------------------------------------------------------------------------------
@@ -106,7 +90,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _given_item(args: argparse.Namespace) -> dict[str, Any]:
-    item: dict[str, Any] = dict(_read(args.item, "item file")) if args.item else {}
+    given = load_file(args.item) if args.item else {}
+    if not isinstance(given, dict):
+        raise ApiError(400, f"{args.item}: an item is a mapping (caption, media, ...)")
+    item: dict[str, Any] = dict(given)
     if args.caption is not None:
         item["caption"] = args.caption
     if args.media:
@@ -140,8 +127,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     if args.offline:
         preview = _offline_preview(args, body)
     elif Path(args.workflow).exists() or args.workflow == "-":
-        body["document"] = _read(args.workflow, "workflow file")
-        if args.team:
+        body["document"] = load_file(args.workflow)
+        if args.team and isinstance(body["document"], dict):
             body["document"]["team"] = args.team
         preview = KipuClient.connect(args.url).call("POST", "/workflows/preview", json=body)
     else:
@@ -166,7 +153,7 @@ def _offline_preview(args: argparse.Namespace, body: dict[str, Any]) -> dict[str
     from kipu.specs.workflow import WorkflowSpecError, format_errors, parse_workflow
 
     try:
-        spec = parse_workflow(_read(args.workflow, "workflow file"))
+        spec = parse_workflow(load_file(args.workflow))
     except WorkflowSpecError as exc:
         raise ApiError(422, exc.errors) from None
     try:
