@@ -204,3 +204,19 @@ def test_apply_asks_airflow_to_parse_the_changed_shards(
     with create_session() as s:
         requested = set(s.scalars(select(DagPriorityParsingRequest.relative_fileloc)))
     assert requested == {file_name(shard_of(shard_key(ids["wf_01"]), n), n)}
+
+
+def test_connection_health_exits_1_when_one_needs_attention(
+    pg_demo_team: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kipu.store.models import Connection
+
+    code, out, _ = cli(capsys, "connection", "health", "--team", "demo")
+    assert code == 0 and out.count("healthy") == 2
+    with session_scope() as s:
+        feed = s.scalar(select(Connection).where(Connection.platform == "feed"))
+        feed.status, feed.last_error = "needs_reconnect", "the feed answered 410 Gone"
+    code, out, _ = cli(capsys, "connection", "health", "--team", "demo")
+    assert code == 1 and "needs_reconnect" in out and "the feed answered 410 Gone" in out
+    code, out, _ = cli(capsys, "connection", "list", "--json")
+    assert code == 0 and {c["status"] for c in json.loads(out) if c["team"] == "demo"} == {"healthy", "needs_reconnect"}
