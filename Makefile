@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kipu-installed
 
-.PHONY: demo test test-fast test-distributed lint format bench bench-e2e bench-api bench-dagset venv clean
+.PHONY: demo test test-fast test-distributed lint format bench bench-e2e bench-api bench-dagset bench-task-load venv clean
 
 venv: $(STAMP)
 
@@ -67,3 +67,7 @@ clean:
 
 bench-dagset: $(STAMP)
 	$(BIN)/python bench/dagset.py $(DAGSET_ARGS)
+
+# What a task pays to load its DAG (a shard under a parsing context) against a bare 3-@task DAG file.
+bench-task-load: $(STAMP)
+	$(BIN)/python bench/task_load.py
