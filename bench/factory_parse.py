@@ -136,8 +136,9 @@ def seed(count: int, env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-c", code, json.dumps(base)], check=True, env=env)
 
 
-def parse(path: Path, env: dict[str, str]) -> tuple[int, float]:
-    out = subprocess.run([sys.executable, "-c", TIMER, str(path)], env=env, capture_output=True, text=True)
+def parse(path: Path, env: dict[str, str], *args: str, timer: str = TIMER) -> tuple[int, float]:
+    """``timer`` run on ``path`` in a fresh interpreter: it prints the DAG count and the seconds, last."""
+    out = subprocess.run([sys.executable, "-c", timer, str(path), *args], env=env, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"parsing {path} failed:\n{out.stderr[-3000:]}")
     dags, seconds = out.stdout.split()[-2:]

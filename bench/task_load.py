@@ -18,7 +18,7 @@ import textwrap
 from pathlib import Path
 
 from dagset import create_db, drop_db
-from factory_parse import seed
+from factory_parse import parse, seed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,13 +70,7 @@ TIMER = textwrap.dedent(
 
 
 def load(path: Path, dag_id: str, task_id: str, env: dict[str, str], mode: str) -> tuple[int, float]:
-    out = subprocess.run(
-        [sys.executable, "-c", TIMER, str(path), dag_id, task_id, mode], env=env, capture_output=True, text=True
-    )
-    if out.returncode:
-        raise SystemExit(f"loading {path} failed:\n{out.stderr[-3000:]}")
-    dags, seconds = out.stdout.split()[-2:]
-    return int(dags), float(seconds)
+    return parse(path, env, dag_id, task_id, mode, timer=TIMER)
 
 
 def main() -> int:

@@ -159,6 +159,13 @@ def fingerprint(stored: Mapping[str, tuple[Workflow, dict[str, Any]]]) -> str:
 
 
 def make_plan(session: Session, team: Team, files: Mapping[str, bytes | str], prune: bool = False) -> Plan:
+    return _make(session, team, files, prune)[0]
+
+
+def _make(
+    session: Session, team: Team, files: Mapping[str, bytes | str], prune: bool
+) -> tuple[Plan, dict[str, tuple[str, dict]]]:
+    """The plan, and the validated documents it would write (by slug)."""
     docs, errors = read_folder(files)
     wanted, invalid = _desired(session, team, docs)
     errors += invalid
@@ -186,7 +193,7 @@ def make_plan(session: Session, team: Team, files: Mapping[str, bytes | str], pr
             changes.append(
                 Change(action="pause", slug=slug, workflow_id=str(wf.id), diff=f"status: {wf.status} -> paused\n")
             )
-    return Plan(
+    plan = Plan(
         team=team.slug,
         prune=prune,
         fingerprint=fingerprint(stored),
@@ -194,6 +201,7 @@ def make_plan(session: Session, team: Team, files: Mapping[str, bytes | str], pr
         changes=changes if not errors else [],
         errors=errors,
     )
+    return plan, wanted
 
 
 def _comparable_or_raw(doc: Any) -> Any:
@@ -218,7 +226,7 @@ def apply_plan(
     fingerprints of a printed plan, a store or folder that moved since raises ``StoreChanged``.
     """
     session.execute(select(Team.id).where(Team.id == team.id).with_for_update())
-    plan = make_plan(session, team, files, prune)
+    plan, wanted = _make(session, team, files, prune)
     if plan.errors:
         raise PlanInvalid(plan.errors)
     if expect_fingerprint is not None and expect_fingerprint != plan.fingerprint:
@@ -227,8 +235,6 @@ def apply_plan(
         )
     if expect_source is not None and expect_source != plan.source:
         raise StoreChanged("the workflow files changed since the plan was made; nothing was applied. Run plan again")
-    docs, _ = read_folder(files)
-    wanted, _ = _desired(session, team, docs)
     by_slug = {wf.slug: wf for wf in session.scalars(select(Workflow).where(Workflow.team_id == team.id))}
     for change in plan.changes:
         if change.action in ("create", "update"):
