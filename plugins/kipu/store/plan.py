@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from kipu.naming import workflow_slug
 from kipu.specs.document import DocumentError, check_document_limits, load_document
@@ -144,7 +144,9 @@ def _desired(session: Session, team: Team, docs: Mapping[str, Any]) -> tuple[dic
 
 
 def _stored(session: Session, team: Team) -> dict[str, tuple[Workflow, dict[str, Any]]]:
-    rows = session.scalars(select(Workflow).where(Workflow.team_id == team.id).order_by(Workflow.slug))
+    # Steps in one query: each export below then reads from the session, not the database.
+    query = select(Workflow).where(Workflow.team_id == team.id).options(selectinload(Workflow.steps))
+    rows = session.scalars(query.order_by(Workflow.slug))
     return {str(wf.slug): (wf, export_workflow(session, str(wf.id))) for wf in rows}
 
 
