@@ -164,6 +164,13 @@ def test_files_name_their_team_and_a_webhook_secret_stays_out_of_git(
     assert code == 1 and "other.yaml: team: 'other' is not the team of this folder ('demo')" in err
     (folder / "other.yaml").unlink()
     assert cli(capsys, "apply", str(folder))[0] == 0
+    empty = tmp_path / "mistyped"
+    empty.mkdir()
+    code, _, err = cli(capsys, "apply", str(empty), "--team", "demo")  # would have paused every workflow
+    assert code == 1 and "no workflow files (.yaml, .yml, .json) in it" in err
+    assert stored() == {"hooked": "active"}
+    code, _, err = cli(capsys, "apply", str(folder), "--plan-file", str(tmp_path / "nope.json"))
+    assert code == 1 and "not a plan written by kipu plan --out" in err
 
     with session_scope() as s:
         wf = s.scalar(select(Workflow).where(Workflow.slug == "hooked"))

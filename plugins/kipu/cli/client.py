@@ -25,6 +25,8 @@ class Unavailable(Exception):
 
 
 def _describe(status: int, detail: Any) -> str:
+    """``status`` 0: a problem found before any request (a file, an argument), said without "refused"."""
+    prefix = f"refused ({status})" if status else "cannot continue"
     if isinstance(detail, list):
         lines = []
         for err in detail:
@@ -34,8 +36,8 @@ def _describe(status: int, detail: Any) -> str:
                 lines.append(f"{loc}: {msg}" if loc else msg)
             else:
                 lines.append(str(err))
-        return f"refused ({status}):\n  " + "\n  ".join(lines)
-    return f"refused ({status}): {detail}"
+        return f"{prefix}:\n  " + "\n  ".join(lines)
+    return f"{prefix}: {detail}" if status else str(detail)
 
 
 class KipuClient:

@@ -92,7 +92,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _given_item(args: argparse.Namespace) -> dict[str, Any]:
     given = load_file(args.item) if args.item else {}
     if not isinstance(given, dict):
-        raise ApiError(400, f"{args.item}: an item is a mapping (caption, media, ...)")
+        raise ApiError(0, f"{args.item}: an item is a mapping (caption, media, ...)")
     item: dict[str, Any] = dict(given)
     if args.caption is not None:
         item["caption"] = args.caption
@@ -101,7 +101,7 @@ def _given_item(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "key", None):
         item["idempotency_key"] = args.key
     if not item:
-        raise ApiError(400, "give the item: --caption TEXT (and --media), or --item FILE")
+        raise ApiError(0, "give the item: --caption TEXT (and --media), or --item FILE")
     return item
 
 
@@ -155,14 +155,14 @@ def _offline_preview(args: argparse.Namespace, body: dict[str, Any]) -> dict[str
     try:
         spec = parse_workflow(load_file(args.workflow))
     except WorkflowSpecError as exc:
-        raise ApiError(422, exc.errors) from None
+        raise ApiError(0, exc.errors) from None
     try:
         item = given_item(body["item"], "manual:preview")
     except ValidationError as exc:
-        raise ApiError(422, format_errors(exc, "item")) from None
+        raise ApiError(0, format_errors(exc, "item")) from None
     at = datetime.fromisoformat(args.at) if args.at else None
     if at is not None and at.tzinfo is None:
-        raise ApiError(422, "--at: give a time zone (e.g. 2026-03-29T01:30:00Z)")
+        raise ApiError(0, "--at: give a time zone (e.g. 2026-03-29T01:30:00Z)")
     return dry_run(spec, item, now=at).model_dump(mode="json")
 
 
@@ -187,7 +187,7 @@ def read_folder(folder: str) -> dict[str, str]:
 
     root = Path(folder)
     if not root.is_dir():
-        raise ApiError(400, f"{folder}: not a folder of workflow files")
+        raise ApiError(0, f"{folder}: not a folder of workflow files")
     files: dict[str, str] = {}
     problems: list[str] = []
     for path in sorted(p for p in root.rglob("*") if p.suffix in WORKFLOW_SUFFIXES and p.is_file()):
@@ -202,7 +202,9 @@ def read_folder(folder: str) -> dict[str, str]:
         except UnicodeDecodeError as exc:
             problems.append(f"{name}: not UTF-8 (byte {exc.start})")
     if problems:
-        raise ApiError(422, problems)
+        raise ApiError(0, problems)
+    if not files:  # a mistyped path must not pause every workflow of the team
+        raise ApiError(0, f"{folder}: no workflow files (.yaml, .yml, .json) in it")
     return files
 
 
@@ -219,7 +221,7 @@ def _folder_team(files: dict[str, str], given: str | None) -> str:
             teams.add(data["team"])
     if len(teams) != 1:
         found = ", ".join(sorted(teams)) or "none"
-        raise ApiError(400, f"name the folder's team with --team (the files name: {found})")
+        raise ApiError(0, f"name the folder's team with --team (the files name: {found})")
     return teams.pop()
 
 
@@ -267,11 +269,16 @@ def cmd_apply(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"files": files, "prune": args.prune}
     team = args.team
     if args.plan_file:
-        saved = json.loads(Path(args.plan_file).read_text())
-        team = team or saved["team"]
-        if team != saved["team"] or args.prune != saved["prune"]:
-            raise ApiError(400, f"the plan file is for team '{saved['team']}' with prune={saved['prune']}")
-        body.update(fingerprint=saved["fingerprint"], source=saved["source"])
+        try:
+            saved = json.loads(Path(args.plan_file).read_text())
+            saved_team, saved_prune = saved["team"], saved["prune"]
+            expected = {"fingerprint": str(saved["fingerprint"]), "source": str(saved["source"])}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ApiError(0, f"{args.plan_file}: not a plan written by kipu plan --out ({exc})") from None
+        team = team or saved_team
+        if team != saved_team or args.prune != saved_prune:
+            raise ApiError(0, f"the plan file is for team '{saved_team}' with prune={saved_prune}")
+        body.update(expected)
     team = _folder_team(files, team)
     applied = KipuClient.connect(args.url).call("POST", f"/teams/{team}/apply", json=body)
     if args.json:
