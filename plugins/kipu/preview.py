@@ -142,7 +142,8 @@ def dry_run(
         if key not in reached:
             step = spec.step(key)
             steps.append(StepPreview(step=key, type=step.type, outcome="not_reached", detail="not reached"))  # type: ignore[attr-defined]
-    steps.sort(key=lambda s: graph.order.index(s.step))
+    position = {key: i for i, key in enumerate(graph.order)}
+    steps.sort(key=lambda s: position[s.step])
     return Preview(workflow=spec.name, timezone=spec.timezone, item=item, outcome=outcome, steps=steps, targets=targets)
 
 
