@@ -47,7 +47,7 @@ def test_dagbag_loads_every_active_workflow_without_import_errors(demo_team: dic
     _store_three()
     bag = dagbag(workflows_only=False)
     assert bag.import_errors == {}
-    engine = {"kipu_poll", "kipu_maintenance", "kipu_awaiting"}
+    engine = {"kipu_poll", "kipu_maintenance", "kipu_awaiting", "kipu_notify"}
     workflows = {"kipu.demo.demo_crosspost", "kipu.demo.second", "kipu.demo.paused", "kipu.demo.broken"}
     assert set(bag.dag_ids) == workflows | engine
     # A paused workflow keeps its DAG, and so its history in view, paused in Airflow.

@@ -18,6 +18,7 @@ from kipu.hooks.base import NeedsReconnect, PublishRequest, PublishResult, Rejec
 from kipu.hooks.media import library_media
 from kipu.specs.items import ContentItem, MediaRef
 from kipu.specs.steps import PublishConfig
+from kipu.store.accounts import flag_reconnect
 from kipu.store.engine import session_scope
 from kipu.store.models import Connection, Post, WorkflowRun, WorkflowStep
 from kipu.store.posts import mark_awaiting, mark_failed, mark_published
@@ -75,7 +76,7 @@ def record_outcome(post_id: uuid.UUID, result: PublishResult | None, error: Exce
         if isinstance(error, NeedsReconnect) and post.connection_id:
             conn = s.get(Connection, post.connection_id)
             if conn is not None:
-                conn.status, conn.last_error = "needs_reconnect", str(error)[:500]
+                flag_reconnect(s, conn, str(error))
 
 
 def caption_for(config: PublishConfig, platform: str, item: ContentItem, captions: dict[str, str]) -> str:

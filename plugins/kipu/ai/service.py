@@ -25,6 +25,7 @@ from kipu.ai.usage import cache_get, cache_key, cache_put, record_usage, team_bu
 from kipu.captions.hashtags import extract_hashtags, normalise_tag
 from kipu.captions.platforms import rules_for
 from kipu.captions.rewriter import RewriteRequest, RewriteResult, rewrite
+from kipu.notify.events import emit
 from kipu.specs.items import ContentItem
 from kipu.specs.steps import AIRewriteConfig
 from kipu.store.engine import session_scope
@@ -59,7 +60,11 @@ def _over_budget(session: Session, team_id: uuid.UUID | None, conn: AIConnection
     if budget is None:
         return None
     used = tokens_today(session, team_id, now)
-    return f"the team's daily AI token budget of {budget} is used up ({used} today)" if used >= budget else None
+    if used < budget:
+        return None
+    day = now.astimezone(UTC).date().isoformat()
+    emit(session, team_id, "ai.budget_spent", {"budget": budget, "used": used, "day": day}, f"ai.budget_spent:{day}")
+    return f"the team's daily AI token budget of {budget} is used up ({used} today)"
 
 
 def _account(

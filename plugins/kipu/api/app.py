@@ -5,7 +5,18 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from kipu.api.guard import RequestGuard
-from kipu.api.routes import ai, approvals, connections, media, plans, posts, teams, webhooks, workflows
+from kipu.api.routes import (
+    ai,
+    approvals,
+    connections,
+    media,
+    notifications,
+    plans,
+    posts,
+    teams,
+    webhooks,
+    workflows,
+)
 
 
 def create_app() -> FastAPI:
@@ -20,6 +31,7 @@ def create_app() -> FastAPI:
     for router in (
         teams.router,
         plans.router,
+        notifications.router,
         posts.router,
         workflows.router,
         connections.router,

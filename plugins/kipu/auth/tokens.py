@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from kipu.hooks.base import NeedsReconnect, PlatformError
 from kipu.hooks.platform import Credentials, TokenSet, with_tokens
-from kipu.store.accounts import connection_tokens
+from kipu.store.accounts import connection_tokens, flag_reconnect
 from kipu.store.crypto import get_cipher
 from kipu.store.engine import session_scope
 from kipu.store.models import Connection
@@ -64,7 +64,7 @@ def refresh_connection(stale: Credentials, do_refresh: Callable[[Credentials], T
         try:
             tokens = do_refresh(current)
         except NeedsReconnect as exc:
-            conn.status, conn.last_error = "needs_reconnect", str(exc)[:500]
+            flag_reconnect(session, conn, str(exc))
             session.commit()
             raise
         except PlatformError:

@@ -9,6 +9,7 @@ from airflow.sdk import DAG, Param, TriggerRule
 
 from kipu.config import env_number
 from kipu.factory.docs import describe
+from kipu.notify.notifier import KipuPostNotifier
 from kipu.operators.approval import KipuApprovalOperator
 from kipu.operators.condition import KipuConditionOperator
 from kipu.operators.delay import KipuDelayOperator
@@ -132,6 +133,10 @@ def build_dag(spec: WorkflowSpec, record: WorkflowRecord, dag_id: str | None = N
                     "{{ ((dag_run.conf.get('item') or {}).get('caption') or '')[:500] }}"
                 )
                 kwargs["retries"] = 0
+            elif isinstance(step, PublishStep):
+                # Airflow's callbacks tell the team each target's outcome (kipu.notify).
+                kwargs["on_success_callback"] = [KipuPostNotifier()]
+                kwargs["on_failure_callback"] = [KipuPostNotifier()]
             elif step.type in ("filter",):  # type: ignore[attr-defined]
                 kwargs["retries"] = 0
             tasks[step.id] = OPERATORS[step.type](**kwargs)  # type: ignore[attr-defined]

@@ -11,7 +11,8 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from kipu.operators.base import KipuStepOperator
+from kipu.notify.events import EventKind, clip, emit, task_url
+from kipu.operators.base import KipuStepOperator, RunState
 from kipu.store.engine import session_scope
 from kipu.store.runs import finish_step
 
@@ -40,7 +41,21 @@ class KipuApprovalOperator(KipuStepOperator, ApprovalOperator):
         state = self.resolve_run(context)
         with self.recorded(context, state):
             state.output["awaiting"] = [u["id"] for u in self.assigned_users or []]
+            self._tell("approval.requested", context, state, {"approvers": state.output["awaiting"]})
             return ApprovalOperator.execute(self, context)
+
+    def _tell(self, kind: EventKind, context: Context, state: RunState, extra: dict[str, Any]) -> None:
+        """The team's notification of this approval (once per DAG run and step)."""
+        ti = context["ti"]
+        data = {
+            "workflow": context["dag"].dag_id,
+            "step": self.task_id,
+            "caption": clip(state.item.caption, 200),
+            "url": task_url(ti.dag_id, ti.run_id, ti.task_id, "/required_actions"),
+            **extra,
+        }
+        with session_scope() as session:
+            emit(session, state.team_id, kind, data, f"{kind}:{ti.dag_id}:{ti.run_id}:{ti.task_id}")
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         state = self.resolve_run(context)
@@ -48,6 +63,10 @@ class KipuApprovalOperator(KipuStepOperator, ApprovalOperator):
         if "error" not in event:
             chosen = (event.get("chosen_options") or ["?"])[0]
             who = (event.get("responded_by_user") or {}).get("name") or "the timeout default"
+            if not event.get("responded_by_user"):  # nobody answered: the defaults applied at the timeout
+                self._tell(
+                    "approval.timed_out", context, state, {"after": str(self.response_timeout), "default": chosen}
+                )
             output = {"decision": chosen, "responded_by": who}
             if chosen != self.APPROVE:
                 output["dropped"] = f"rejected by {who} at '{self.task_id}'"
@@ -58,6 +77,7 @@ class KipuApprovalOperator(KipuStepOperator, ApprovalOperator):
             return ApprovalOperator.execute_complete(self, context, event)
         except HITLTimeoutError:
             reason = f"approval '{self.task_id}' timed out after {self.response_timeout} with no answer"
+            self._tell("approval.timed_out", context, state, {"after": str(self.response_timeout)})
             with session_scope() as session:
                 finish_step(
                     session,

@@ -27,6 +27,7 @@ from kipu.poll.cursor import Cursor, select_new
 from kipu.poll.due import Source
 from kipu.specs.items import ContentItem
 from kipu.specs.triggers import PollTrigger, parse_trigger
+from kipu.store.accounts import tell_reconnect
 from kipu.store.engine import session_scope
 from kipu.store.models import Connection, Workflow
 
@@ -149,9 +150,11 @@ def record_batch(session: Session, batch: list[tuple[SourceContext, Outcome]], n
         session.execute(update(c).where(c.c.id.in_(healthy)).values(**_health(Outcome(batch[0][0].source), now)))
     for ctx, outcome in batch:
         if outcome.error is not None:
-            session.execute(
-                update(c).where(c.c.id == uuid.UUID(ctx.source.connection_id)).values(**_health(outcome, now))
-            )
+            health = _health(outcome, now)
+            conn_id = uuid.UUID(ctx.source.connection_id)
+            session.execute(update(c).where(c.c.id == conn_id).values(**health))
+            if health["status"] == "needs_reconnect" and (conn := session.get(Connection, conn_id)) is not None:
+                tell_reconnect(session, conn, health["last_error"])
     counts: Counter[str] = Counter()
     for one in entered:
         if one.created:

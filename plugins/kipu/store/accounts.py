@@ -150,3 +150,24 @@ def resolve_connection(session: Session, team_id: uuid.UUID | None, ref: str) ->
     if conn is not None and conn.team_id != team_id:
         return None
     return conn
+
+
+def flag_reconnect(session: Session, conn: Connection, reason: str) -> None:
+    """Mark the connection as needing its owner (the one place this is set) and tell the team, once a day."""
+    conn.status, conn.last_error = "needs_reconnect", reason[:500]
+    tell_reconnect(session, conn)
+
+
+def tell_reconnect(session: Session, conn: Connection, reason: str | None = None) -> None:
+    from datetime import UTC
+
+    from kipu.notify.events import emit
+
+    day = datetime.now(UTC).date().isoformat()
+    data = {
+        "connection_id": str(conn.id),
+        "platform": conn.platform,
+        "account": conn.platform_username or conn.platform_user_id,
+        "reason": (reason or conn.last_error or "")[:500],
+    }
+    emit(session, conn.team_id, "connection.needs_reconnect", data, f"connection.needs_reconnect:{conn.id}:{day}")

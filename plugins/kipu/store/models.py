@@ -382,6 +382,91 @@ class AIUsage(Base):
     created_at: Mapped[datetime] = _created()
 
 
+class NotificationChannel(Base):
+    """Where a team's events go: an e-mail list, a Slack incoming webhook or an HTTPS webhook. URLs and signing
+    secrets are MultiFernet ciphertext; the previous secret still signs until ``previous_secret_until``."""
+
+    __tablename__ = "notification_channels"
+
+    id: Mapped[uuid.UUID] = _id()
+    team_id: Mapped[uuid.UUID] = mapped_column(GUID(), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)  # email | slack | webhook
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    events: Mapped[list[str]] = mapped_column(JSONB(), nullable=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+    recipients: Mapped[list[str] | None] = mapped_column(JSONB())
+    url: Mapped[str | None] = mapped_column(Text)  # ciphertext
+    url_hint: Mapped[str | None] = mapped_column(Text)  # scheme://host/…, for lists
+    secret: Mapped[str | None] = mapped_column(Text)  # ciphertext
+    previous_secret: Mapped[str | None] = mapped_column(Text)  # ciphertext
+    previous_secret_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:  # the URL and secrets are never part of a repr
+        return f"NotificationChannel(id={self.id}, kind={self.kind!r}, name={self.name!r})"
+
+
+class NotificationEvent(Base):
+    """Something a team may want to hear about; ``key`` makes it happen once (a callback that runs twice, a flag
+    set again). ``dispatched_at`` is when it was put into deliveries."""
+
+    __tablename__ = "notification_events"
+    __table_args__ = (
+        UniqueConstraint("team_id", "key"),
+        Index("ix_notification_events_pending", "dispatched_at", "team_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = _id()
+    team_id: Mapped[uuid.UUID] = mapped_column(GUID(), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    key: Mapped[str] = mapped_column(Text, nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB(), nullable=False)
+    created_at: Mapped[datetime] = _created()
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class NotificationDelivery(Base):
+    """One message to one channel: a single event or a digest of several; retried with backoff until delivered or
+    out of attempts."""
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (
+        Index("ix_notification_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_notification_deliveries_team_created", "team_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = _id()
+    team_id: Mapped[uuid.UUID] = mapped_column(GUID(), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False)
+    channel_id: Mapped[uuid.UUID] = mapped_column(
+        GUID(), ForeignKey("notification_channels.id", ondelete="CASCADE"), nullable=False
+    )
+    event_ids: Mapped[list[str]] = mapped_column(JSONB(), nullable=False)
+    status: Mapped[str] = mapped_column(Text, default="pending", nullable=False)  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class NotificationAttempt(Base):
+    """One try of a delivery: the delivery log."""
+
+    __tablename__ = "notification_attempts"
+
+    id: Mapped[uuid.UUID] = _id()
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        GUID(), ForeignKey("notification_deliveries.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    number: Mapped[int] = mapped_column(Integer, nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    ok: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
 __all__ = [
     "AICacheEntry",
     "AIUsage",
@@ -390,6 +475,10 @@ __all__ = [
     "InstanceClient",
     "Media",
     "MediaFolder",
+    "NotificationAttempt",
+    "NotificationChannel",
+    "NotificationDelivery",
+    "NotificationEvent",
     "OAuthState",
     "PollCursor",
     "Post",
