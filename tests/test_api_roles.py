@@ -26,6 +26,11 @@ ROUTES: list[tuple[str, str, Call]] = [
     ("read connections", "viewer", lambda api, h, r: api.get(f"{API}/connections?team=demo", headers=h)),
     ("read media", "viewer", lambda api, h, r: api.get(f"{API}/media?team=demo", headers=h)),
     (
+        "read notification channels",
+        "viewer",
+        lambda api, h, r: api.get(f"{API}/teams/demo/notifications/channels", headers=h),
+    ),
+    (
         "create workflows",
         "member",
         lambda api, h, r: api.post(f"{API}/workflows", json=demo_doc(slug=f"roles_{r}"), headers=h),
@@ -43,6 +48,20 @@ ROUTES: list[tuple[str, str, Call]] = [
         lambda api, h, r: api.post(
             f"{API}/ai/hashtags", json={"team": "demo", "text": "Bread at dawn", "platform": "x"}, headers=h
         ),
+    ),
+    (
+        "manage notifications",
+        "admin",
+        lambda api, h, r: api.post(
+            f"{API}/teams/demo/notifications/channels",
+            json={"kind": "email", "name": r, "recipients": [f"{r}@demo.test"]},
+            headers=h,
+        ),
+    ),
+    (
+        "read the delivery log",
+        "admin",
+        lambda api, h, r: api.get(f"{API}/teams/demo/notifications/deliveries", headers=h),
     ),
     ("connect accounts", "admin", lambda api, h, r: api.post(f"{API}/connections/oauth/x?team=demo", headers=h)),
     (

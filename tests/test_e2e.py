@@ -17,7 +17,7 @@ from kipu.captions.counting import grapheme_count
 from kipu.ingest import enter
 from kipu.platforms.feed.hook import FeedHook
 from kipu.store.engine import session_scope
-from kipu.store.models import Post, Workflow, WorkflowRun, WorkflowStep, WorkflowStepRun
+from kipu.store.models import NotificationEvent, Post, Workflow, WorkflowRun, WorkflowStep, WorkflowStepRun
 from kipu.store.workflows import save_workflow
 from sqlalchemy import select
 
@@ -70,6 +70,12 @@ def run_item(item_id: str, responder: Responder | None = None, workflow_run_id: 
         return {"dag_run": dag_run, "run": run, "steps": steps, "posts": posts, "id": workflow_run_id}
 
 
+def told(kind: str) -> list[dict]:
+    """The data of every notification event of ``kind`` the run left for the team."""
+    with session_scope() as s:
+        return [e.data for e in s.scalars(select(NotificationEvent).where(NotificationEvent.kind == kind))]
+
+
 def outbox_files(team: dict) -> list[Path]:
     return sorted(team["outbox"].glob("*.json"))
 
@@ -98,6 +104,10 @@ def test_short_video_takes_the_false_branch_and_publishes(flow: dict) -> None:
     written = json.loads(file.read_text())
     assert written["caption"] == caption and written["media"][0]["file"].endswith("pasta.mp4")
     assert (flow["outbox"] / written["media"][0]["file"]).stat().st_size == 88
+    (published,) = told("post.published")  # from the publish task's on_success_callback (KipuPostNotifier)
+    assert published["post_id"] == str(post.id) and published["platform"] == "outbox"
+    assert published["url"] == post.platform_url and published["caption"] == caption[:200]
+    assert told("post.failed") == []
 
 
 def _short_timeout(auto: bool) -> dict:
@@ -125,6 +135,10 @@ def test_long_video_waits_and_publishes_once_approved(flow: dict) -> None:
     assert review.output_data["decision"] == "Approve" and review.output_data["responded_by"] == "admin"
     (post,) = out["posts"]
     assert post.status == "published" and len(outbox_files(flow)) == 1
+    (asked,) = told("approval.requested")
+    assert asked["approvers"] == ["admin"] and asked["url"].endswith("/tasks/team_review/required_actions")
+    assert f"/runs/{out['dag_run'].run_id}/" in asked["url"].replace("%3A", ":").replace("%2B", "+")
+    assert told("approval.timed_out") == []
 
 
 def test_a_rejected_item_is_skipped_with_the_reason_and_never_published(flow: dict) -> None:
@@ -146,6 +160,8 @@ def test_an_unanswered_approval_times_out_to_skipped(flow: dict) -> None:
     review = out["steps"]["team_review"]
     assert review.status == "skipped" and review.output_data["decision"] == "timeout"
     assert out["posts"] == [] and outbox_files(flow) == []
+    (timed_out,) = told("approval.timed_out")
+    assert timed_out["step"] == "team_review" and "default" not in timed_out
 
 
 def test_auto_approve_on_timeout_publishes(flow: dict) -> None:
@@ -155,6 +171,8 @@ def test_auto_approve_on_timeout_publishes(flow: dict) -> None:
     review = out["steps"]["team_review"]
     assert review.output_data["decision"] == "Approve"
     assert review.output_data["responded_by"] == "the timeout default"
+    (timed_out,) = told("approval.timed_out")
+    assert timed_out["default"] == "Approve"
     (post,) = out["posts"]
     assert post.status == "published" and len(outbox_files(flow)) == 1
 
@@ -206,6 +224,9 @@ def test_a_caption_over_the_limit_fails_before_any_call(flow: dict) -> None:
     (post,) = out["posts"]
     assert post.status == "failed" and "over the limit of 5000" in post.error_message
     assert outbox_files(flow) == []
+    (failed,) = told("post.failed")  # from the publish task's on_failure_callback
+    assert failed["post_id"] == str(post.id) and "over the limit of 5000" in failed["error"]
+    assert failed["log_url"].endswith("/tasks/publish_outbox") and told("post.published") == []
 
 
 def test_manual_run_without_a_recorded_row_records_one(flow: dict) -> None:

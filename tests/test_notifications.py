@@ -3,6 +3,7 @@ receivers standing in for Slack and for a team's webhook endpoint, which check K
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Iterator
@@ -54,9 +55,7 @@ def failures(team: uuid.UUID, n: int, at: datetime) -> None:
             data = {"post_id": f"p{i}", "platform": "x", "error": f"Rejected: duplicate {i}", "log_url": "http://l"}
             assert emit(s, team, "post.failed", data, f"post.failed:p{i}:1")
             s.flush()
-        s.execute(
-            NotificationEvent.__table__.update().where(NotificationEvent.team_id == team).values(created_at=at)
-        )
+        s.execute(NotificationEvent.__table__.update().where(NotificationEvent.team_id == team).values(created_at=at))
 
 
 def deliveries(channel_id: uuid.UUID) -> list[NotificationDelivery]:
@@ -119,7 +118,7 @@ def test_a_receiver_down_for_10_minutes_gets_the_delivery_once_after(team: uuid.
     tries = attempts(delivery.id)
     assert delivery.status == "pending" and not any(a.ok for a in tries)
     assert all("Connect" in (a.error or "") for a in tries)
-    gaps = [(b.at - a.at).total_seconds() for a, b in zip(tries, tries[1:], strict=False)]
+    gaps = [(b.at - a.at).total_seconds() for a, b in itertools.pairwise(tries)]
     assert gaps == [30, 60, 120, 240][: len(gaps)] and len(tries) == 5  # backoff doubles: 0, 0.5, 1.5, 3.5, 7.5 min
 
     back = Receiver(port=port).start()
@@ -138,9 +137,7 @@ def test_a_receiver_down_for_10_minutes_gets_the_delivery_once_after(team: uuid.
         back.stop()
 
 
-def test_a_rotated_secret_signs_alongside_the_old_one_until_the_grace_ends(
-    team: uuid.UUID, receiver: Receiver
-) -> None:
+def test_a_rotated_secret_signs_alongside_the_old_one_until_the_grace_ends(team: uuid.UUID, receiver: Receiver) -> None:
     hook_id, old = add_channel(team, kind="webhook", url=receiver.url("/hook"))
     with session_scope() as s:
         row = s.get(channels.NotificationChannel, hook_id)
@@ -226,3 +223,34 @@ def test_disabling_a_channel_stops_its_pending_deliveries(team: uuid.UUID, recei
     (delivery,) = deliveries(hook_id)
     assert delivery.status == "failed" and delivery.last_error == "the channel was disabled"
     assert receiver.received == []
+
+
+def test_the_cli_manages_channels_and_shows_the_delivery_log(
+    team: uuid.UUID, receiver: Receiver, pg_url: str
+) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KIPU_DATABASE_URL": pg_url}
+
+    def kipu(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "kipu.cli", *args], env=env, capture_output=True, text=True)
+
+    added = kipu("notify", "add", "webhook", receiver.url("/cli"), "--team", "demo", "--events", "post.failed")
+    assert added.returncode == 0, added.stderr
+    assert "signing secret (shown only now): whsec_" in added.stdout
+    bad = kipu("notify", "add", "email", "--to", "nobody", "--team", "demo")
+    assert bad.returncode == 1 and "recipients" in bad.stderr and "not an e-mail address" in bad.stderr
+    (channel,) = json.loads(kipu("notify", "channels", "--team", "demo", "--json").stdout)
+    assert channel["url_hint"] == "http://127.0.0.1/…" and "secret" not in channel
+    assert kipu("notify", "test", channel["id"], "--team", "demo").returncode == 0
+    dispatch()
+    log = kipu("notify", "deliveries", "--team", "demo")
+    assert log.returncode == 0 and "delivered" in log.stdout and "200" in log.stdout
+    assert kipu("notify", "update", channel["id"], "--team", "demo", "--disable").stdout.strip().endswith("disabled")
+    rotated = kipu("notify", "rotate", channel["id"], "--team", "demo", "--grace-hours", "0")
+    assert rotated.returncode == 0 and "whsec_" in rotated.stdout
+    assert kipu("notify", "remove", channel["id"], "--team", "demo").returncode == 0
+    assert json.loads(kipu("notify", "channels", "--team", "demo", "--json").stdout) == []

@@ -28,7 +28,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from kipu.cli import admin, history, workflows
+    from kipu.cli import admin, history, notify, workflows
 
     p = Parser(prog="kipu", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.register(sub, wf_sub, conn_sub)
     workflows.register(sub, wf_sub)
     history.register(sub, conn_sub)
+    notify.register(sub)
     _add_examples(p, "kipu")
     return p
 

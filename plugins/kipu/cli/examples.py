@@ -35,5 +35,13 @@ EXAMPLES: dict[str, str] = {
     "ai usage": "kipu ai usage --today --json",
     "dags shards": "KIPU_DAG_SHARDS=64 kipu dags shards --dir $AIRFLOW_HOME/dags",
     "dags doctor": "kipu dags doctor --json",
+    "notify channels": "kipu notify channels --team acme",
+    "notify add": "kipu notify add webhook https://hooks.acme.test/kipu --team acme --events post.failed\n"
+    "kipu notify add email --to ops@acme.test --team acme --events post.failed,connection.needs_reconnect",
+    "notify update": "kipu notify update 6a1e2d6c-3b7f-4a41-8f0e-2d4b9c7e1f55 --team acme --disable",
+    "notify remove": "kipu notify remove 6a1e2d6c-3b7f-4a41-8f0e-2d4b9c7e1f55 --team acme",
+    "notify rotate": "kipu notify rotate 6a1e2d6c-3b7f-4a41-8f0e-2d4b9c7e1f55 --team acme --grace-hours 24",
+    "notify test": "kipu notify test 6a1e2d6c-3b7f-4a41-8f0e-2d4b9c7e1f55 --team acme",
+    "notify deliveries": "kipu notify deliveries --team acme --status pending",
     "demo": "make demo",
 }
