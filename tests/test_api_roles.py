@@ -71,6 +71,13 @@ ROUTES: list[tuple[str, str, Call]] = [
             f"{API}/teams/demo/members", json={"email": f"new-{r}@demo.test", "role": "viewer"}, headers=h
         ),
     ),
+    ("read plan usage", "viewer", lambda api, h, r: api.get(f"{API}/teams/demo/usage", headers=h)),
+    (
+        "start a checkout",
+        "owner",
+        lambda api, h, r: api.post(f"{API}/teams/demo/billing/checkout", json={"plan": "pro"}, headers=h),
+    ),
+    ("open the billing portal", "owner", lambda api, h, r: api.post(f"{API}/teams/demo/billing/portal", headers=h)),
     (
         "manage team and plan",
         "owner",

@@ -19,7 +19,7 @@ from kipu.platforms.feed.hook import FeedHook
 from kipu.store.engine import session_scope
 from kipu.store.models import NotificationEvent, Post, Workflow, WorkflowRun, WorkflowStep, WorkflowStepRun
 from kipu.store.workflows import save_workflow
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tests.conftest import REPO
 from tests.helpers import demo_doc, step
@@ -321,3 +321,93 @@ def test_the_rewrite_step_uses_the_kipu_openai_connection(flow: dict, monkeypatc
         usage = s.scalars(select(AIUsage)).all()
         assert sorted(u.purpose for u in usage) == ["hashtags", "rewrite"]
         assert all(str(u.workflow_run_id) == out["id"] and u.team_id is not None and u.tokens_in > 0 for u in usage)
+
+
+def test_an_item_past_the_monthly_post_limit_is_held_then_published_after_an_upgrade(
+    flow: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from kipu.store.accounts import find_team
+
+    monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_test_kipu")  # billing on: the team is on the free plan
+    monkeypatch.setenv("KIPU_PLAN_HOLD_RECHECK_SECONDS", "2")
+    store(demo_doc())
+    with session_scope() as s:
+        find_team(s, "demo").plan_limits = {"posts_per_month": 1}
+    assert run_item("ana-001")["run"].status == "completed"  # the month's one post
+    seen: dict[str, Any] = {}
+
+    def upgrade_once_held() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not seen:
+            with session_scope() as s:
+                run = s.scalar(select(WorkflowRun).where(WorkflowRun.platform_post_id == "ana-005"))
+                if run is not None and run.status == "held_by_plan":
+                    row = s.scalar(
+                        select(WorkflowStepRun)
+                        .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
+                        .where(WorkflowStepRun.run_id == run.id, WorkflowStep.step_key == "publish_outbox")
+                    )
+                    seen.update(step=row.status, held=dict(row.output_data["held_by_plan"]))
+                    seen["posts"] = s.scalar(select(func.count()).where(Post.workflow_run_id == run.id))
+                    team = find_team(s, "demo")
+                    team.plan, team.plan_limits = "pro", None  # what checkout.session.completed does
+                    return
+            time.sleep(0.3)
+
+    watcher = threading.Thread(target=upgrade_once_held)
+    watcher.start()
+    out = run_item("ana-005")
+    watcher.join(5)
+    assert seen["step"] == "held_by_plan" and seen["posts"] == 0  # held: nothing reached the platform
+    assert seen["held"]["plan"] == "free" and seen["held"]["limit"] == 1 and seen["held"]["used"] == 1
+    assert out["dag_run"].state == "success" and out["run"].status == "completed"
+    publish = out["steps"]["publish_outbox"]
+    assert publish.output_data["held_by_plan"] is None and publish.output_data["released_from_hold_at"]
+    assert publish.output_data["was_held_by_plan"]["since"] < publish.output_data["released_from_hold_at"]
+    (post,) = out["posts"]
+    assert post.status == "published" and len(outbox_files(flow)) == 2
+    (told_limit,) = told("plan.limit_reached")
+    assert told_limit["limit"] == "posts this month" and told_limit["allowed"] == 1
+
+
+@pytest.mark.parametrize(("release", "admitted"), [("upgrade", False), ("new_month", True)])
+def test_a_hold_from_last_month_waits_for_an_upgrade_unless_the_team_chose_the_new_month(
+    flow: dict, monkeypatch: pytest.MonkeyPatch, release: str, admitted: bool
+) -> None:
+    from kipu.operators.base import RunState
+    from kipu.operators.publish import KipuPublishOperator
+    from kipu.specs.steps import PublishStep
+    from kipu.store.accounts import find_team
+
+    monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_test_kipu")
+    store(demo_doc())
+    with session_scope() as s:
+        team = find_team(s, "demo")
+        team.plan_limits, team.held_release = {"posts_per_month": 1}, release
+        wf = s.scalar(select(Workflow).where(Workflow.slug == "demo_crosspost"))
+        run_id = enter(s, wf, [ITEMS["ana-005"]])[0].workflow_run_id
+        publish = s.scalar(
+            select(WorkflowStep).where(WorkflowStep.workflow_id == wf.id, WorkflowStep.step_key == "publish_outbox")
+        )
+        team_id, wf_id, step_id, config = team.id, wf.id, publish.id, dict(publish.config)
+    op = KipuPublishOperator(
+        task_id="publish_outbox", workflow_id=str(wf_id), step_id=str(step_id), step_config=config, team_id=str(team_id)
+    )
+    held = {"since": "2026-10-31T23:00:00+00:00", "month": "2000-01", "plan": "free", "limit": 1, "used": 1, "needs": 1}
+    state = RunState(
+        run_id=run_id,
+        workflow_id=wf_id,
+        team_id=team_id,
+        item=ITEMS["ana-005"],
+        captions={},
+        output={"held_by_plan": held},
+    )
+    step = PublishStep.model_validate({"id": "publish_outbox", "type": "publish", **config})
+    assert op._admitted(state, step) is admitted  # this month has room (no posts yet) either way
+    with session_scope() as s:
+        claimed = s.scalar(select(func.count()).where(Post.workflow_run_id == run_id))
+        assert s.get(WorkflowRun, run_id).status == ("running" if admitted else "held_by_plan")
+    assert claimed == (1 if admitted else 0)  # admitted: the intent is claimed under the team lock

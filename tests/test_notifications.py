@@ -225,9 +225,7 @@ def test_disabling_a_channel_stops_its_pending_deliveries(team: uuid.UUID, recei
     assert receiver.received == []
 
 
-def test_the_cli_manages_channels_and_shows_the_delivery_log(
-    team: uuid.UUID, receiver: Receiver, pg_url: str
-) -> None:
+def test_the_cli_manages_channels_and_shows_the_delivery_log(team: uuid.UUID, receiver: Receiver, pg_url: str) -> None:
     import json
     import os
     import subprocess

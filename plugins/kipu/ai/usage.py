@@ -69,8 +69,13 @@ def tokens_today(session: Session, team_id: uuid.UUID, now: datetime) -> int:
 
 
 def team_budget(session: Session, team_id: uuid.UUID, default: int | None) -> int | None:
+    """The team's own budget, else the connection's default, held to the plan's daily AI limit."""
+    from kipu.billing.plans import limits_for
+
     team = session.get(Team, team_id)
-    return team.ai_daily_token_budget if team and team.ai_daily_token_budget is not None else default
+    own = team.ai_daily_token_budget if team and team.ai_daily_token_budget is not None else default
+    plan = limits_for(team).ai_daily_tokens if team is not None else None
+    return min((b for b in (own, plan) if b is not None), default=None)
 
 
 def team_totals(session: Session, since: datetime | None = None) -> list[dict[str, Any]]:

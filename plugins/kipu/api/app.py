@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from kipu.api.guard import RequestGuard
 from kipu.api.routes import (
     ai,
     approvals,
+    billing,
     connections,
     media,
     notifications,
@@ -17,6 +19,7 @@ from kipu.api.routes import (
     webhooks,
     workflows,
 )
+from kipu.billing.plans import PlanLimitReached
 
 
 def create_app() -> FastAPI:
@@ -28,10 +31,20 @@ def create_app() -> FastAPI:
     )
 
     app.add_middleware(RequestGuard)
+
+    @app.exception_handler(PlanLimitReached)
+    async def _plan_limit(_request: Request, exc: PlanLimitReached) -> JSONResponse:
+        # Wherever a limited thing is added (API, apply, OAuth callback), the answer names the limit and the use.
+        from starlette.concurrency import run_in_threadpool
+
+        await run_in_threadpool(exc.tell)
+        return JSONResponse(exc.body(), status_code=402)
+
     for router in (
         teams.router,
         plans.router,
         notifications.router,
+        billing.router,
         posts.router,
         workflows.router,
         connections.router,

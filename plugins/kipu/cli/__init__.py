@@ -103,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, EncryptionKeyError | Unavailable):
             print(f"kipu: {exc}", file=sys.stderr)
             return EXIT_UNAVAILABLE
+        from kipu.billing.plans import PlanLimitReached
+
+        if isinstance(exc, PlanLimitReached):
+            exc.tell()
+            print(f"kipu: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         if isinstance(exc, PlatformError):  # a platform's refusal (e.g. connect finish): its words, no traceback
             print(f"kipu: {exc}", file=sys.stderr)
             return EXIT_FAILED

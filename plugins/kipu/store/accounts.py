@@ -10,6 +10,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from kipu.billing.plans import check
 from kipu.naming import team_slug, valid_team_slug
 from kipu.store.crypto import get_cipher
 from kipu.store.models import Connection, Profile, Team, TeamMember, Workflow
@@ -48,6 +49,7 @@ def add_member(session: Session, team: Team, profile: Profile, role: str = "memb
         raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)} (a member creates and runs workflows)")
     member = session.get(TeamMember, (team.id, profile.id))
     if member is None:
+        check(session, team.id, "members")
         member = TeamMember(team_id=team.id, user_id=profile.id, role=role)
         session.add(member)
     else:
@@ -90,6 +92,7 @@ def upsert_connection(
         )
     )
     if conn is None:
+        check(session, team.id, "connections")
         conn = Connection(id=uuid.uuid4(), team_id=team.id, platform=platform, platform_user_id=platform_user_id)
         session.add(conn)
     conn.platform_username = username or conn.platform_username

@@ -81,6 +81,11 @@ class Team(Base):
     billing_customer_id: Mapped[str | None] = mapped_column(Text)
     billing_subscription_id: Mapped[str | None] = mapped_column(Text)
     billing_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Kipu: a failed payment's grace period, the newest Stripe event applied (older ones arriving late are ignored),
+    # and what releases items held by the monthly post limit: an upgrade only, or the next month too.
+    billing_grace_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    billing_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    held_release: Mapped[str] = mapped_column(Text, default="upgrade", server_default="upgrade", nullable=False)
 
     members: Mapped[list[TeamMember]] = relationship(back_populates="team")
 
@@ -467,10 +472,24 @@ class NotificationAttempt(Base):
     duration_ms: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
+class BillingEvent(Base):
+    """A Stripe webhook event, recorded once by its id: a redelivery is acknowledged and changes nothing."""
+
+    __tablename__ = "billing_events"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)  # Stripe's evt_…
+    type: Mapped[str] = mapped_column(Text, nullable=False)
+    team_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("teams.id", ondelete="SET NULL"))
+    outcome: Mapped[str] = mapped_column(Text, nullable=False)  # applied | stale | ignored
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)  # Stripe's "created"
+    received_at: Mapped[datetime] = _created()
+
+
 __all__ = [
     "AICacheEntry",
     "AIUsage",
     "Base",
+    "BillingEvent",
     "Connection",
     "InstanceClient",
     "Media",

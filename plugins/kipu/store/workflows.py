@@ -207,10 +207,14 @@ def forget_cursor(session: Session | None, workflow_id: uuid.UUID) -> None:
 def set_status(wf: Workflow, status: str) -> None:
     """Activate, pause or inactivate. Resuming from ``paused`` continues from the poll cursor; activating an
     ``inactive`` workflow starts from now, so history is never replayed."""
+    from kipu.billing.plans import check
     from kipu.factory.reparse import mark_changed
 
+    session = object_session(wf)
+    if status == "active" and wf.status != "active" and session is not None:
+        check(session, wf.team_id, "active_workflows")
     if status == "active" and wf.status == "inactive":
-        forget_cursor(object_session(wf), wf.id)
+        forget_cursor(session, wf.id)
     wf.status = status
     mark_changed(wf)  # on commit: parse its shard file again
 

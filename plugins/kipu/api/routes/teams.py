@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from kipu.api.auth import CallerDep
+from kipu.billing.plans import billing_enabled, effective_plan
 from kipu.store.accounts import add_member, get_or_create_profile
 from kipu.store.engine import session_scope
 from kipu.store.models import Profile, Team, TeamMember
@@ -25,7 +26,9 @@ class TeamOut(BaseModel):
     name: str
     role: str
     plan: str = Field(description="the team's own plan; changing it changes no other team")
+    effective_plan: str = Field(description="whose limits hold now: self_hosted without billing, free after a grace")
     billing_status: str
+    held_release: str = Field(description="what releases items held by the monthly post limit: upgrade | new_month")
 
 
 class MemberOut(BaseModel):
@@ -46,7 +49,12 @@ class TeamPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    plan: Literal["free", "pro", "business"] | None = None
+    plan: Literal["free", "pro", "business"] | None = Field(
+        default=None, description="self-hosted only; with Stripe billing the plan changes through checkout (409)"
+    )
+    held_release: Literal["upgrade", "new_month"] | None = Field(
+        default=None, description="items held by the monthly post limit publish after an upgrade, or next month too"
+    )
 
 
 def _team_out(team_id: uuid.UUID, role: str) -> TeamOut:
@@ -59,7 +67,9 @@ def _team_out(team_id: uuid.UUID, role: str) -> TeamOut:
             name=team.name,
             role=role,
             plan=team.plan or "free",
+            effective_plan=effective_plan(team),
             billing_status=team.billing_status or "none",
+            held_release=team.held_release or "upgrade",
         )
 
 
@@ -68,7 +78,7 @@ def my_teams(caller: CallerDep) -> list[TeamOut]:
     return sorted((_team_out(t, r) for t, r in caller.roles.items()), key=lambda t: t.slug or "")
 
 
-@router.patch("/{team}", response_model=TeamOut)
+@router.patch("/{team}", response_model=TeamOut, responses={409: {"description": "billing on: use checkout"}})
 def update_team(team: str, body: TeamPatch, caller: CallerDep) -> TeamOut:
     team_id = caller.team(team, "owner")
     with session_scope() as s:
@@ -76,8 +86,15 @@ def update_team(team: str, body: TeamPatch, caller: CallerDep) -> TeamOut:
         assert row is not None
         if body.name is not None:
             row.name = body.name
-        if body.plan is not None:
+        if body.plan is not None and body.plan != row.plan:
+            if billing_enabled():
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT,
+                    "with billing on, the plan changes through Stripe: POST /kipu/api/teams/{team}/billing/checkout",
+                )
             row.plan = body.plan
+        if body.held_release is not None:
+            row.held_release = body.held_release
     return _team_out(team_id, "owner")
 
 
