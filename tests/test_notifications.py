@@ -55,7 +55,9 @@ def failures(team: uuid.UUID, n: int, at: datetime) -> None:
             data = {"post_id": f"p{i}", "platform": "x", "error": f"Rejected: duplicate {i}", "log_url": "http://l"}
             assert emit(s, team, "post.failed", data, f"post.failed:p{i}:1")
             s.flush()
-        s.execute(NotificationEvent.__table__.update().where(NotificationEvent.team_id == team).values(created_at=at))
+            # As if emitted at ``at``, a microsecond apart: a digest lists its events oldest first.
+            made = s.scalars(select(NotificationEvent).where(NotificationEvent.key == f"post.failed:p{i}:1")).one()
+            made.created_at = at + timedelta(microseconds=i)
 
 
 def deliveries(channel_id: uuid.UUID) -> list[NotificationDelivery]:
@@ -148,6 +150,9 @@ def test_a_rotated_secret_signs_alongside_the_old_one_until_the_grace_ends(team:
     late = {"post_id": "late", "platform": "x", "error": "e", "log_url": "http://l"}
     with session_scope() as s:
         emit(s, team, "post.failed", late, "post.failed:late:1")
+        s.flush()
+        made = s.scalars(select(NotificationEvent).where(NotificationEvent.key == "post.failed:late:1")).one()
+        made.created_at = T0 + timedelta(hours=24, minutes=30)  # after the grace, whatever today's date is
     dispatch(T0 + timedelta(hours=25), wait=timedelta(seconds=0))
     during, after = receiver.received
     assert during.headers["kipu-signature"].count("v1=") == 2

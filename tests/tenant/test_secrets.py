@@ -84,8 +84,16 @@ NOT_SECRETS = {
     ("OAuthConnectedOut", "token_expires_at"),
     ("RewriteOut", "tokens_in"),  # AI token counts
     ("RewriteOut", "tokens_out"),
+    ("ChannelOut", "previous_secret_until"),  # when a rotated webhook secret stops signing
+    ("ChannelCreated", "previous_secret_until"),
+    ("SecretOut", "previous_secret_until"),
+    ("Limits", "ai_daily_tokens"),  # a plan's daily AI token allowance
 }
-SHOWN_ONCE = {("RotatedSecret", "webhook_secret")}
+SHOWN_ONCE = {
+    ("RotatedSecret", "webhook_secret"),
+    ("ChannelCreated", "secret"),  # a notification webhook's signing secret, in the 201 only
+    ("SecretOut", "secret"),  # the same after a rotation
+}
 
 
 def _response_models(schema: dict[str, Any]) -> set[str]:

@@ -122,7 +122,7 @@ class Job:
     team_id: str
     attempt: int
     kind: str
-    url: str | None
+    url: str | None = field(repr=False)  # a Slack webhook URL is a credential
     recipients: list[str]
     secrets: list[str] = field(repr=False)
     events: list[dict[str, Any]]
