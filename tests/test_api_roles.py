@@ -14,6 +14,7 @@ from tests.helpers import demo_doc
 
 API = "/kipu/api"
 ORDER = ("viewer", "member", "admin", "owner")
+NO_ID = "00000000-0000-4000-8000-000000000000"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 Call = Callable[[TestClient, dict[str, str], str], Any]
@@ -57,6 +58,29 @@ ROUTES: list[tuple[str, str, Call]] = [
             json={"kind": "email", "name": r, "recipients": [f"{r}@demo.test"]},
             headers=h,
         ),
+    ),
+    # A channel id no team has: at or above admin the answer is 404, below it 403 (the role is checked first).
+    (
+        "change a notification channel",
+        "admin",
+        lambda api, h, r: api.patch(
+            f"{API}/teams/demo/notifications/channels/{NO_ID}", json={"enabled": False}, headers=h
+        ),
+    ),
+    (
+        "delete a notification channel",
+        "admin",
+        lambda api, h, r: api.delete(f"{API}/teams/demo/notifications/channels/{NO_ID}", headers=h),
+    ),
+    (
+        "rotate a webhook secret",
+        "admin",
+        lambda api, h, r: api.post(f"{API}/teams/demo/notifications/channels/{NO_ID}/rotate-secret", headers=h),
+    ),
+    (
+        "send a test notification",
+        "admin",
+        lambda api, h, r: api.post(f"{API}/teams/demo/notifications/channels/{NO_ID}/test", headers=h),
     ),
     (
         "read the delivery log",
