@@ -29,5 +29,25 @@ class LazyKipuApp:
 class KipuPlugin(AirflowPlugin):
     name = "kipu"
     fastapi_apps = [{"app": LazyKipuApp(), "url_prefix": "/kipu", "name": "Kipu API"}]
+    # Kipu's pages in Airflow's navigation, and tabs on a workflow's DAG and on each DAG run (kipu.ui); embedded by
+    # Airflow's UI, signed in with its session.
+    external_views = [
+        *(
+            {"name": label, "href": f"/kipu/ui/{key}", "url_route": f"kipu-{key}", "category": "Kipu"}
+            for key, label in (
+                ("workflows", "Workflows"),
+                ("posts", "Posts"),
+                ("approvals", "Approvals"),
+                ("connections", "Connections"),
+            )
+        ),
+        {"name": "Kipu", "href": "/kipu/ui/dag?dag_id={DAG_ID}", "destination": "dag", "url_route": "kipu"},
+        {
+            "name": "Kipu item",
+            "href": "/kipu/ui/run?dag_id={DAG_ID}&run_id={RUN_ID}",
+            "destination": "dag_run",
+            "url_route": "kipu-item",
+        },
+    ]
     # Outermost, so no access log ever sees a Kipu API token sent in a query string.
     fastapi_root_middlewares = [{"middleware": RedactTokensInQuery, "name": "Kipu token redaction"}]

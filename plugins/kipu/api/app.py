@@ -20,6 +20,7 @@ from kipu.api.routes import (
     workflows,
 )
 from kipu.billing.plans import PlanLimitReached
+from kipu.ui import pages as ui_pages
 
 
 def create_app() -> FastAPI:
@@ -54,4 +55,5 @@ def create_app() -> FastAPI:
         ai.router,
     ):
         app.include_router(router, prefix="/api")
+    app.include_router(ui_pages.router)  # the pages inside Airflow's UI (kipu.ui), served beside the API
     return app

@@ -32,6 +32,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_JSON = 1024 * 1024  # uploads go to /media/upload, with their own limit
 STRIPE_MAX_BYTES = 1024 * 1024
+UI_MAX_FORM = 256 * 1024  # the largest page form is a workflow's YAML
 MULTIPART_OVERHEAD = 64 * 1024
 PUBLIC_GET = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 OAUTH_SECRETS = frozenset({"code", "state"})
@@ -70,6 +71,17 @@ class RequestGuard:
                 await _json(send, 401, {"detail": "this webhook needs its signature header"})
                 return
             limit = limit if scope["method"] == "POST" else 0
+        elif path == "/ui" or path.startswith("/ui/"):
+            # Kipu's pages: signed in with Airflow's session cookie, never with a Kipu token (kipu.ui.session).
+            from kipu.ui.session import ui_caller
+
+            signed = await ui_caller(scope)
+            if signed is None and scope["method"] not in ("GET", "HEAD"):
+                await _json(send, 401, {"detail": "sign in to Airflow first"})
+                return
+            if signed is not None:
+                scope.setdefault("state", {})["kipu_ui"] = signed
+            limit = UI_MAX_FORM if signed is not None else 0
         elif path.startswith("/api/auth/callback/") or (path in PUBLIC_GET and scope["method"] == "GET"):
             limit = 0  # no public route but the webhooks takes a body: nothing unauthenticated is buffered
         else:

@@ -1,0 +1,442 @@
+"""The Kipu pages (``/kipu/ui/…``): workflows, posts, approvals and connections, plus the "Kipu" tab of a workflow's
+DAG and the "Kipu item" tab of a DAG run. Every read and every action is a call to the /kipu API, in process, as the
+signed-in person, so the pages hold exactly the API's rules (roles, teams, limits)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import httpx
+import yaml
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+
+from kipu.api.auth import ROLE_RANK, Caller
+from kipu.ui.layout import button_form, e, page, table
+from kipu.ui.session import COOKIE, csrf_ok, csrf_token
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+
+class _AsCaller:
+    def __init__(self, app: Any, caller: Caller) -> None:
+        self.app, self.caller = app, caller
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        scope.setdefault("state", {})["kipu_caller"] = self.caller
+        await self.app(scope, receive, send)
+
+
+class Ctx:
+    """Who is asking, in which team, and the form token of their session."""
+
+    def __init__(self, request: Request, user: str, caller: Caller, slugs: dict[uuid.UUID, str]) -> None:
+        self.request, self.user, self.caller = request, user, caller
+        self.slugs = slugs  # team id -> slug, the caller's teams only
+        wanted = request.query_params.get("team")
+        self.team = wanted if wanted in slugs.values() else next(iter(sorted(slugs.values())), None)
+        self.csrf = csrf_token(request.cookies.get(COOKIE, ""))
+
+    def role(self, team: str | None = None) -> str | None:
+        slug = team or self.team
+        team_id = next((t for t, s in self.slugs.items() if s == slug), None)
+        return self.caller.roles.get(team_id) if team_id else None
+
+    def may(self, role: str, team: str | None = None) -> bool:
+        have = self.role(team)
+        return have is not None and ROLE_RANK[have] >= ROLE_RANK[role]
+
+    async def api(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        transport = httpx.ASGITransport(app=_AsCaller(self.request.app, self.caller))
+        async with httpx.AsyncClient(transport=transport, base_url="http://kipu.local") as http:
+            resp = await http.request(method, f"/api{path}", **kwargs)
+        try:
+            body = resp.json() if resp.content else None
+        except ValueError:
+            body = resp.text
+        return resp.status_code, body
+
+    def render(self, title: str, body: str, current: str = "") -> HTMLResponse:
+        q = self.request.query_params
+        return HTMLResponse(
+            page(
+                title,
+                body,
+                user=self.user,
+                current=current,
+                team=self.team,
+                teams=sorted(self.slugs.values()),
+                message=q.get("msg"),
+                error=q.get("err"),
+            )
+        )
+
+
+def _detail(body: Any) -> str:
+    detail = body.get("detail") if isinstance(body, dict) else body
+    if isinstance(detail, list):
+        return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}" for d in detail)
+    return str(detail)
+
+
+async def context(request: Request) -> Ctx | Response:
+    signed = getattr(request.state, "kipu_ui", None)
+    if signed is None:  # not signed in to Airflow: its login page, then back here
+        return RedirectResponse(f"/auth/login?next={quote(str(request.url), safe='')}", status_code=303)
+    user, caller = signed
+    from starlette.concurrency import run_in_threadpool
+
+    def slugs() -> dict[uuid.UUID, str]:
+        from kipu.store.engine import session_scope
+        from kipu.store.models import Team
+
+        if not caller.roles:
+            return {}
+        with session_scope() as s:
+            rows = s.execute(select(Team.id, Team.slug).where(Team.id.in_(list(caller.roles))))
+            return {team_id: slug for team_id, slug in rows}
+
+    return Ctx(request, user, caller, await run_in_threadpool(slugs))
+
+
+async def _form(request: Request) -> dict[str, str] | None:
+    """The posted form if its CSRF token belongs to this session, else None."""
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    return form if csrf_ok(request.cookies.get(COOKIE), form.get("csrf")) else None
+
+
+def _back(path: str, team: str | None, **msg: str) -> RedirectResponse:
+    params = {"team": team, **msg} if team else msg
+    return RedirectResponse(f"/kipu/ui/{path}?{urlencode({k: v for k, v in params.items() if v})}", status_code=303)
+
+
+def _status(value: str | None) -> str:
+    return f'<span class="status">{e(value or "—")}</span>'
+
+
+@router.get("")
+@router.get("/")
+async def home(request: Request) -> Response:
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    return _back("workflows", ctx.team)
+
+
+# -- workflows ---------------------------------------------------------------------------------------------------
+@router.get("/workflows")
+async def workflows(request: Request) -> Response:
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    if ctx.team is None:
+        return ctx.render("Workflows", f"<p>Your Airflow user <b>{e(ctx.user)}</b> is in no Kipu team yet.</p>")
+    code, rows = await ctx.api("GET", "/workflows", params={"team": ctx.team})
+    if code != 200:
+        return ctx.render("Workflows", "", "workflows")
+    edit = ctx.may("member")
+    lines = []
+    for w in rows:
+        actions = ""
+        if edit:
+            for action, label in (("activate", "Activate"), ("pause", "Pause"), ("duplicate", "Duplicate")):
+                if (action, w["status"]) in (("activate", "active"), ("pause", "paused"), ("pause", "inactive")):
+                    continue
+                actions += button_form(f"/kipu/ui/workflows/{w['id']}/{action}?team={ctx.team}", label, ctx.csrf)
+        dag = f'<a href="/dags/{e(w["dag_id"])}" target="_top">{e(w["dag_id"])}</a>'
+        lines.append([e(w["name"]), _status(w["status"]), dag, actions])
+    body = table(["Workflow", "Status", "Airflow DAG", "Actions" if edit else ""], lines, "No workflows yet.")
+    return ctx.render("Workflows", body, "workflows")
+
+
+@router.post("/workflows/{workflow_id}/{action}")
+async def workflow_action(request: Request, workflow_id: uuid.UUID, action: str) -> Response:
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    if action not in ("activate", "pause", "duplicate") or await _form(request) is None:
+        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    code, body = await ctx.api("POST", f"/workflows/{workflow_id}/{action}")
+    done = {"activate": "activated", "pause": "paused", "duplicate": "duplicated"}[action]
+    return _back("workflows", ctx.team, **({"msg": f"Workflow {done}."} if code < 300 else {"err": _detail(body)}))
+
+
+# -- posts ----------------------------------------------------------------------------------------------------------
+@router.get("/posts")
+async def posts(request: Request) -> Response:
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    if ctx.team is None:
+        return ctx.render("Posts", "<p>You are in no Kipu team yet.</p>", "posts")
+    q = request.query_params
+    params = {"team": ctx.team, "limit": 100, **{k: q[k] for k in ("status", "platform", "workflow_id") if q.get(k)}}
+    code, data = await ctx.api("GET", "/posts", params=params)
+    _, flows = await ctx.api("GET", "/workflows", params={"team": ctx.team})
+    names = {w["id"]: w["name"] for w in flows or []}
+    retry = ctx.may("member")
+    rows = []
+    for p in (data or {}).get("items", []) if code == 200 else []:
+        link = f'<a href="{e(p["url"])}" target="_blank" rel="noopener">open</a>' if p["url"] else e(p["error"] or "")
+        act = (
+            button_form(f"/kipu/ui/posts/{p['id']}/retry?team={ctx.team}", "Retry", ctx.csrf)
+            if (retry and p["status"] == "failed")
+            else ""
+        )
+        rows.append(
+            [
+                e(p["created_at"][:16].replace("T", " ")),
+                e(p["platform"]),
+                _status(p["status"]),
+                e((p["caption"] or "")[:140]),
+                e(names.get(p["workflow_id"], "")),
+                link,
+                act,
+            ]
+        )
+
+    def select_box(name: str, label: str, options: list[tuple[str, str]]) -> str:
+        opts = "".join(
+            f'<option value="{e(v)}"{" selected" if q.get(name) == v else ""}>{e(t)}</option>' for v, t in options
+        )
+        return (
+            f'<div><label for="f-{name}">{label}</label><select id="f-{name}" name="{name}">'
+            f'<option value="">all</option>{opts}</select></div>'
+        )
+
+    statuses = [(s, s) for s in ("published", "failed", "publishing", "awaiting_moderation")]
+    platforms = sorted(
+        {(p["platform"], p["platform"]) for p in (data or {}).get("items", [])}
+        | ({(q["platform"], q["platform"])} if q.get("platform") else set())
+    )
+    filters = (
+        f'<form method="get" class="filters"><input type="hidden" name="team" value="{e(ctx.team)}">'
+        + select_box("status", "Status", statuses)
+        + select_box("platform", "Platform", platforms)
+        + select_box("workflow_id", "Workflow", sorted(((k, v) for k, v in names.items()), key=lambda kv: kv[1]))
+        + "<div><button>Filter</button></div></form>"
+    )
+    body = filters + table(["When (UTC)", "Platform", "Status", "Caption", "Workflow", "Post", ""], rows, "No posts.")
+    return ctx.render("Posts", body, "posts")
+
+
+@router.post("/posts/{post_id}/retry")
+async def retry_post(request: Request, post_id: uuid.UUID) -> Response:
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    if await _form(request) is None:
+        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    code, body = await ctx.api("POST", f"/posts/{post_id}/publish")
+    if code < 300:
+        return _back("posts", ctx.team, msg=f"Retried: {body['post']['status']}.")
+    return _back("posts", ctx.team, err=_detail(body))
+
+
+# -- approvals --------------------------------------------------------------------------------------------------------
+@router.get("/approvals")
+async def approvals(request: Request) -> Response:
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    code, items = await ctx.api("GET", "/approvals")
+    cards = []
+    for a in items if code == 200 else []:
+        target = "/kipu/ui/approvals/" + "/".join(quote(a[k], safe="") for k in ("dag_id", "dag_run_id", "task_id"))
+        mine = ctx.user in a["approvers"] or not a["approvers"]
+        form = ""
+        if mine:
+            field = f"c-{abs(hash(target))}"
+            form = (
+                f'<form method="post" action="{e(target)}"><input type="hidden" name="csrf" value="{e(ctx.csrf)}">'
+                f'<label for="{field}">Comment</label><input id="{field}" name="comment" maxlength="2000"> '
+                '<button name="decision" value="Approve">Approve</button> '
+                '<button name="decision" value="Reject" class="danger">Reject</button></form>'
+            )
+        cards.append(
+            f"<article><h2>{e(a['subject'])}</h2><p>{e(a['body'])}</p>"
+            f'<p class="muted">{e(a["dag_id"])} · asked {e((a["created_at"] or "")[:16])} · approvers: '
+            f"{e(', '.join(a['approvers']) or 'anyone in the team')}</p>{form}</article><hr>"
+        )
+    body = "".join(cards) or '<p class="muted">Nothing is waiting for an answer.</p>'
+    return ctx.render("Approvals", body, "approvals")
+
+
+@router.post("/approvals/{dag_id}/{run_id}/{task_id}")
+async def answer(request: Request, dag_id: str, run_id: str, task_id: str) -> Response:
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    form = await _form(request)
+    if form is None:
+        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    path = f"/approvals/{quote(dag_id, safe='')}/{quote(run_id, safe='')}/{quote(task_id, safe='')}"
+    code, body = await ctx.api(
+        "POST", path, json={"decision": form.get("decision"), "comment": form.get("comment") or None}
+    )
+    if code < 300:
+        return _back("approvals", ctx.team, msg=f"{form.get('decision')}d.")
+    return _back("approvals", ctx.team, err=_detail(body))
+
+
+# -- connections ----------------------------------------------------------------------------------------------------
+@router.get("/connections")
+async def connections(request: Request) -> Response:
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    if ctx.team is None:
+        return ctx.render("Connections", "<p>You are in no Kipu team yet.</p>", "connections")
+    code, rows = await ctx.api("GET", "/connections", params={"team": ctx.team})
+    admin = ctx.may("admin")
+    lines = []
+    for c in rows if code == 200 else []:
+        act = f'<a href="/kipu/ui/connections/{e(c["id"])}/delete?team={e(ctx.team)}">Delete…</a>' if admin else ""
+        lines.append(
+            [
+                e(c["platform"]),
+                e(c["username"] or c["platform_user_id"]),
+                _status(c["status"]),
+                e((c["token_expires_at"] or "never")[:16]),
+                e(", ".join(c["scopes"] or [])),
+                e(c["last_error"] or ""),
+                act,
+            ]
+        )
+    body = table(
+        ["Platform", "Account", "Health", "Token expires", "Scopes", "Problem", ""], lines, "No connected accounts."
+    )
+    return ctx.render("Connections", body, "connections")
+
+
+@router.get("/connections/{connection_id}/delete")
+async def confirm_delete(request: Request, connection_id: uuid.UUID) -> Response:
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    code, c = await ctx.api("GET", f"/connections/{connection_id}")
+    if code != 200:
+        return _back("connections", ctx.team, err=_detail(c))
+    body = (
+        f"<p>Delete the {e(c['platform'])} account <b>{e(c['username'] or c['platform_user_id'])}</b>? Workflows "
+        "that publish to it or poll it will fail until it is connected again.</p>"
+        + button_form(f"/kipu/ui/connections/{connection_id}/delete?team={ctx.team}", "Delete", ctx.csrf, danger=True)
+        + f' <a href="/kipu/ui/connections?team={e(ctx.team)}">Cancel</a>'
+    )
+    return ctx.render("Delete a connection", body, "connections")
+
+
+@router.post("/connections/{connection_id}/delete")
+async def delete_connection(request: Request, connection_id: uuid.UUID) -> Response:
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    if await _form(request) is None:
+        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    code, body = await ctx.api("DELETE", f"/connections/{connection_id}")
+    return _back("connections", ctx.team, **({"msg": "Connection deleted."} if code < 300 else {"err": _detail(body)}))
+
+
+# -- tabs on Airflow's own pages ----------------------------------------------------------------------------------
+def _owned_workflow(ctx: Ctx, dag_id: str) -> Any:
+    from kipu.store.engine import session_scope
+    from kipu.store.models import Workflow
+
+    with session_scope() as s:
+        wf = s.scalar(select(Workflow).where((Workflow.dag_id == dag_id) | (Workflow.legacy_dag_id == dag_id)))
+        return wf if wf is not None and wf.team_id in ctx.caller.roles else None
+
+
+@router.get("/dag")
+async def dag_tab(request: Request, dag_id: str) -> Response:
+    """The "Kipu" tab of a workflow's DAG: the workflow as Kipu stores it."""
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    from starlette.concurrency import run_in_threadpool
+
+    wf = await run_in_threadpool(_owned_workflow, ctx, dag_id)
+    if wf is None:
+        return ctx.render("Kipu", '<p class="muted">This DAG is not a workflow of your teams.</p>')
+    code, doc = await ctx.api("GET", f"/workflows/{wf.id}")
+    text = yaml.safe_dump(doc["document"], sort_keys=False, allow_unicode=True) if code == 200 else _detail(doc)
+    body = (
+        f"<p>{_status(wf.status)} · team {e(ctx.slugs.get(wf.team_id))} · "
+        f'<a href="/kipu/ui/posts?team={e(ctx.slugs.get(wf.team_id))}&amp;workflow_id={e(wf.id)}">its posts</a></p>'
+        f"<pre>{e(text)}</pre>"
+    )
+    return ctx.render(wf.name, body)
+
+
+@router.get("/run")
+async def run_tab(request: Request, dag_id: str, run_id: str) -> Response:
+    """The "Kipu item" tab of a DAG run: the item, each step's outcome and the posts."""
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    from starlette.concurrency import run_in_threadpool
+
+    from kipu.store.engine import session_scope
+    from kipu.store.models import Post, Workflow, WorkflowRun, WorkflowStep, WorkflowStepRun
+
+    def load() -> dict[str, Any] | None:
+        with session_scope() as s:
+            row = s.execute(
+                select(WorkflowRun, Workflow.team_id)
+                .join(Workflow, Workflow.id == WorkflowRun.workflow_id)
+                .where(WorkflowRun.dag_id == dag_id, WorkflowRun.dag_run_id == run_id)
+            ).first()
+            if row is None or row[1] not in ctx.caller.roles:
+                return None
+            run = row[0]
+            steps = s.execute(
+                select(WorkflowStep.step_key, WorkflowStepRun.status, WorkflowStepRun.output_data)
+                .join(WorkflowStepRun, WorkflowStepRun.step_id == WorkflowStep.id)
+                .where(WorkflowStepRun.run_id == run.id)
+                .order_by(WorkflowStep.order_index)
+            ).all()
+            posts = s.scalars(select(Post).where(Post.workflow_run_id == run.id)).all()
+            return {"run": run, "steps": steps, "posts": posts}
+
+    found = await run_in_threadpool(load)
+    if found is None:
+        return ctx.render("Kipu item", '<p class="muted">This run carries no item of your teams.</p>')
+    run, item = found["run"], found["run"].trigger_data or {}
+    steps = table(
+        ["Step", "Outcome", "Detail"],
+        [
+            [
+                e(k),
+                _status(st),
+                e((out or {}).get("dropped") or (out or {}).get("branch") or (out or {}).get("caption") or ""),
+            ]
+            for k, st, out in found["steps"]
+        ],
+        "No step has run yet.",
+    )
+    posts = table(
+        ["Platform", "Status", "Link or error"],
+        [
+            [
+                e(p.platform),
+                _status(p.status),
+                (
+                    f'<a href="{e(p.platform_url)}" target="_blank" rel="noopener">open</a>'
+                    if p.platform_url
+                    else e(p.error_message or "")
+                ),
+            ]
+            for p in found["posts"]
+        ],
+        "No posts.",
+    )
+    body = (
+        f"<p>{_status(run.status)}{(' · ' + e(run.error_message)) if run.error_message else ''}</p>"
+        f"<h2>Item</h2><p><b>{e(item.get('title') or item.get('platform_post_id'))}</b> from "
+        f"{e(item.get('platform'))}</p><blockquote>{e(item.get('caption'))}</blockquote>"
+        f"<h2>Steps</h2>{steps}<h2>Posts</h2>{posts}"
+    )
+    return ctx.render("Kipu item", body)

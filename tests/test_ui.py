@@ -1,0 +1,119 @@
+"""Kipu's pages inside Airflow's UI, through Airflow's own API server app: one login (Airflow's session cookie
+decides who you are; Kipu's team roles what you may do), no Kipu token in the browser, CSRF on every form, each
+team seeing only its own objects, and the tabs on Airflow's DAG and DAG-run pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kipu.store.accounts import get_or_create_profile
+from kipu.store.engine import session_scope
+from kipu.store.models import Workflow
+from kipu.store.workflows import save_workflow
+from sqlalchemy import select
+
+from tests.helpers import demo_doc
+
+
+def session_cookie(username: str) -> str:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    return get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=username, role="admin"))
+
+
+@pytest.fixture
+def people(api: Any) -> dict[str, str]:
+    """Airflow users mapped to Kipu profiles: admin is demo's owner (seeded), viewer and boss get a user each."""
+    with session_scope() as s:
+        get_or_create_profile(s, "viewer@demo.test").airflow_username = "viewer"
+        get_or_create_profile(s, "boss@other.test").airflow_username = "boss"
+        save_workflow(s, demo_doc())
+    return {name: session_cookie(name) for name in ("admin", "viewer", "boss", "stranger")}
+
+
+def get(api: Any, path: str, who: str | None, people: dict[str, str]) -> Any:
+    api.cookies.clear()
+    if who:
+        api.cookies.set("_token", people[who])
+    return api.get(path, follow_redirects=False)
+
+
+def test_signed_out_is_sent_to_airflows_login_and_cannot_post(api: Any, people: dict[str, str]) -> None:
+    resp = get(api, "/kipu/ui/workflows", None, people)
+    assert resp.status_code == 303 and resp.headers["location"].startswith("/auth/login?next=")
+    api.cookies.clear()
+    assert api.post("/kipu/ui/workflows/x/pause", data={"csrf": "x"}).status_code == 401
+    api.cookies.set("_token", people["admin"][:-4] + "AAAA")  # a forged session is no session
+    assert api.get("/kipu/ui/workflows", follow_redirects=False).status_code == 303
+
+
+def test_the_owner_sees_controls_and_a_viewer_sees_none(api: Any, people: dict[str, str]) -> None:
+    owner = get(api, "/kipu/ui/workflows", "admin", people)
+    assert owner.status_code == 200 and "kipu.demo.demo_crosspost" in owner.text
+    assert (
+        ">Pause</button>" in owner.text and ">Duplicate</button>" in owner.text and "signed in as admin" in owner.text
+    )
+    assert "kipu_" not in owner.text and "Bearer" not in owner.text  # no Kipu API token ever reaches the browser
+    viewer = get(api, "/kipu/ui/workflows", "viewer", people)
+    assert viewer.status_code == 200 and "kipu.demo.demo_crosspost" in viewer.text
+    assert "<button" not in viewer.text.replace("<button>Go</button>", "")
+    conns = get(api, "/kipu/ui/connections", "viewer", people)
+    assert "outbox" in conns.text and "Delete…" not in conns.text
+    stranger = get(api, "/kipu/ui/workflows", "stranger", people)
+    assert "is in no Kipu team yet" in stranger.text
+
+
+def test_another_teams_objects_never_appear(api: Any, people: dict[str, str]) -> None:
+    boss = get(api, "/kipu/ui/workflows?team=demo", "boss", people)  # asking for demo shows their own team
+    assert boss.status_code == 200 and "kipu.demo." not in boss.text
+    posts = get(api, "/kipu/ui/posts?team=demo", "boss", people)
+    assert posts.status_code == 200 and "Demo cross-post" not in posts.text and 'value="other" selected' in posts.text
+    tab = get(api, "/kipu/ui/dag?dag_id=kipu.demo.demo_crosspost", "boss", people)
+    assert "not a workflow of your teams" in tab.text and "steps:" not in tab.text
+    mine = get(api, "/kipu/ui/dag?dag_id=kipu.demo.demo_crosspost", "viewer", people)
+    assert "skip_ads_and_text" in mine.text and "publish_outbox" in mine.text
+
+
+def test_forms_need_this_sessions_csrf_token_and_act_through_the_api(api: Any, people: dict[str, str]) -> None:
+    with session_scope() as s:
+        wf_id = s.scalar(select(Workflow.id).where(Workflow.slug == "demo_crosspost"))
+    page = get(api, "/kipu/ui/workflows", "admin", people)
+    token = page.text.split('name="csrf" value="')[1].split('"')[0]
+    forged = api.post(f"/kipu/ui/workflows/{wf_id}/pause?team=demo", data={"csrf": "0" * 40}, follow_redirects=False)
+    assert forged.status_code == 403
+    done = api.post(f"/kipu/ui/workflows/{wf_id}/pause?team=demo", data={"csrf": token}, follow_redirects=False)
+    assert done.status_code == 303 and "Workflow+paused" in done.headers["location"]
+    with session_scope() as s:
+        assert s.get(Workflow, wf_id).status == "paused"
+    # A viewer's session has a valid token but not the role: the API's 403 comes back as a message.
+    viewer_page = get(api, "/kipu/ui/posts", "viewer", people)
+    viewer_token = (
+        viewer_page.text.split('name="csrf" value="')[1].split('"')[0] if 'name="csrf"' in viewer_page.text else None
+    )
+    api.cookies.set("_token", people["viewer"])
+    from kipu.ui.session import csrf_token
+
+    refused = api.post(
+        f"/kipu/ui/workflows/{wf_id}/activate?team=demo",
+        data={"csrf": viewer_token or csrf_token(people["viewer"])},
+        follow_redirects=False,
+    )
+    assert (
+        refused.status_code == 303
+        and "err=" in refused.headers["location"]
+        and "member+role" in refused.headers["location"]
+    )
+
+
+def test_the_plugin_puts_kipu_in_airflows_navigation_and_tabs(api: Any, people: dict[str, str]) -> None:
+    api.cookies.clear()
+    views = api.get("/api/v2/plugins", headers={"Authorization": f"Bearer {people['admin']}"}).json()
+    kipu = next(p for p in views["plugins"] if p["name"] == "kipu")
+    by_route = {v["url_route"]: v for v in kipu["external_views"]}
+    assert (
+        by_route["kipu-workflows"]["href"] == "/kipu/ui/workflows" and by_route["kipu-workflows"]["category"] == "Kipu"
+    )
+    assert by_route["kipu"]["destination"] == "dag" and "{DAG_ID}" in by_route["kipu"]["href"]
+    assert by_route["kipu-item"]["destination"] == "dag_run" and "{RUN_ID}" in by_route["kipu-item"]["href"]
