@@ -1,0 +1,206 @@
+"""Kipu's pages in a real browser: Debian's headless Chromium, driven by Selenium, against a real ``airflow
+api-server`` with the Kipu plugin. The tests sign in through Airflow's own login page, use Kipu's pages as a person
+would (inside Airflow's UI too), and save the screenshots ``docs/ui.md`` shows."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+from tests.tenant.conftest import Server, free_port, served_store, start, stop  # noqa: F401  (a module fixture)
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not shutil.which("chromedriver"), reason="needs chromium-driver")]
+SHOTS = REPO / "docs" / "ui"
+PASSWORDS = {"admin": "admin-pass-1", "viewer": "viewer-pass-1"}
+
+
+@pytest.fixture(scope="module")
+def ui_server(airflow_db: Path, served_store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``airflow api-server`` with two Airflow users: admin (demo's owner) and viewer (demo's viewer)."""
+    from kipu.store.accounts import find_team, get_or_create_profile
+    from kipu.store.engine import session_scope
+    from kipu.store.models import Post, Workflow
+    from kipu.store.workflows import save_workflow
+
+    from tests.helpers import demo_doc
+
+    with session_scope() as s:
+        get_or_create_profile(s, "viewer@demo.test").airflow_username = "viewer"
+        wf = save_workflow(s, demo_doc())
+        other = find_team(s, "other")
+        s.add(
+            Workflow(
+                id=uuid.uuid4(),
+                team_id=other.id,
+                name="Their secret flow",
+                slug="secret",
+                status="active",
+                trigger_config={"type": "manual"},
+                dag_id="kipu.other.secret",
+            )
+        )
+        demo = find_team(s, "demo")
+        s.add(
+            Post(
+                id=uuid.uuid4(),
+                team_id=demo.id,
+                platform="bluesky",
+                caption="Sunrise bake, fresh from the oven",
+                status="failed",
+                error_message="Rejected: the image is too large",
+            )
+        )
+        s.add(
+            Post(
+                id=uuid.uuid4(),
+                team_id=demo.id,
+                platform="x",
+                caption="Market tour",
+                status="published",
+                platform_url="https://x.com/ana/status/1",
+            )
+        )
+        s.add(Post(id=uuid.uuid4(), team_id=other.id, platform="x", caption="Their private post", status="published"))
+        assert wf.id
+    home = tmp_path_factory.mktemp("ui-server")
+    passwords = home / "passwords.json"
+    passwords.write_text(json.dumps(PASSWORDS))
+    port = free_port()
+    env = {
+        **os.environ,
+        "KIPU_DATABASE_URL": served_store,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+    }
+    cmd = [sys.executable, "-m", "airflow", "api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1"]
+    proc = start(cmd, home / "api-server.log", f"http://127.0.0.1:{port}/api/v2/monitor/health", env)
+    try:
+        yield Server(f"http://127.0.0.1:{port}", home / "api-server.log", {}, served_store)
+    finally:
+        stop(proc)
+
+
+def browser(width: int = 1280, height: int = 900) -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={width},{height}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.implicitly_wait(0)
+    return driver
+
+
+def wait_for(driver: Any, check: Any, what: str, timeout: float = 30) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(lambda d: check(d), message=what)
+
+
+def sign_in(driver: Any, server: Server, user: str, page: str = "/kipu/ui/workflows") -> None:
+    """Through Airflow's own login page: Kipu sends the signed-out person there, and it sends them back."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(server.url + page)
+    wait_for(driver, lambda d: d.find_elements(By.NAME, "username"), "Airflow's login form")
+    driver.find_element(By.NAME, "username").send_keys(user)
+    driver.find_element(By.NAME, "password").send_keys(PASSWORDS[user])
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for(driver, lambda d: "signed in as" in d.page_source, f"{user} back on {page}")
+    if page not in driver.current_url:
+        driver.get(server.url + page)
+
+
+def shot(driver: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+
+
+def test_an_owner_signs_in_once_and_works_in_kipus_pages(ui_server: Server) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver = browser()
+    try:
+        sign_in(driver, ui_server, "admin")
+        assert "kipu.demo.demo_crosspost" in driver.page_source and "Their secret flow" not in driver.page_source
+        assert "kipu_" not in driver.page_source  # no Kipu API token in the browser
+        shot(driver, "workflows")
+        driver.find_element(By.XPATH, "//button[text()='Pause']").click()
+        wait_for(driver, lambda d: "Workflow paused." in d.page_source, "the pause to be confirmed")
+        assert driver.find_element(By.XPATH, "//button[text()='Activate']")
+
+        driver.get(ui_server.url + "/kipu/ui/workflows?team=other")  # another team's: never shown
+        assert "Their secret flow" not in driver.page_source
+
+        driver.get(ui_server.url + "/kipu/ui/posts?team=demo&status=failed")
+        assert "Rejected: the image is too large" in driver.page_source and "Market tour" not in driver.page_source
+        assert driver.find_element(By.XPATH, "//button[text()='Retry']")
+        assert "Their private post" not in driver.page_source
+        driver.get(ui_server.url + "/kipu/ui/posts?team=demo")
+        assert driver.find_element(By.LINK_TEXT, "open").get_attribute("href") == "https://x.com/ana/status/1"
+        shot(driver, "posts")
+        # Every form control has a label, and keyboard focus is visible.
+        unlabeled = driver.execute_script(
+            "return [...document.querySelectorAll('select,input:not([type=hidden]),textarea')]"
+            ".filter(el => !document.querySelector(`label[for='${el.id}']`)).length"
+        )
+        assert unlabeled == 0
+        driver.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+        outline = driver.execute_script("return getComputedStyle(document.activeElement).outlineStyle")
+        assert outline not in ("none", ""), outline
+
+        driver.get(ui_server.url + "/kipu/ui/connections?team=demo")
+        driver.find_element(By.PARTIAL_LINK_TEXT, "Delete").click()
+        wait_for(driver, lambda d: "Delete the" in d.page_source, "the confirmation page")
+        shot(driver, "connections-delete")
+        driver.find_element(By.LINK_TEXT, "Cancel").click()
+        assert "outbox" in driver.page_source
+
+        # Inside Airflow's own UI: the plugin's page embeds Kipu's, with the same sign-in.
+        driver.get(ui_server.url + "/plugin/kipu-posts")
+        frame = wait_for(driver, lambda d: d.find_elements(By.TAG_NAME, "iframe"), "Airflow's embedded Kipu page")[0]
+        driver.switch_to.frame(frame)
+        wait_for(driver, lambda d: "signed in as admin" in d.page_source, "Kipu's posts inside Airflow")
+        driver.switch_to.default_content()
+        shot(driver, "inside-airflow")
+    finally:
+        driver.quit()
+
+
+def test_a_viewer_sees_no_edit_controls(ui_server: Server) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = browser()
+    try:
+        sign_in(driver, ui_server, "viewer")
+        assert "kipu.demo.demo_crosspost" in driver.page_source
+        for page in ("workflows", "posts", "connections"):
+            driver.get(f"{ui_server.url}/kipu/ui/{page}?team=demo")
+            buttons = [b.text for b in driver.find_elements(By.TAG_NAME, "button") if b.text not in ("Filter", "Go")]
+            assert buttons == [], (page, buttons)
+            assert "Delete" not in driver.page_source
+    finally:
+        driver.quit()
+
+
+def test_pages_fit_a_phones_width(ui_server: Server) -> None:
+    driver = browser(390, 844)
+    try:
+        sign_in(driver, ui_server, "admin", "/kipu/ui/posts")
+        overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"the page is {overflow}px wider than a phone's screen"
+        shot(driver, "posts-phone")
+    finally:
+        driver.quit()
