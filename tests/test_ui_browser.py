@@ -19,12 +19,13 @@ from tests.conftest import REPO
 from tests.tenant.conftest import Server, free_port, served_store, start, stop  # noqa: F401  (a module fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not shutil.which("chromedriver"), reason="needs chromium-driver")]
-SHOTS = REPO / "docs" / "ui"
+# Where screenshots go: tests/.artifacts/ui (ignored by git); KIPU_UI_SHOTS=docs/ui refreshes the ones docs/ui.md shows.
+SHOTS = Path(os.environ.get("KIPU_UI_SHOTS") or REPO / "tests" / ".artifacts" / "ui")
 PASSWORDS = {"admin": "admin-pass-1", "viewer": "viewer-pass-1"}
 
 
 @pytest.fixture(scope="module")
-def ui_server(airflow_db: Path, served_store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def ui_server(airflow_db: Path, served_store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:  # noqa: F811
     """``airflow api-server`` with two Airflow users: admin (demo's owner) and viewer (demo's viewer)."""
     from kipu.store.accounts import find_team, get_or_create_profile
     from kipu.store.engine import session_scope
@@ -202,5 +203,81 @@ def test_pages_fit_a_phones_width(ui_server: Server) -> None:
         overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 1, f"the page is {overflow}px wider than a phone's screen"
         shot(driver, "posts-phone")
+    finally:
+        driver.quit()
+
+
+def test_an_approver_answers_in_kipu_and_the_item_is_published(ui_server: Server) -> None:
+    """A real DAG run parks on its approval; the approver answers on Kipu's page, through Airflow's HITL handler."""
+    import threading
+    import time
+
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.hitl import HITLDetail
+    from airflow.utils.session import create_session
+    from kipu.ingest import enter
+    from kipu.platforms.feed.hook import FeedHook
+    from kipu.store.engine import session_scope
+    from kipu.store.models import Post, Workflow, WorkflowRun
+    from kipu.store.workflows import save_workflow, set_status
+    from selenium.webdriver.common.by import By
+    from sqlalchemy import select
+
+    from tests.helpers import demo_doc
+
+    items = {i.platform_post_id: i for i in FeedHook(str(REPO / "include/demo/feed.xml")).list_posts()}
+    doc = demo_doc()
+    # If the browser never answers, the approval times out in 3 minutes instead of holding the suite for a day.
+    next(st for st in doc["steps"] if st["id"] == "team_review")["config"]["timeout_hours"] = 0.05
+    with session_scope() as s:
+        save_workflow(s, doc)
+        wf = s.scalar(select(Workflow).where(Workflow.slug == "demo_crosspost"))
+        set_status(wf, "active")
+        run_id = enter(s, wf, [items["ana-002"]])[0].workflow_run_id
+    seen: dict[str, Any] = {}
+
+    def approve() -> None:
+        driver = browser()
+        try:
+            sign_in(driver, ui_server, "admin", "/kipu/ui/approvals")
+            for _ in range(180):  # the run parks on its approval within seconds
+                if "Original caption" in driver.page_source:
+                    break
+                time.sleep(0.5)
+                driver.get(ui_server.url + "/kipu/ui/approvals")
+            seen["page"] = driver.page_source
+            shot(driver, "approvals")
+            driver.find_element(By.NAME, "comment").send_keys("Looks good")
+            driver.find_element(By.XPATH, "//button[text()='Approve']").click()
+            wait_for(driver, lambda d: "Approved." in d.page_source, "the answer to be confirmed")
+        except Exception as exc:  # reported by the main thread
+            seen["error"] = exc
+        finally:
+            driver.quit()
+
+    helper = threading.Thread(target=approve)
+    helper.start()
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags["kipu.demo.demo_crosspost"]
+    dag_run = dag.test(run_conf={"workflow_run_id": str(run_id)})
+    helper.join(60)
+    assert "error" not in seen, seen.get("error")
+    page = seen["page"]
+    assert "Market tour" in page and "Rewritten for bluesky" in page and "Media" in page
+    assert dag_run.state == "success"
+    with session_scope() as s:
+        assert s.get(WorkflowRun, run_id).status == "completed"
+        (post,) = s.scalars(select(Post).where(Post.workflow_run_id == run_id))
+        assert post.status == "published"
+    with create_session() as session:  # Airflow's Required Actions page shows the same item
+        detail = session.scalars(select(HITLDetail).where(HITLDetail.responded_at.is_not(None))).all()[-1]
+        assert "Market tour" in detail.subject and "Rewritten for bluesky" in detail.body
+        assert "/plugin/kipu-approvals" in detail.body
+
+    driver = browser()
+    try:
+        sign_in(driver, ui_server, "admin", f"/kipu/ui/run?dag_id={dag.dag_id}&run_id={dag_run.run_id}")
+        assert "completed" in driver.page_source and "team_review" in driver.page_source
+        assert "published" in driver.page_source
+        shot(driver, "run-tab")
     finally:
         driver.quit()

@@ -127,11 +127,7 @@ def build_dag(spec: WorkflowSpec, record: WorkflowRecord, dag_id: str | None = N
                 kwargs["assigned_users"] = [
                     record.approvers.get(a, {"id": a, "name": a}) for a in step.config.approvers
                 ]
-                kwargs["subject"] = f"{spec.name}: approve this item?"
-                kwargs["body"] = (
-                    "Item `{{ (dag_run.conf.get('item') or {}).get('platform_post_id', 'see run') }}`: "
-                    "{{ ((dag_run.conf.get('item') or {}).get('caption') or '')[:500] }}"
-                )
+                kwargs["subject"] = f"{spec.name}: approve this item?"  # the operator adds the item and its captions
                 kwargs["retries"] = 0
             elif isinstance(step, PublishStep):
                 # Airflow's callbacks tell the team each target's outcome (kipu.notify).

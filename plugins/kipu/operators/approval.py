@@ -11,7 +11,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from kipu.notify.events import EventKind, clip, emit, task_url
+from kipu.notify.events import EventKind, airflow_url, clip, emit, task_url
 from kipu.operators.base import KipuStepOperator, RunState
 from kipu.store.engine import session_scope
 from kipu.store.runs import finish_step
@@ -39,10 +39,24 @@ class KipuApprovalOperator(KipuStepOperator, ApprovalOperator):
 
     def execute(self, context: Context) -> Any:
         state = self.resolve_run(context)
+        self.subject, self.body = self._question(state)
         with self.recorded(context, state):
             state.output["awaiting"] = [u["id"] for u in self.assigned_users or []]
             self._tell("approval.requested", context, state, {"approvers": state.output["awaiting"]})
             return ApprovalOperator.execute(self, context)
+
+    def _question(self, state: RunState) -> tuple[str, str]:
+        """What the approvers read on Airflow's Required Actions page: the item, its caption, each rewrite, and a
+        link to Kipu's approvals page (which shows the media too)."""
+        item = state.item
+        subject = f"{self.subject} — {clip(item.title or item.caption or item.platform_post_id, 80)}"
+        parts = [f"**Caption** ({item.platform}):", "", f"> {clip(item.caption, 1500)}"]
+        for platform, caption in state.captions.items():
+            parts += ["", f"**Rewritten for {platform}:**", "", f"> {clip(caption, 1500)}"]
+        if item.media:
+            parts += ["", "**Media:** " + ", ".join(m.url.rsplit("/", 1)[-1] for m in item.media[:10])]
+        parts += ["", f"[Open in Kipu]({airflow_url('/plugin/kipu-approvals')})"]
+        return subject, "\n".join(parts)
 
     def _tell(self, kind: EventKind, context: Context, state: RunState, extra: dict[str, Any]) -> None:
         """The team's notification of this approval (once per DAG run and step)."""

@@ -256,13 +256,36 @@ async def approvals(request: Request) -> Response:
                 '<button name="decision" value="Approve">Approve</button> '
                 '<button name="decision" value="Reject" class="danger">Reject</button></form>'
             )
+        rewrites = "".join(
+            f"<h3>Rewritten for {e(platform)}</h3><blockquote>{e(text)}</blockquote>"
+            for platform, text in a.get("rewrites", {}).items()
+        )
         cards.append(
-            f"<article><h2>{e(a['subject'])}</h2><p>{e(a['body'])}</p>"
+            f"<article><h2>{e(a.get('title') or a['subject'])}</h2>"
+            f"<h3>Original caption</h3><blockquote>{e(a.get('caption') or a['body'])}</blockquote>{rewrites}"
+            f"{_media(a.get('media') or [])}"
             f'<p class="muted">{e(a["dag_id"])} · asked {e((a["created_at"] or "")[:16])} · approvers: '
             f"{e(', '.join(a['approvers']) or 'anyone in the team')}</p>{form}</article><hr>"
         )
     body = "".join(cards) or '<p class="muted">Nothing is waiting for an answer.</p>'
     return ctx.render("Approvals", body, "approvals")
+
+
+def _media(urls: list[str]) -> str:
+    """A preview per media item: the image or the video itself when the browser can load it, else its name."""
+    shown = []
+    for url in urls[:10]:
+        name = e(url.rsplit("/", 1)[-1])
+        low = url.lower().split("?", 1)[0]
+        if not url.startswith(("https://", "http://")):
+            shown.append(f'<li><span class="muted">{name}</span></li>')
+        elif low.endswith((".jpg", ".jpeg", ".png", ".gif", ".webp")):
+            shown.append(f'<li><img src="{e(url)}" alt="{name}" style="max-width:240px;max-height:240px"></li>')
+        elif low.endswith((".mp4", ".mov", ".webm")):
+            shown.append(f'<li><video src="{e(url)}" controls preload="metadata" style="max-width:320px"></video></li>')
+        else:
+            shown.append(f'<li><a href="{e(url)}" target="_blank" rel="noopener">{name}</a></li>')
+    return f"<h3>Media</h3><ul>{''.join(shown)}</ul>" if shown else ""
 
 
 @router.post("/approvals/{dag_id}/{run_id}/{task_id}")
@@ -381,6 +404,10 @@ async def run_tab(request: Request, dag_id: str, run_id: str) -> Response:
 
     from kipu.store.engine import session_scope
     from kipu.store.models import Post, Workflow, WorkflowRun, WorkflowStep, WorkflowStepRun
+
+    # Airflow puts the run id into the tab's URL as it is; a "+" of its timestamp arrives as a space, and run ids
+    # have no spaces.
+    run_id = run_id.replace(" ", "+")
 
     def load() -> dict[str, Any] | None:
         with session_scope() as s:

@@ -30,6 +30,10 @@ class ApprovalOut(BaseModel):
     options: list[str]
     approvers: list[str]
     created_at: datetime | None
+    title: str | None = Field(None, description="the item's title")
+    caption: str | None = Field(None, description="the item's original caption")
+    rewrites: dict[str, str] = Field(default_factory=dict, description="platform -> the caption rewritten for it")
+    media: list[str] = Field(default_factory=list, description="the item's media URLs (or kipu-media: refs)")
 
 
 class Decision(BaseModel):
@@ -82,20 +86,50 @@ def pending(caller: CallerDep) -> list[ApprovalOut]:
                 TaskInstance.state == TaskInstanceState.AWAITING_INPUT,
             )
         )
-        return [
-            ApprovalOut(
-                workflow_id=dags[dag_id],
-                dag_id=dag_id,
-                dag_run_id=run_id,
-                task_id=task_id,
-                subject=d.subject,
-                body=d.body,
-                options=list(d.options or []),
-                approvers=[u["id"] for u in d.assigned_users or []],
-                created_at=getattr(d, "created_at", None),
-            )
+        found = [
+            {
+                "workflow_id": dags[dag_id],
+                "dag_id": dag_id,
+                "dag_run_id": run_id,
+                "task_id": task_id,
+                "subject": d.subject,
+                "body": d.body,
+                "options": list(d.options or []),
+                "approvers": [u["id"] for u in d.assigned_users or []],
+                "created_at": getattr(d, "created_at", None),
+            }
             for d, dag_id, run_id, task_id in rows
         ]
+    items = _items([(a["dag_id"], a["dag_run_id"]) for a in found])
+    return [ApprovalOut(**a, **items.get((a["dag_id"], a["dag_run_id"]), {})) for a in found]
+
+
+def _items(runs: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """What each run's approvers decide on: the item's title, caption and media, and the captions rewritten so far."""
+    if not runs:
+        return {}
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    with session_scope() as s:
+        rows = s.scalars(select(WorkflowRun).where(WorkflowRun.dag_run_id.in_([r for _, r in runs])))
+        by_id = {row.id: row for row in rows if (row.dag_id, row.dag_run_id) in set(runs)}
+        rewrites = s.execute(
+            select(WorkflowStepRun.run_id, WorkflowStepRun.output_data)
+            .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
+            .where(WorkflowStepRun.run_id.in_(list(by_id)), WorkflowStep.step_type == "ai_rewrite")
+        )
+        captions: dict[uuid.UUID, dict[str, str]] = {}
+        for run_id, output in rewrites:
+            if output and output.get("caption"):
+                captions.setdefault(run_id, {})[str(output.get("target_platform"))] = output["caption"]
+        for run in by_id.values():
+            item = run.trigger_data or {}
+            out[(run.dag_id or "", run.dag_run_id or "")] = {
+                "title": item.get("title"),
+                "caption": item.get("caption"),
+                "media": [m.get("url") for m in item.get("media") or [] if isinstance(m, dict) and m.get("url")],
+                "rewrites": captions.get(run.id, {}),
+            }
+    return out
 
 
 @router.post("/{dag_id}/{dag_run_id}/{task_id}", response_model=dict[str, Any])
