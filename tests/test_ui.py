@@ -117,3 +117,21 @@ def test_the_plugin_puts_kipu_in_airflows_navigation_and_tabs(api: Any, people: 
     )
     assert by_route["kipu"]["destination"] == "dag" and "{DAG_ID}" in by_route["kipu"]["href"]
     assert by_route["kipu-item"]["destination"] == "dag_run" and "{RUN_ID}" in by_route["kipu-item"]["href"]
+
+
+def test_run_notes_read_like_a_content_log() -> None:
+    from types import SimpleNamespace as Post
+
+    from kipu.operators.finalize import run_note
+
+    two = [Post(platform="x", status="published"), Post(platform="bluesky", status="published")]
+    assert run_note("Market tour", "completed", None, two) == "Market tour — published to 2 (x, bluesky)"
+    filtered = "filtered out by 'skip_ads_and_text': hashtag #ad is present"
+    assert (
+        run_note("Sponsored", "skipped", filtered, [])
+        == "Sponsored — filtered by 'skip_ads_and_text': hashtag #ad is present"
+    )
+    assert run_note("Draft", "skipped", "rejected by ana at 'review'", []) == "Draft — rejected by ana at 'review'"
+    failed = run_note(None, "failed", "step 'publish' failed: HTTP 500", [])
+    assert failed == "item — failed: step 'publish' failed: HTTP 500"
+    assert len(run_note("x" * 5000, "failed", "y" * 5000, [])) <= 1000

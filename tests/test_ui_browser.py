@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -207,7 +208,9 @@ def test_pages_fit_a_phones_width(ui_server: Server) -> None:
         driver.quit()
 
 
-def test_an_approver_answers_in_kipu_and_the_item_is_published(ui_server: Server) -> None:
+def test_an_approver_answers_in_kipu_and_the_item_is_published(
+    ui_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A real DAG run parks on its approval; the approver answers on Kipu's page, through Airflow's HITL handler."""
     import threading
     import time
@@ -255,6 +258,8 @@ def test_an_approver_answers_in_kipu_and_the_item_is_published(ui_server: Server
         finally:
             driver.quit()
 
+    api_conn = {"conn_type": "http", "host": ui_server.url, "login": "admin", "password": PASSWORDS["admin"]}
+    monkeypatch.setenv("AIRFLOW_CONN_KIPU_AIRFLOW_API", json.dumps(api_conn))  # finalize sets the run's note
     helper = threading.Thread(target=approve)
     helper.start()
     dag = DagBag(dag_folder=str(REPO / "dags")).dags["kipu.demo.demo_crosspost"]
@@ -272,6 +277,13 @@ def test_an_approver_answers_in_kipu_and_the_item_is_published(ui_server: Server
         detail = session.scalars(select(HITLDetail).where(HITLDetail.responded_at.is_not(None))).all()[-1]
         assert "Market tour" in detail.subject and "Rewritten for bluesky" in detail.body
         assert "/plugin/kipu-approvals" in detail.body
+
+    from kipu.airflow_api import AirflowAPI
+
+    rest = AirflowAPI(ui_server.url, username="admin", password=PASSWORDS["admin"])
+    run = rest.request("GET", f"/dags/{dag.dag_id}/dagRuns/{quote(dag_run.run_id, safe='')}").json()
+    assert run["note"] == "Market tour — published to 1 (outbox)"  # Airflow's runs list reads like a content log
+    rest.close()
 
     driver = browser()
     try:

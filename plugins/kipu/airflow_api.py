@@ -126,3 +126,30 @@ class AirflowAPI:
         resp = self.request("PATCH", path, json={"chosen_options": [option], "params_input": {}})
         if resp.status_code >= 300:
             raise AirflowAPIError(f"answering {approval.task_id} failed: HTTP {resp.status_code} {resp.text[:300]}")
+
+    def set_note(self, dag_id: str, run_id: str, note: str) -> None:
+        """The DAG run's note, shown in Airflow's runs list (at most 1,000 characters)."""
+        from urllib.parse import quote
+
+        path = f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}"
+        resp = self.request("PATCH", path, json={"note": note[:1000]}, params={"update_mask": "note"})
+        if resp.status_code >= 300:
+            raise AirflowAPIError(f"setting the note of {dag_id}/{run_id} failed: HTTP {resp.status_code}")
+
+
+CONN_ID = "kipu_airflow_api"
+
+
+def from_connection(conn_id: str = CONN_ID) -> AirflowAPI | None:
+    """The Airflow REST API a task may call, from the ``kipu_airflow_api`` connection (host: the API server's URL,
+    login and password, or a token in the extra); None when it is not defined."""
+    from airflow.sdk import BaseHook
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception:  # not configured: notes are a convenience
+        return None
+    scheme = conn.schema or "http"
+    base = conn.host if "://" in (conn.host or "") else f"{scheme}://{conn.host}:{conn.port or 8080}"
+    token = (conn.extra_dejson or {}).get("token")
+    return AirflowAPI(base, username=conn.login, password=conn.password, token=token, timeout=10)

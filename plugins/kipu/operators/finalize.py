@@ -39,6 +39,22 @@ def run_outcome(
     return "completed", None
 
 
+def run_note(title: str | None, status: str, reason: str | None, posts: list[Any]) -> str:
+    """The DAG run's note, so Airflow's runs list reads like a content log: "Market tour — published to 2 (x,
+    bluesky)", "Sponsored — filtered: hashtag #ad is present", "Draft — rejected by ana"."""
+    name = (title or "item").strip().splitlines()[0][:80] if (title or "").strip() else "item"
+    done = [p.platform for p in posts if p.status in ("published", "awaiting_moderation")]
+    if status == "completed":
+        outcome = f"published to {len(done)} ({', '.join(done)})" if done else "completed, nothing to publish"
+    elif status == "skipped" and reason:
+        outcome = reason.replace("filtered out by", "filtered by")
+    elif status == "partially_published":
+        outcome = f"published to {len(done)} ({', '.join(done)}); {reason}"
+    else:
+        outcome = f"{status}: {reason}" if reason else status
+    return f"{name} — {outcome}"[:1000]
+
+
 FAILED_STATES = ("failed", "upstream_failed")
 
 
@@ -62,6 +78,22 @@ class KipuFinalizeOperator(BaseOperator):
             return []
         return [t for t, st in states.items() if t != self.task_id and st in FAILED_STATES]
 
+    def _note(self, context: Context, note: str) -> None:
+        """Best effort: a run whose note cannot be set has still ended as recorded."""
+        from kipu.airflow_api import from_connection
+
+        api = from_connection()
+        if api is None:
+            self.log.info("No kipu_airflow_api connection: the run's note is not set (%s)", note)
+            return
+        try:
+            api.set_note(self.dag_id, context["dag_run"].run_id, note)
+            self.log.info("Run note: %s", note)
+        except Exception as exc:  # any failure (unreachable, refused) only costs the note
+            self.log.warning("Could not set the run's note: %s", exc)
+        finally:
+            api.close()
+
     def execute(self, context: Context) -> dict[str, Any]:
         state = resolve_run(context, self.workflow_id, None, self.dag_id)
         with session_scope() as session:
@@ -80,6 +112,7 @@ class KipuFinalizeOperator(BaseOperator):
             status, reason = run_outcome(rows, published, failed_posts, self._failed_tasks(context))
             finish_run(session, uuid.UUID(str(state.run_id)), status, reason)
         self.log.info("Run %s ended %s%s", state.run_id, status, f": {reason}" if reason else "")
+        self._note(context, run_note(state.item.title or state.item.caption, status, reason, posts))
         if status in ("failed", "partially_published"):
             raise AirflowFailException(f"item ended {status}: {reason}")
         return {"status": status, "reason": reason}
