@@ -135,3 +135,26 @@ def test_run_notes_read_like_a_content_log() -> None:
     failed = run_note(None, "failed", "step 'publish' failed: HTTP 500", [])
     assert failed == "item — failed: step 'publish' failed: HTTP 500"
     assert len(run_note("x" * 5000, "failed", "y" * 5000, [])) <= 1000
+
+
+def test_run_with_a_test_item_and_export_the_file(api: Any, people: dict[str, str]) -> None:
+    from kipu.store.models import WorkflowRun
+
+    with session_scope() as s:
+        wf_id = s.scalar(select(Workflow.id).where(Workflow.slug == "demo_crosspost"))
+    page = get(api, "/kipu/ui/workflows", "admin", people)
+    assert "Run with a test item" in page.text and 'label for="item-' in page.text
+    token = page.text.split('name="csrf" value="')[1].split('"')[0]
+    ran = api.post(
+        f"/kipu/ui/workflows/{wf_id}/run?team=demo",
+        data={"csrf": token, "caption": "Hello from the UI"},
+        follow_redirects=False,
+    )
+    assert ran.status_code == 303 and "Test+item+recorded" in ran.headers["location"]
+    with session_scope() as s:
+        (run,) = s.scalars(select(WorkflowRun).where(WorkflowRun.workflow_id == wf_id))
+        assert run.source == "manual" and run.trigger_data["caption"] == "Hello from the UI"
+    exported = get(api, f"/kipu/ui/workflows/{wf_id}/export.yaml", "viewer", people)
+    assert exported.status_code == 200 and "attachment" in exported.headers["content-disposition"]
+    assert "skip_ads_and_text" in exported.text and exported.text.startswith("name:")
+    assert get(api, f"/kipu/ui/workflows/{wf_id}/export.yaml", "boss", people).status_code == 303  # not theirs

@@ -146,10 +146,53 @@ async def workflows(request: Request) -> Response:
                 if (action, w["status"]) in (("activate", "active"), ("pause", "paused"), ("pause", "inactive")):
                     continue
                 actions += button_form(f"/kipu/ui/workflows/{w['id']}/{action}?team={ctx.team}", label, ctx.csrf)
+        if edit and w["status"] == "active":
+            field = f"item-{w['id']}"
+            actions += (
+                f'<form method="post" action="/kipu/ui/workflows/{e(w["id"])}/run?team={e(ctx.team)}">'
+                f'<input type="hidden" name="csrf" value="{e(ctx.csrf)}"><label for="{field}">Test caption</label>'
+                f'<input id="{field}" name="caption" required maxlength="5000"> <button>Run with a test item</button>'
+                "</form>"
+            )
         dag = f'<a href="/dags/{e(w["dag_id"])}" target="_top">{e(w["dag_id"])}</a>'
-        lines.append([e(w["name"]), _status(w["status"]), dag, actions])
-    body = table(["Workflow", "Status", "Airflow DAG", "Actions" if edit else ""], lines, "No workflows yet.")
+        export = f'<a href="/kipu/ui/workflows/{e(w["id"])}/export.yaml" download>YAML</a>'
+        lines.append([e(w["name"]), _status(w["status"]), dag, export, actions])
+    headers = ["Workflow", "Status", "Airflow DAG", "Export", "Actions" if edit else ""]
+    body = table(headers, lines, "No workflows yet.")
     return ctx.render("Workflows", body, "workflows")
+
+
+@router.get("/workflows/{workflow_id}/export.yaml")
+async def export(request: Request, workflow_id: uuid.UUID) -> Response:
+    """The workflow file, as ``kipu workflow export`` writes it (secrets masked)."""
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    code, body = await ctx.api("GET", f"/workflows/{workflow_id}")
+    if code != 200:
+        return _back("workflows", ctx.team, err=_detail(body))
+    text = yaml.safe_dump(body["document"], sort_keys=False, allow_unicode=True)
+    name = f"{body['slug'] or 'workflow'}.yaml"
+    return Response(
+        text, media_type="application/yaml", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
+
+
+@router.post("/workflows/{workflow_id}/run")
+async def run_test_item(request: Request, workflow_id: uuid.UUID) -> Response:
+    """Run the workflow with a test item made of a caption: the API's manual run, as `kipu workflow run` does."""
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    form = await _form(request)
+    if form is None:
+        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    item = {"caption": form.get("caption", ""), "idempotency_key": f"ui-{uuid.uuid4()}"}
+    code, body = await ctx.api("POST", f"/workflows/{workflow_id}/run", json={"item": item})
+    if code < 300:
+        where = f" as run {body['dag_run_id']}" if body.get("dag_run_id") else ""
+        return _back("workflows", ctx.team, msg=f"Test item recorded{where}: {body['status']}.")
+    return _back("workflows", ctx.team, err=_detail(body))
 
 
 @router.post("/workflows/{workflow_id}/{action}")
