@@ -158,3 +158,69 @@ def test_run_with_a_test_item_and_export_the_file(api: Any, people: dict[str, st
     assert exported.status_code == 200 and "attachment" in exported.headers["content-disposition"]
     assert "skip_ads_and_text" in exported.text and exported.text.startswith("name:")
     assert get(api, f"/kipu/ui/workflows/{wf_id}/export.yaml", "boss", people).status_code == 303  # not theirs
+
+
+def x_app_env(server_url: str, base: str) -> str:
+    """An X OAuth app whose endpoints are the fake at ``server_url``, redirecting back to Kipu at ``base``."""
+    import json
+
+    from tests.fakes.x_server import XState
+
+    st = XState()
+    return json.dumps(
+        {
+            "conn_type": "kipu_x_app",
+            "login": st.client_id,
+            "password": st.client_secret,
+            "extra": {
+                "redirect_uri": f"{base}/kipu/api/auth/callback/x",
+                "authorize_url": f"{server_url}/i/oauth2/authorize",
+                "token_url": f"{server_url}/2/oauth2/token",
+                "api_base_url": server_url,
+            },
+        }
+    )
+
+
+def test_connect_is_bound_to_the_session_that_started_it(
+    api: Any, people: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from urllib.parse import urlparse
+
+    import httpx
+    from kipu.store.models import Connection
+
+    from tests.fakes.x_server import XServer
+
+    with XServer() as x:
+        monkeypatch.setenv("AIRFLOW_CONN_KIPU_X_APP", x_app_env(x.url, "http://testserver"))
+        page = get(api, "/kipu/ui/connections", "admin", people)
+        assert ">Connect x</button>" in page.text and 'for="bsky-password"' in page.text
+        token = page.text.split('name="csrf" value="')[1].split('"')[0]
+        started = api.post("/kipu/ui/connections/connect/x?team=demo", data={"csrf": token}, follow_redirects=False)
+        assert started.status_code == 303 and started.headers["location"].startswith(x.url)
+        consent = httpx.get(started.headers["location"], follow_redirects=False)  # the platform's consent page
+        back = urlparse(consent.headers["location"])
+        callback = f"{back.path}?{back.query}"
+        # A link crafted by one team's admin, opened by someone else (signed in or not), connects nothing.
+        for who in ("viewer", "boss", None):
+            victim = get(api, callback, who, people)
+            assert victim.status_code == 400 and "another person's signed-in session" in victim.text
+        done = get(api, callback, "admin", people)
+        assert done.status_code == 303 and done.headers["location"].startswith("/kipu/ui/connections?team=demo&msg=")
+        with session_scope() as s:
+            assert s.scalars(select(Connection).where(Connection.platform == "x")).one().team_id is not None
+        again = get(api, callback, "admin", people)  # the state is single use
+        assert again.status_code == 400 and "unknown or already used" in again.text
+
+
+def test_the_bluesky_form_names_what_is_wrong(
+    api: Any, people: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KIPU_EGRESS_ALLOW_PRIVATE")
+    page = get(api, "/kipu/ui/connections", "admin", people)
+    token = page.text.split('name="csrf" value="')[1].split('"')[0]
+    form = {"csrf": token, "handle": "ana.test", "app_password": "abcd-efgh-ijkl-mnop", "service": "https://10.0.0.7"}
+    sent = api.post("/kipu/ui/connections/bluesky?team=demo", data=form, follow_redirects=False)
+    assert sent.status_code == 303 and "err=" in sent.headers["location"] and "service" in sent.headers["location"]
+    assert "abcd-efgh" not in sent.headers["location"]

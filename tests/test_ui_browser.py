@@ -73,11 +73,32 @@ def ui_server(airflow_db: Path, served_store: str, tmp_path_factory: pytest.Temp
         )
         s.add(Post(id=uuid.uuid4(), team_id=other.id, platform="x", caption="Their private post", status="published"))
         assert wf.id
+    from tests.api_helpers import oauth_app_env
+    from tests.fakes.tiktok_server import TikTokServer
+    from tests.fakes.x_server import XServer
+    from tests.test_ui import x_app_env
+
     home = tmp_path_factory.mktemp("ui-server")
     passwords = home / "passwords.json"
     passwords.write_text(json.dumps(PASSWORDS))
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    x, tiktok = XServer(), TikTokServer(allow_loopback_http=True)  # Kipu runs on http://127.0.0.1 here
+    x.__enter__()
+    tiktok.__enter__()
+    name, value = oauth_app_env(
+        "tiktok",
+        tiktok.url,
+        tiktok.state.client_key,
+        tiktok.state.client_secret,
+        "/v2/auth/authorize/",
+        "/v2/oauth/token/",
+    )
+    tiktok_app = json.loads(value)
+    tiktok_app["extra"]["redirect_uri"] = f"{base}/kipu/api/auth/callback/tiktok"
     env = {
+        name: json.dumps(tiktok_app),
+        "AIRFLOW_CONN_KIPU_X_APP": x_app_env(x.url, base),
         **os.environ,
         "KIPU_DATABASE_URL": served_store,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
@@ -86,9 +107,11 @@ def ui_server(airflow_db: Path, served_store: str, tmp_path_factory: pytest.Temp
     cmd = [sys.executable, "-m", "airflow", "api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1"]
     proc = start(cmd, home / "api-server.log", f"http://127.0.0.1:{port}/api/v2/monitor/health", env)
     try:
-        yield Server(f"http://127.0.0.1:{port}", home / "api-server.log", {}, served_store)
+        yield Server(base, home / "api-server.log", {}, served_store)
     finally:
         stop(proc)
+        x.__exit__()
+        tiktok.__exit__()
 
 
 def browser(width: int = 1280, height: int = 900) -> Any:
@@ -105,9 +128,13 @@ def browser(width: int = 1280, height: int = 900) -> Any:
 
 
 def wait_for(driver: Any, check: Any, what: str, timeout: float = 30) -> Any:
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(lambda d: check(d), message=what)
+    try:
+        return WebDriverWait(driver, timeout).until(lambda d: check(d))
+    except TimeoutException:  # say where the browser was
+        raise AssertionError(f"waited for {what}; at {driver.current_url}: {driver.page_source[-800:]}") from None
 
 
 def sign_in(driver: Any, server: Server, user: str, page: str = "/kipu/ui/workflows") -> None:
@@ -122,6 +149,16 @@ def sign_in(driver: Any, server: Server, user: str, page: str = "/kipu/ui/workfl
     wait_for(driver, lambda d: "signed in as" in d.page_source, f"{user} back on {page}")
     if page not in driver.current_url:
         driver.get(server.url + page)
+
+
+def _gone(element: Any) -> bool:
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    return False
 
 
 def shot(driver: Any, name: str) -> None:
@@ -291,5 +328,31 @@ def test_an_approver_answers_in_kipu_and_the_item_is_published(
         assert "completed" in driver.page_source and "team_review" in driver.page_source
         assert "published" in driver.page_source
         shot(driver, "run-tab")
+    finally:
+        driver.quit()
+
+
+def test_an_admin_connects_x_and_tiktok_through_the_real_redirects(ui_server: Server) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = browser()
+    try:
+        sign_in(driver, ui_server, "admin", "/kipu/ui/connections?team=demo")
+        for platform in ("x", "tiktok"):
+            button = driver.find_element(By.XPATH, f"//button[text()='Connect {platform}']")
+            button.click()
+            wait_for(driver, lambda d, b=button: _gone(b), "the page to leave for the platform")
+            # The platform's consent page (the fake consents at once), its redirect to Kipu's callback, and back.
+            wait_for(
+                driver,
+                lambda d: "Connected:" in d.page_source or 'role="alert"' in d.page_source,
+                f"{platform} to come back",
+            )
+            assert "Connected:" in driver.page_source, (driver.current_url, driver.page_source[-1500:])
+            assert "/kipu/ui/connections" in driver.current_url
+            rows = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "tbody tr")]
+            assert any(r.startswith(platform) and "healthy" in r for r in rows), rows
+        assert driver.find_elements(By.XPATH, "//button[text()='Reconnect']")
+        shot(driver, "connections")
     finally:
         driver.quit()

@@ -55,6 +55,8 @@ class TikTokState:
         default_factory=lambda: {"user.info.basic", "user.info.profile", "video.list", "video.publish", "video.upload"}
     )
     codes: dict[str, dict[str, str]] = field(default_factory=dict)
+    # TikTok takes only https redirect URIs; a browser test against Kipu on http://127.0.0.1 turns this on.
+    allow_loopback_http: bool = False
     deny: bool = False
     errors_with_200: bool = False
     exchanges: list[str] = field(default_factory=list)  # grant_type of every token request
@@ -191,7 +193,12 @@ def build_app(st: TikTokState, base: str) -> FastAPI:
             for name, bad in (
                 ("client_key", q.get("client_key") != st.client_key),
                 ("response_type", q.get("response_type") != "code"),
-                ("redirect_uri", not q.get("redirect_uri", "").startswith("https://")),
+                (
+                    "redirect_uri",
+                    not q.get("redirect_uri", "").startswith(
+                        ("https://", "http://127.0.0.1:") if st.allow_loopback_http else "https://"
+                    ),
+                ),
                 ("scope", not scopes or not set(scopes) <= st.app_scopes),
                 ("state", not q.get("state")),
                 # TikTok's PKCE: S256 only, the challenge the hex SHA-256 of the verifier (64 hex digits).

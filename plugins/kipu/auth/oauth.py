@@ -225,8 +225,17 @@ def pkce_pair(encoding: Literal["base64url", "hex"] = "base64url") -> tuple[str,
     return verifier, base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
 
 
-def begin(session: Session, app: OAuthApp, team: Team, profile_id: uuid.UUID | None = None) -> str:
-    """The authorization URL to send the user to; its ``state`` is stored (hashed), single use, 15 minutes."""
+def begin(
+    session: Session,
+    app: OAuthApp,
+    team: Team,
+    profile_id: uuid.UUID | None = None,
+    *,
+    session_user: str | None = None,
+    return_to: str | None = None,
+) -> str:
+    """The authorization URL to send the user to; its ``state`` is stored (hashed), single use, 15 minutes. Started
+    from a signed-in page, only that person's session may complete it (``session_user``)."""
     state = secrets.token_urlsafe(32)
     params = {
         "response_type": "code",
@@ -251,10 +260,18 @@ def begin(session: Session, app: OAuthApp, team: Team, profile_id: uuid.UUID | N
             redirect_uri=app.redirect_uri,
             instance=app.api_base_url if app.per_instance else None,
             expires_at=now + STATE_TTL,
+            session_user=session_user,
+            return_to=return_to,
         )
     )
     session.flush()
     return f"{app.authorize_url}?{urlencode(params)}"
+
+
+def binding(session: Session, state: str) -> tuple[str | None, str | None]:
+    """``(session_user, return_to)`` of a pending authorization; ``(None, None)`` when unknown or not bound."""
+    pending = session.get(OAuthState, _hash(state))
+    return (pending.session_user, pending.return_to) if pending is not None else (None, None)
 
 
 def _token_request(app: OAuthApp, data: dict[str, str], client: httpx.Client | None) -> TokenSet:

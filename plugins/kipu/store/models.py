@@ -340,6 +340,9 @@ class OAuthState(Base):
     instance: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    # Started on Kipu's pages: the Airflow user whose session must complete it, and the page to return to.
+    session_user: Mapped[str | None] = mapped_column(Text)
+    return_to: Mapped[str | None] = mapped_column(Text)
 
 
 class InstanceClient(Base):

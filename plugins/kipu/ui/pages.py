@@ -4,6 +4,7 @@ signed-in person, so the pages hold exactly the API's rules (roles, teams, limit
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -358,9 +359,16 @@ async def connections(request: Request) -> Response:
         return ctx.render("Connections", "<p>You are in no Kipu team yet.</p>", "connections")
     code, rows = await ctx.api("GET", "/connections", params={"team": ctx.team})
     admin = ctx.may("admin")
+    from starlette.concurrency import run_in_threadpool
+
+    oauth_platforms = await run_in_threadpool(_oauth_platforms) if admin else []
     lines = []
     for c in rows if code == 200 else []:
-        act = f'<a href="/kipu/ui/connections/{e(c["id"])}/delete?team={e(ctx.team)}">Delete…</a>' if admin else ""
+        act = ""
+        if admin and c["platform"] in oauth_platforms:
+            act += button_form(f"/kipu/ui/connections/connect/{c['platform']}?team={ctx.team}", "Reconnect", ctx.csrf)
+        if admin:
+            act += f' <a href="/kipu/ui/connections/{e(c["id"])}/delete?team={e(ctx.team)}">Delete…</a>'
         lines.append(
             [
                 e(c["platform"]),
@@ -375,7 +383,103 @@ async def connections(request: Request) -> Response:
     body = table(
         ["Platform", "Account", "Health", "Token expires", "Scopes", "Problem", ""], lines, "No connected accounts."
     )
+    if admin:
+        body += (
+            "<h2>Connect an account</h2><p>"
+            + " ".join(
+                button_form(f"/kipu/ui/connections/connect/{p}?team={ctx.team}", f"Connect {p}", ctx.csrf)
+                for p in oauth_platforms
+            )
+            + "</p>"
+            + _bluesky_form(ctx)
+        )
     return ctx.render("Connections", body, "connections")
+
+
+def _oauth_platforms() -> list[str]:
+    """The OAuth platforms this deployment has an app for (Mastodon needs an instance: the API or the CLI)."""
+    from typing import get_args
+
+    from kipu.auth import oauth
+    from kipu.specs.common import OAuthPlatformName
+
+    found = []
+    for platform in get_args(OAuthPlatformName):
+        if oauth.DEFAULT_APPS[platform].per_instance:
+            continue
+        try:
+            oauth.app_for(platform)
+        except Exception as exc:  # not configured in this deployment: no button
+            logging.getLogger(__name__).debug("no %s OAuth app: %s", platform, exc)
+        else:
+            found.append(platform)
+    return found
+
+
+def _bluesky_form(ctx: Ctx) -> str:
+    return (
+        f'<h2>Bluesky</h2><form method="post" action="/kipu/ui/connections/bluesky?team={e(ctx.team)}" class="filters">'
+        f'<input type="hidden" name="csrf" value="{e(ctx.csrf)}">'
+        '<div><label for="bsky-handle">Handle</label><input id="bsky-handle" name="handle" required maxlength="253"'
+        ' placeholder="ana.bsky.social"></div>'
+        '<div><label for="bsky-password">App password</label><input id="bsky-password" name="app_password"'
+        ' type="password" required autocomplete="off"></div>'
+        '<div><label for="bsky-service">Server (PDS)</label><input id="bsky-service" name="service"'
+        ' value="https://bsky.social" maxlength="2048"></div><div><button>Connect Bluesky</button></div></form>'
+    )
+
+
+@router.post("/connections/connect/{platform}")
+async def connect(request: Request, platform: str) -> Response:
+    """Start the OAuth round trip: to the platform's consent page, back through the callback to this page. The state
+    is bound to this signed-in session."""
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    if await _form(request) is None:
+        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    if not ctx.may("admin"):
+        return _back("connections", ctx.team, err="connecting accounts needs the admin role in the team")
+    from starlette.concurrency import run_in_threadpool
+
+    from kipu.auth import oauth
+    from kipu.store.accounts import find_team
+    from kipu.store.engine import session_scope
+
+    if platform not in await run_in_threadpool(_oauth_platforms):
+        return _back("connections", ctx.team, err=f"{platform} has no OAuth app configured in this deployment")
+
+    def begin() -> str:
+        with session_scope() as s:
+            return oauth.begin(
+                s,
+                oauth.app_for(platform),
+                find_team(s, ctx.team or ""),  # type: ignore[arg-type]
+                ctx.caller.profile_id,
+                session_user=ctx.user,
+                return_to=f"/kipu/ui/connections?team={ctx.team}",
+            )
+
+    try:
+        url = await run_in_threadpool(begin)
+    except Exception as exc:  # the platform's or the configuration's words, on the page
+        return _back("connections", ctx.team, err=str(exc))
+    return RedirectResponse(url, status_code=303)
+
+
+@router.post("/connections/bluesky")
+async def connect_bluesky(request: Request) -> Response:
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    form = await _form(request)
+    if form is None:
+        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    body = {k: form.get(k, "") for k in ("handle", "app_password", "service")}
+    code, out = await ctx.api("POST", "/connections/bluesky", json={"team": ctx.team, **body})
+    if code < 300:
+        return _back("connections", ctx.team, msg=f"Connected: bluesky {out.get('username')}.")
+    return _back("connections", ctx.team, err=_detail(out))
 
 
 @router.get("/connections/{connection_id}/delete")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy import select
 
@@ -180,23 +182,53 @@ def start_oauth(
     "/auth/callback/{platform}",
     response_model=OAuthConnectedOut,
     responses={
-        400: {"description": "refused: unknown or used state, the platform's refusal, or nothing to connect"},
+        303: {"description": "started on Kipu's pages: back to the connections page, with the outcome"},
+        400: {"description": "refused: unknown or used state, another person's session, the platform's refusal"},
         502: {"description": "the platform could not be reached or asked to wait; start connecting again later"},
     },
 )
-def oauth_callback(platform: OAuthPlatformName, state: str, code: str | None = None, error: str | None = None) -> Any:
+async def oauth_callback(
+    request: Request, platform: OAuthPlatformName, state: str, code: str | None = None, error: str | None = None
+) -> Any:
     """The OAuth redirect target. The single-use ``state`` (and PKCE verifier) authenticates it, not a token.
-    Every account the authorization connects is stored (Facebook: one connection per Page)."""
-    from kipu.auth import oauth
+    Every account the authorization connects is stored (Facebook: one connection per Page). One started on Kipu's
+    pages completes only in the same person's signed-in session (a link crafted by one team cannot land a victim's
+    account in it), and returns to the page."""
+    from starlette.concurrency import run_in_threadpool
 
-    if error or not code:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{platform} did not authorize: {error or 'no code'}")
-    try:
+    from kipu.auth import oauth
+    from kipu.ui.session import COOKIE, airflow_user
+
+    def bound() -> tuple[str | None, str | None]:
         with session_scope() as s:
-            ids = [c.id for c in oauth.finish(s, platform, state, code)]
-    except (Transient, RateLimited) as exc:
-        raise HTTPException(status.HTTP_502_BAD_GATEWAY, str(exc)) from None
-    except PlatformError as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
-    connected = [_one(i) for i in ids]
+            return oauth.binding(s, state)
+
+    session_user, return_to = await run_in_threadpool(bound)
+    if session_user is not None and await airflow_user(request.cookies.get(COOKIE)) != session_user:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            "this authorization was started in another person's signed-in session; start connecting again from yours",
+        )
+
+    def finish() -> list[uuid.UUID]:
+        if error or not code:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{platform} did not authorize: {error or 'no code'}")
+        try:
+            with session_scope() as s:
+                return [c.id for c in oauth.finish(s, platform, state, code)]
+        except (Transient, RateLimited) as exc:
+            raise HTTPException(status.HTTP_502_BAD_GATEWAY, str(exc)) from None
+        except PlatformError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+
+    try:
+        ids = await run_in_threadpool(finish)
+    except HTTPException as exc:
+        if return_to is None:
+            raise
+        return RedirectResponse(f"{return_to}&{urlencode({'err': exc.detail})}", status_code=303)
+    connected = [await run_in_threadpool(_one, i) for i in ids]
+    if return_to is not None:
+        names = ", ".join(f"{c.platform} {c.username or c.platform_user_id}" for c in connected)
+        return RedirectResponse(f"{return_to}&{urlencode({'msg': f'Connected: {names}.'})}", status_code=303)
     return OAuthConnectedOut(**connected[0].model_dump(), connections=connected)
