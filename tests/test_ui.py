@@ -224,3 +224,17 @@ def test_the_bluesky_form_names_what_is_wrong(
     sent = api.post("/kipu/ui/connections/bluesky?team=demo", data=form, follow_redirects=False)
     assert sent.status_code == 303 and "err=" in sent.headers["location"] and "service" in sent.headers["location"]
     assert "abcd-efgh" not in sent.headers["location"]
+
+
+def test_validate_checks_a_file_as_import_would_and_writes_nothing(api: Any, roles: dict) -> None:
+    import yaml as pyyaml
+
+    good = pyyaml.safe_dump(demo_doc(slug="checked_only"))
+    ok = api.post("/kipu/api/workflows/validate", json={"text": good}, headers=roles["viewer"])
+    assert ok.status_code == 200 and ok.json() == {"valid": True, "errors": []}
+    broken = api.post("/kipu/api/workflows/validate", json={"text": "name: [unclosed\n"}, headers=roles["viewer"])
+    assert broken.json()["valid"] is False and "line" in broken.json()["errors"][0]
+    theirs = api.post("/kipu/api/workflows/validate", json={"text": good}, headers=roles["outsider"])
+    assert theirs.json()["errors"] == ["team: 'demo' is not one of your teams"]
+    with session_scope() as s:
+        assert s.scalar(select(Workflow.id).where(Workflow.slug == "checked_only")) is None

@@ -356,3 +356,41 @@ def test_an_admin_connects_x_and_tiktok_through_the_real_redirects(ui_server: Se
         shot(driver, "connections")
     finally:
         driver.quit()
+
+
+def test_the_editor_checks_as_you_type_and_saves_only_a_valid_file(ui_server: Server) -> None:
+    from kipu.store.engine import session_scope
+    from kipu.store.models import Workflow
+    from selenium.webdriver.common.by import By
+    from sqlalchemy import select
+
+    with session_scope() as s:
+        wf_id = s.scalar(select(Workflow.id).where(Workflow.slug == "demo_crosspost"))
+    driver = browser()
+    try:
+        sign_in(driver, ui_server, "admin", f"/kipu/ui/workflows/{wf_id}/edit?team=demo")
+        wait_for(driver, lambda d: d.find_element(By.ID, "state").text == "Valid.", "the stored file to check valid")
+        box = driver.find_element(By.ID, "yaml")
+        text = box.get_attribute("value")
+        assert "publish_outbox" in text
+        broken = text.replace("connection_id: outbox:demo", "connection_id: outbox:nobody")
+        driver.execute_script("arguments[0].value = arguments[1]", box, broken)
+        box.send_keys(" ")  # typing fires the check
+        wait_for(driver, lambda d: "problem(s)" in d.find_element(By.ID, "state").text, "the problem to show")
+        problems = driver.find_element(By.ID, "problems").text
+        assert "publish_outbox" in problems and "outbox:nobody" in problems, problems
+        assert box.get_attribute("aria-invalid") == "true"
+        shot(driver, "editor")
+        driver.find_element(By.XPATH, "//button[text()='Save']").click()  # the server refuses it too
+        wait_for(driver, lambda d: "Edit the workflow" in d.page_source, "the refusal")
+        assert "outbox:nobody" in driver.find_element(By.ID, "problems").text
+        box = driver.find_element(By.ID, "yaml")
+        driver.execute_script("arguments[0].value = arguments[1]", box, text.replace("Demo cross-post", "Demo edited"))
+        box.send_keys(" ")
+        wait_for(driver, lambda d: d.find_element(By.ID, "state").text == "Valid.", "the fix to check valid")
+        driver.find_element(By.XPATH, "//button[text()='Save']").click()
+        wait_for(driver, lambda d: "Workflow 'Demo edited' saved." in d.page_source, "the save")
+    finally:
+        driver.quit()
+    with session_scope() as s:
+        assert s.get(Workflow, wf_id).name == "Demo edited"

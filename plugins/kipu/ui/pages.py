@@ -157,10 +157,145 @@ async def workflows(request: Request) -> Response:
             )
         dag = f'<a href="/dags/{e(w["dag_id"])}" target="_top">{e(w["dag_id"])}</a>'
         export = f'<a href="/kipu/ui/workflows/{e(w["id"])}/export.yaml" download>YAML</a>'
+        if edit:
+            export += f' · <a href="/kipu/ui/workflows/{e(w["id"])}/edit?team={e(ctx.team)}">Edit</a>'
         lines.append([e(w["name"]), _status(w["status"]), dag, export, actions])
-    headers = ["Workflow", "Status", "Airflow DAG", "Export", "Actions" if edit else ""]
+    headers = ["Workflow", "Status", "Airflow DAG", "File", "Actions" if edit else ""]
     body = table(headers, lines, "No workflows yet.")
+    if edit:
+        body += f'<p><a href="/kipu/ui/workflows/new?team={e(ctx.team)}">Import a workflow…</a></p>'
     return ctx.render("Workflows", body, "workflows")
+
+
+EDITOR_JS = """
+const box = document.getElementById('yaml'), list = document.getElementById('problems');
+const state = document.getElementById('state'); let timer = null;
+async function check() {
+  const r = await fetch('/kipu/ui/validate', {method: 'POST', headers: {'Content-Type': 'application/json',
+    'X-Kipu-CSRF': box.dataset.csrf}, body: JSON.stringify({text: box.value})});
+  const out = await r.json();
+  list.replaceChildren(...out.errors.map(t => { const li = document.createElement('li'); li.textContent = t;
+    return li; }));
+  state.textContent = out.valid ? 'Valid.' : out.errors.length + ' problem(s):';
+  box.setAttribute('aria-invalid', out.valid ? 'false' : 'true');
+}
+box.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(check, 300); });
+check();
+"""
+
+
+def _editor(ctx: Ctx, action: str, text: str, errors: list[str], label: str) -> str:
+    problems = "".join(f"<li>{e(x)}</li>" for x in errors)
+    return (
+        f'<form method="post" action="{e(action)}"><input type="hidden" name="csrf" value="{e(ctx.csrf)}">'
+        '<label for="yaml">Workflow YAML</label>'
+        f'<textarea id="yaml" name="yaml" rows="28" spellcheck="false" data-csrf="{e(ctx.csrf)}"'
+        f' aria-describedby="state problems" style="font-family:monospace">{e(text)}</textarea>'
+        f'<p id="state" role="status">{"" if not errors else f"{len(errors)} problem(s):"}</p>'
+        f'<ul id="problems" aria-live="polite">{problems}</ul><button>{e(label)}</button></form>'
+        f"<script>{EDITOR_JS}</script>"
+    )
+
+
+@router.post("/validate")
+async def validate(request: Request) -> Response:
+    """The editor's check as you type: the API's validation of the text (nothing is written)."""
+    from fastapi.responses import JSONResponse
+
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    if not csrf_ok(request.cookies.get(COOKIE), request.headers.get("x-kipu-csrf")):
+        return JSONResponse({"detail": "the page is stale or not from this session"}, status_code=403)
+    try:
+        text = str((await request.json()).get("text") or "")
+    except ValueError:
+        return JSONResponse({"valid": False, "errors": ["the request is not JSON"]}, status_code=422)
+    code, body = await ctx.api("POST", "/workflows/validate", json={"text": text})
+    if code != 200:
+        return JSONResponse({"valid": False, "errors": [_detail(body)]})
+    return JSONResponse(body)
+
+
+def _document(text: str) -> tuple[dict[str, Any] | None, list[str]]:
+    from kipu.specs.document import load_document
+    from kipu.specs.workflow import WorkflowSpecError
+
+    try:
+        return load_document(text.encode("utf-8", "surrogatepass"), "workflow.yaml"), []
+    except WorkflowSpecError as exc:
+        return None, list(exc.errors)
+
+
+@router.get("/workflows/new")
+async def new_workflow(request: Request) -> Response:
+    """Import: paste or type a workflow file; it is checked as you type and created on save."""
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    if not ctx.may("member"):
+        return _back("workflows", ctx.team, err="importing workflows needs the member role in the team")
+    start = f"name: New workflow\nteam: {ctx.team}\nstatus: paused\ntrigger:\n  type: manual\nsteps: []\n"
+    return ctx.render("Import a workflow", _editor(ctx, f"/kipu/ui/workflows/new?team={ctx.team}", start, [], "Create"))
+
+
+@router.post("/workflows/new")
+async def create_workflow(request: Request) -> Response:
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    form = await _form(request)
+    if form is None:
+        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    text = form.get("yaml", "")
+    doc, errors = _document(text)
+    if doc is not None:
+        code, body = await ctx.api("POST", "/workflows", json=doc)
+        if code < 300:
+            return _back("workflows", ctx.team, msg=f"Workflow '{body['name']}' created.")
+        errors = _messages(body)
+    page = _editor(ctx, f"/kipu/ui/workflows/new?team={ctx.team}", text, errors, "Create")
+    return ctx.render("Import a workflow", page)
+
+
+def _messages(body: Any) -> list[str]:
+    detail = body.get("detail") if isinstance(body, dict) else body
+    if isinstance(detail, list):
+        return [str(d.get("msg")) if isinstance(d, dict) else str(d) for d in detail]
+    return [str(detail)]
+
+
+@router.get("/workflows/{workflow_id}/edit")
+async def edit_workflow(request: Request, workflow_id: uuid.UUID) -> Response:
+    """The workflow's YAML, checked as you type; saving replaces it (members and up)."""
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    code, body = await ctx.api("GET", f"/workflows/{workflow_id}")
+    if code != 200:
+        return _back("workflows", ctx.team, err=_detail(body))
+    text = yaml.safe_dump(body["document"], sort_keys=False, allow_unicode=True)
+    action = f"/kipu/ui/workflows/{workflow_id}/edit?team={ctx.team}"
+    return ctx.render(f"Edit {body['name']}", _editor(ctx, action, text, [], "Save"), "workflows")
+
+
+@router.post("/workflows/{workflow_id}/edit")
+async def save_workflow_text(request: Request, workflow_id: uuid.UUID) -> Response:
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    form = await _form(request)
+    if form is None:
+        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    text = form.get("yaml", "")
+    doc, errors = _document(text)
+    if doc is not None:
+        code, body = await ctx.api("PUT", f"/workflows/{workflow_id}", json=doc)
+        if code < 300:
+            return _back("workflows", ctx.team, msg=f"Workflow '{body['name']}' saved.")
+        errors = _messages(body)
+    action = f"/kipu/ui/workflows/{workflow_id}/edit?team={ctx.team}"
+    return ctx.render("Edit the workflow", _editor(ctx, action, text, errors, "Save"), "workflows")
 
 
 @router.get("/workflows/{workflow_id}/export.yaml")

@@ -154,6 +154,44 @@ def create_workflow(document: dict[str, Any], caller: CallerDep) -> WorkflowOut:
     return _out(_save(caller, document))
 
 
+class ValidateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(max_length=256 * 1024, description="a workflow file's YAML or JSON text")
+    format: Literal["yaml", "json"] = "yaml"
+
+
+class Validation(BaseModel):
+    valid: bool
+    errors: list[str] = Field(description="every problem, each naming its step and field (or its line)")
+
+
+@router.post("/validate", response_model=Validation)
+def validate_text(body: ValidateIn, caller: CallerDep) -> Validation:
+    """Check a workflow file as import would, writing nothing: YAML or JSON, the spec, and the team's own
+    connections and approvers (viewers of the file's team; a team that is not the caller's is an error)."""
+    from kipu.specs.document import load_document
+    from kipu.store.workflows import validate_document
+
+    try:
+        data = load_document(body.text.encode("utf-8", "surrogatepass"), f"workflow.{body.format}")
+    except WorkflowSpecError as exc:
+        return Validation(valid=False, errors=list(exc.errors))
+    team_ref = data.get("team")
+    if not isinstance(team_ref, str) or not team_ref:
+        return Validation(valid=False, errors=["team: required (the team's slug)"])
+    try:
+        caller.team(team_ref, "viewer")
+    except HTTPException:
+        return Validation(valid=False, errors=[f"team: {team_ref!r} is not one of your teams"])
+    try:
+        with session_scope() as s:
+            validate_document(s, data)
+    except WorkflowSpecError as exc:
+        return Validation(valid=False, errors=list(exc.errors))
+    return Validation(valid=True, errors=[])
+
+
 @router.get("/{workflow_id}", response_model=WorkflowOut)
 def get_workflow(workflow_id: uuid.UUID, caller: CallerDep) -> WorkflowOut:
     _load(caller, workflow_id, "viewer")
