@@ -10,6 +10,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -190,6 +191,12 @@ def test_an_owner_signs_in_once_and_works_in_kipus_pages(ui_server: Server) -> N
         driver.get(ui_server.url + "/kipu/ui/posts?team=demo")
         assert driver.find_element(By.LINK_TEXT, "open").get_attribute("href") == "https://x.com/ana/status/1"
         shot(driver, "posts")
+        driver.find_element(By.LINK_TEXT, "Calendar by day").click()
+        wait_for(driver, lambda d: "Calendar" in d.title, "the calendar")
+        today = driver.find_element(By.XPATH, f"//div[@class='day' and text()='{datetime.now(UTC).day}']/..")
+        assert "bluesky failed" in today.text and "x published" in today.text, today.text
+        assert "Their private post" not in driver.page_source
+        shot(driver, "calendar")
         # Every form control has a label, and keyboard focus is visible.
         unlabeled = driver.execute_script(
             "return [...document.querySelectorAll('select,input:not([type=hidden]),textarea')]"

@@ -23,6 +23,8 @@ button.danger{border-color:#cf222e;color:#cf222e}textarea{width:100%;min-height:
 .status{font-weight:600}.muted{color:#57606a}form.inline{display:inline}label{margin-right:.3rem}
 .filters{display:flex;flex-wrap:wrap;gap:.5rem;align-items:end;margin-bottom:1rem}
 .filters div{display:flex;flex-direction:column}
+table.calendar td{width:14%;min-width:6rem;height:5rem}.calendar ul{padding-left:1rem;margin:.2rem 0}
+.day{font-weight:600}
 @media (max-width:600px){td,th{font-size:14px}header{padding:.5rem}main{padding:.5rem}}
 """
 

@@ -398,8 +398,75 @@ async def posts(request: Request) -> Response:
         + select_box("workflow_id", "Workflow", sorted(((k, v) for k, v in names.items()), key=lambda kv: kv[1]))
         + "<div><button>Filter</button></div></form>"
     )
-    body = filters + table(["When (UTC)", "Platform", "Status", "Caption", "Workflow", "Post", ""], rows, "No posts.")
+    calendar_link = f'<p><a href="/kipu/ui/calendar?team={e(ctx.team)}">Calendar by day</a></p>'
+    body = (
+        calendar_link
+        + filters
+        + table(["When (UTC)", "Platform", "Status", "Caption", "Workflow", "Post", ""], rows, "No posts.")
+    )
     return ctx.render("Posts", body, "posts")
+
+
+@router.get("/calendar")
+async def calendar(request: Request) -> Response:
+    """The team's posts by day (UTC) for a month, each with its status and link."""
+    import calendar as cal
+    from datetime import UTC, datetime, timedelta
+
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    if ctx.team is None:
+        return ctx.render("Calendar", "<p>You are in no Kipu team yet.</p>", "posts")
+    try:
+        first = datetime.strptime(request.query_params.get("month", ""), "%Y-%m").replace(tzinfo=UTC)
+    except ValueError:
+        now = datetime.now(UTC)
+        first = datetime(now.year, now.month, 1, tzinfo=UTC)
+    after = datetime(first.year + first.month // 12, first.month % 12 + 1, 1, tzinfo=UTC)
+    params: dict[str, Any] = {"team": ctx.team, "limit": 200, "since": first.isoformat(), "until": after.isoformat()}
+    by_day: dict[int, list[dict[str, Any]]] = {}
+    for _ in range(10):  # at most 2,000 posts a month on one page
+        code, page = await ctx.api("GET", "/posts", params=params)
+        if code != 200:
+            break
+        for p in page["items"]:
+            by_day.setdefault(int(p["created_at"][8:10]), []).append(p)
+        if not page.get("next_cursor"):
+            break
+        params["cursor"] = page["next_cursor"]
+
+    def cell(day: int) -> str:
+        if day == 0:
+            return ""
+        items = "".join(
+            "<li>"
+            + (
+                f'<a href="{e(p["url"])}" target="_blank" rel="noopener">{e(p["platform"])}</a>'
+                if p["url"]
+                else e(p["platform"])
+            )
+            + f' <span class="status">{e(p["status"])}</span></li>'
+            for p in sorted(by_day.get(day, []), key=lambda p: p["created_at"])
+        )
+        return (
+            f'<div class="day">{day}</div><ul class="muted">{items}</ul>' if items else f'<div class="day">{day}</div>'
+        )
+
+    weeks = cal.Calendar(firstweekday=0).monthdayscalendar(first.year, first.month)
+    head = "".join(f"<th scope=col>{d}</th>" for d in ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"))
+    rows = "".join("<tr>" + "".join(f"<td>{cell(d)}</td>" for d in week) + "</tr>" for week in weeks)
+    prev_month = (first - timedelta(days=1)).strftime("%Y-%m")
+    nav = (
+        f'<p><a href="/kipu/ui/calendar?team={e(ctx.team)}&amp;month={prev_month}">← {prev_month}</a> · '
+        f"<b>{first:%B %Y}</b> · "
+        f'<a href="/kipu/ui/calendar?team={e(ctx.team)}&amp;month={after:%Y-%m}">{after:%Y-%m} →</a> · '
+        f'<a href="/kipu/ui/posts?team={e(ctx.team)}">table</a></p>'
+    )
+    grid = (
+        f'<div class="table"><table class="calendar"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
+    )
+    return ctx.render("Calendar", nav + grid, "posts")
 
 
 @router.post("/posts/{post_id}/retry")
