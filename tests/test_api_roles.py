@@ -26,6 +26,7 @@ ROUTES: list[tuple[str, str, Call]] = [
     ("read posts", "viewer", lambda api, h, r: api.get(f"{API}/posts?team=demo", headers=h)),
     ("read connections", "viewer", lambda api, h, r: api.get(f"{API}/connections?team=demo", headers=h)),
     ("read media", "viewer", lambda api, h, r: api.get(f"{API}/media?team=demo", headers=h)),
+    ("read media folders", "viewer", lambda api, h, r: api.get(f"{API}/media/folders?team=demo", headers=h)),
     (
         "read notification channels",
         "viewer",

@@ -238,3 +238,30 @@ def test_validate_checks_a_file_as_import_would_and_writes_nothing(api: Any, rol
     assert theirs.json()["errors"] == ["team: 'demo' is not one of your teams"]
     with session_scope() as s:
         assert s.scalar(select(Workflow.id).where(Workflow.slug == "checked_only")) is None
+
+
+def test_a_media_preview_is_served_to_its_team_only(api: Any, people: dict[str, str], tmp_path: Any) -> None:
+    import uuid
+
+    from kipu.store.accounts import find_team
+    from kipu.store.models import Media
+
+    picture = tmp_path / "p.png"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 16)
+    media_id = uuid.uuid4()
+    with session_scope() as s:
+        s.add(
+            Media(
+                id=media_id,
+                team_id=find_team(s, "demo").id,
+                filename="p.png",
+                storage_path=str(picture),
+                mime_type="image/png",
+                size_bytes=24,
+            )
+        )
+    mine = get(api, f"/kipu/ui/media/{media_id}/content", "viewer", people)
+    assert mine.status_code == 200 and mine.content.startswith(b"\x89PNG")
+    assert get(api, f"/kipu/ui/media/{media_id}/content", "boss", people).status_code == 404
+    page = get(api, "/kipu/ui/media?team=demo", "viewer", people)
+    assert "p.png" in page.text and "24 bytes" in page.text and 'id="upload"' not in page.text  # a viewer cannot upload

@@ -401,3 +401,46 @@ def test_the_editor_checks_as_you_type_and_saves_only_a_valid_file(ui_server: Se
         driver.quit()
     with session_scope() as s:
         assert s.get(Workflow, wf_id).name == "Demo edited"
+
+
+def _png(path: Path) -> Path:
+    """A real 8x8 PNG (the upload sniffs its bytes; the preview decodes it)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\xd0\x60\x20" * 8 for _ in range(8))
+    header = struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_media_folders_upload_with_progress_and_previews(ui_server: Server, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = browser()
+    try:
+        sign_in(driver, ui_server, "admin", "/kipu/ui/media?team=demo")
+        driver.find_element(By.ID, "folder-name").send_keys("Launch")
+        driver.find_element(By.XPATH, "//button[text()='Create folder']").click()
+        wait_for(driver, lambda d: "Folder 'Launch' created." in d.page_source, "the folder")
+        driver.find_element(By.LINK_TEXT, "Launch").click()
+        wait_for(driver, lambda d: d.find_elements(By.ID, "file"), "the folder's page")
+        driver.find_element(By.ID, "file").send_keys(str(_png(tmp_path / "sunrise.png")))
+        driver.find_element(By.XPATH, "//button[text()='Upload']").click()
+        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "img[alt='sunrise.png']"), "the uploaded file")
+        img = driver.find_element(By.CSS_SELECTOR, "img[alt='sunrise.png']")
+        wait_for(driver, lambda d: d.execute_script("return arguments[0].naturalWidth", img) == 8, "the preview")
+        assert "kipu-media:" in driver.page_source
+        shot(driver, "media")
+        (tmp_path / "notes.txt").write_text("not a picture")
+        driver.find_element(By.ID, "file").send_keys(str(tmp_path / "notes.txt"))
+        driver.find_element(By.XPATH, "//button[text()='Upload']").click()
+        wait_for(driver, lambda d: "Refused:" in d.find_element(By.ID, "upload-state").text, "the refusal")
+        assert driver.execute_script("return document.getElementById('progress').value") > 0
+    finally:
+        driver.quit()

@@ -39,6 +39,7 @@ class KipuPlugin(AirflowPlugin):
                 ("posts", "Posts"),
                 ("approvals", "Approvals"),
                 ("connections", "Connections"),
+                ("media", "Media"),
             )
         ),
         {"name": "Kipu", "href": "/kipu/ui/dag?dag_id={DAG_ID}", "destination": "dag", "url_route": "kipu"},

@@ -82,6 +82,8 @@ class RequestGuard:
             if signed is not None:
                 scope.setdefault("state", {})["kipu_ui"] = signed
             limit = UI_MAX_FORM if signed is not None else 0
+            if signed is not None and path == "/ui/media/upload":
+                limit, shown = upload_limits()
         elif path.startswith("/api/auth/callback/") or (path in PUBLIC_GET and scope["method"] == "GET"):
             limit = 0  # no public route but the webhooks takes a body: nothing unauthenticated is buffered
         else:
@@ -92,7 +94,7 @@ class RequestGuard:
         if declared.isdigit() and int(declared) > limit:
             await _too_large(send, shown or limit)
             return
-        if path == "/api/media/upload":  # multipart: streamed to the route, never buffered here
+        if path in ("/api/media/upload", "/ui/media/upload"):  # multipart: streamed to the route, never buffered here
             await self._stream(scope, receive, send, limit, shown or limit)
             return
         body = await _read(receive, limit)

@@ -7,7 +7,13 @@ import html
 from collections.abc import Iterable
 from typing import Any
 
-PAGES = (("workflows", "Workflows"), ("posts", "Posts"), ("approvals", "Approvals"), ("connections", "Connections"))
+PAGES = (
+    ("workflows", "Workflows"),
+    ("posts", "Posts"),
+    ("approvals", "Approvals"),
+    ("connections", "Connections"),
+    ("media", "Media"),
+)
 CSS = """
 *{box-sizing:border-box}body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1b1f24;background:#fff}
 header{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:center;padding:.6rem 1rem;border-bottom:1px solid #d0d7de}

@@ -816,3 +816,158 @@ async def run_tab(request: Request, dag_id: str, run_id: str) -> Response:
         f"<h2>Steps</h2>{steps}<h2>Posts</h2>{posts}"
     )
     return ctx.render("Kipu item", body)
+
+
+# -- media ------------------------------------------------------------------------------------------------------------
+UPLOAD_JS = """
+const form = document.getElementById('upload'), bar = document.getElementById('progress');
+const note = document.getElementById('upload-state');
+form.addEventListener('submit', ev => {
+  ev.preventDefault();
+  const xhr = new XMLHttpRequest();
+  xhr.open('POST', form.action);
+  xhr.setRequestHeader('X-Kipu-CSRF', form.dataset.csrf);
+  xhr.upload.onprogress = e => { if (e.lengthComputable) { bar.max = e.total; bar.value = e.loaded; } };
+  xhr.onload = () => {
+    const out = JSON.parse(xhr.responseText || '{}');
+    if (xhr.status < 300) { note.textContent = 'Uploaded ' + out.filename + '.'; location.reload(); }
+    else {
+      const why = typeof out.detail === 'string' ? out.detail : JSON.stringify(out.detail);
+      note.textContent = 'Refused: ' + why;
+    }
+  };
+  xhr.onerror = () => { note.textContent = 'The upload failed; try again.'; };
+  note.textContent = 'Uploading…';
+  xhr.send(new FormData(form));
+});
+"""
+
+
+def _size(n: int) -> str:
+    return f"{n} bytes" if n < 1024 else f"{n / 1024:.0f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MiB"
+
+
+def _preview(m: dict[str, Any]) -> str:
+    src = m["url"] if m["url"].startswith("https://") else f"/kipu/ui/media/{m['id']}/content"
+    kind = m.get("mime_type") or ""
+    if kind.startswith("image/"):
+        return f'<img src="{e(src)}" alt="{e(m["filename"])}" loading="lazy" style="max-width:160px;max-height:120px">'
+    if kind.startswith("video/"):
+        return f'<video src="{e(src)}" controls preload="metadata" style="max-width:200px"></video>'
+    return f'<a href="{e(src)}">{e(m["filename"])}</a>'
+
+
+@router.get("/media")
+async def media(request: Request) -> Response:
+    """The media library: folders, files with previews, and an upload with progress (members and up)."""
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    if ctx.team is None:
+        return ctx.render("Media", "<p>You are in no Kipu team yet.</p>", "media")
+    folder = request.query_params.get("folder_id") or None
+    _, folders = await ctx.api("GET", "/media/folders", params={"team": ctx.team})
+    code, items = await ctx.api("GET", "/media", params={"team": ctx.team, **({"folder_id": folder} if folder else {})})
+    if code != 200:
+        return _back("media", ctx.team, err=_detail(items))
+    crumbs = [f'<a href="/kipu/ui/media?team={e(ctx.team)}">All (top level)</a>'] + [
+        f'<a href="/kipu/ui/media?team={e(ctx.team)}&amp;folder_id={e(f["id"])}"'
+        + (" aria-current=page" if f["id"] == folder else "")
+        + f">{e(f['name'])}</a>"
+        for f in folders or []
+    ]
+    rows = [
+        [
+            _preview(m),
+            e(m["filename"]),
+            e(m["mime_type"]),
+            e(_size(m["size_bytes"] or 0)),
+            f"<code>{e(m['ref'])}</code>",
+        ]
+        for m in items
+    ]
+    body = (
+        "<p>Folders: "
+        + " · ".join(crumbs)
+        + "</p>"
+        + table(["Preview", "File", "Type", "Size", "Use in an item as"], rows, "No media here yet.")
+    )
+    if ctx.may("member"):
+        q = f"team={e(ctx.team)}" + (f"&amp;folder_id={e(folder)}" if folder else "")
+        body += (
+            f'<h2>Upload</h2><form id="upload" method="post" enctype="multipart/form-data" data-csrf="{e(ctx.csrf)}"'
+            f' action="/kipu/ui/media/upload?{q}" class="filters"><div><label for="file">File</label>'
+            '<input id="file" name="file" type="file" required></div><div><button>Upload</button></div>'
+            '<div><label for="progress">Progress</label><progress id="progress" value="0" max="1"></progress></div>'
+            '</form><p id="upload-state" role="status"></p>'
+            f"<script>{UPLOAD_JS}</script>"
+            "<h2>New folder</h2>"
+            f'<form method="post" action="/kipu/ui/media/folders?team={e(ctx.team)}" class="filters">'
+            f'<input type="hidden" name="csrf" value="{e(ctx.csrf)}"><div><label for="folder-name">Name</label>'
+            '<input id="folder-name" name="name" required maxlength="200"></div><div><button>Create folder</button>'
+            "</div></form>"
+        )
+    return ctx.render("Media", body, "media")
+
+
+@router.post("/media/upload")
+async def upload_media(request: Request) -> Response:
+    """The page's upload, forwarded to the API's streamed upload as the signed-in person (its limits and checks)."""
+    from fastapi.responses import JSONResponse
+
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    if not csrf_ok(request.cookies.get(COOKIE), request.headers.get("x-kipu-csrf")):
+        return JSONResponse({"detail": "the page is stale or not from this session"}, status_code=403)
+    form = await request.form()
+    file = form.get("file")
+    if file is None or isinstance(file, str):
+        return JSONResponse({"detail": "file: required"}, status_code=422)
+    params = {
+        "team": ctx.team,
+        **({"folder_id": request.query_params["folder_id"]} if request.query_params.get("folder_id") else {}),
+    }
+    files = {"file": (file.filename or "upload", file.file, file.content_type or "application/octet-stream")}
+    code, body = await ctx.api("POST", "/media/upload", params=params, files=files)
+    return JSONResponse(body, status_code=code)
+
+
+@router.post("/media/folders")
+async def create_folder(request: Request) -> Response:
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    form = await _form(request)
+    if form is None:
+        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    code, body = await ctx.api("POST", "/media/folders", json={"team": ctx.team, "name": form.get("name", "")})
+    return _back(
+        "media", ctx.team, **({"msg": f"Folder '{body['name']}' created."} if code < 300 else {"err": _detail(body)})
+    )
+
+
+@router.get("/media/{media_id}/content")
+async def media_content(request: Request, media_id: uuid.UUID) -> Response:
+    """A library file's bytes for its preview (local storage; S3 media previews from its presigned URL)."""
+    from fastapi.responses import FileResponse
+    from starlette.concurrency import run_in_threadpool
+
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+
+    def find() -> tuple[str, str | None] | None:
+        from kipu.store.engine import session_scope
+        from kipu.store.models import Media
+
+        with session_scope() as s:
+            m = s.get(Media, media_id)
+            if m is None or m.team_id not in ctx.caller.roles or m.storage_path.startswith("s3://"):
+                return None
+            return m.storage_path, m.mime_type
+
+    found = await run_in_threadpool(find)
+    if found is None:
+        return HTMLResponse("not found", status_code=404)
+    return FileResponse(found[0], media_type=found[1] or "application/octet-stream")

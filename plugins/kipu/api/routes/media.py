@@ -149,6 +149,15 @@ def list_media(caller: CallerDep, team: str, folder_id: uuid.UUID | None = None)
         return [_out(m, presign) for m in s.scalars(query)]
 
 
+@router.get("/folders", response_model=list[FolderOut])
+def list_folders(caller: CallerDep, team: str) -> list[FolderOut]:
+    """The team's media folders (viewers and up)."""
+    team_id = caller.team(team, "viewer")
+    with session_scope() as s:
+        rows = s.scalars(select(MediaFolder).where(MediaFolder.team_id == team_id).order_by(MediaFolder.name))
+        return [FolderOut(id=f.id, name=f.name, parent_id=f.parent_id) for f in rows]
+
+
 @router.get("/{media_id}", response_model=MediaOut)
 def get_media(media_id: uuid.UUID, caller: CallerDep) -> MediaOut:
     """One media item; for S3 media ``url`` is a fresh presigned URL valid ``KIPU_MEDIA_URL_SECONDS``."""
