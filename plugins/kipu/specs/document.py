@@ -134,7 +134,10 @@ def load_document(raw: bytes, name: str = "document") -> Any:
         except json.JSONDecodeError as exc:
             raise DocumentError([f"{name}: not valid JSON: {exc}"]) from None
     else:
-        loader = _Loader(text)
+        try:  # the reader refuses control characters as soon as it is built
+            loader = _Loader(text)
+        except yaml.YAMLError as exc:
+            raise DocumentError([f"{name}: not valid YAML: {_yaml_message(exc)}"]) from None
         try:
             node = loader.get_single_node()
             if node is None:
