@@ -154,6 +154,8 @@ def test_run_with_a_test_item_and_export_the_file(api: Any, people: dict[str, st
     with session_scope() as s:
         (run,) = s.scalars(select(WorkflowRun).where(WorkflowRun.workflow_id == wf_id))
         assert run.source == "manual" and run.trigger_data["caption"] == "Hello from the UI"
+    listed = get(api, "/kipu/ui/workflows", "viewer", people).text  # the last run and the month's outcome counts
+    assert "Runs, 30 days" in listed and f"1 {run.status}" in listed and "never" not in listed
     exported = get(api, f"/kipu/ui/workflows/{wf_id}/export.yaml", "viewer", people)
     assert exported.status_code == 200 and "attachment" in exported.headers["content-disposition"]
     assert "skip_ads_and_text" in exported.text and exported.text.startswith("name:")

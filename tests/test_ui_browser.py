@@ -75,6 +75,7 @@ def ui_server(airflow_db: Path, served_store: str, tmp_path_factory: pytest.Temp
         s.add(Post(id=uuid.uuid4(), team_id=other.id, platform="x", caption="Their private post", status="published"))
         assert wf.id
     from tests.api_helpers import oauth_app_env
+    from tests.fakes.mastodon_server import MastodonServer
     from tests.fakes.tiktok_server import TikTokServer
     from tests.fakes.x_server import XServer
     from tests.test_ui import x_app_env
@@ -85,8 +86,9 @@ def ui_server(airflow_db: Path, served_store: str, tmp_path_factory: pytest.Temp
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     x, tiktok = XServer(), TikTokServer(allow_loopback_http=True)  # Kipu runs on http://127.0.0.1 here
-    x.__enter__()
-    tiktok.__enter__()
+    mastodon = MastodonServer()
+    for fake in (x, tiktok, mastodon):
+        fake.__enter__()
     name, value = oauth_app_env(
         "tiktok",
         tiktok.url,
@@ -100,6 +102,7 @@ def ui_server(airflow_db: Path, served_store: str, tmp_path_factory: pytest.Temp
     env = {
         name: json.dumps(tiktok_app),
         "AIRFLOW_CONN_KIPU_X_APP": x_app_env(x.url, base),
+        "KIPU_MASTODON_REDIRECT_URI": f"{base}/kipu/api/auth/callback/mastodon",
         **os.environ,
         "KIPU_DATABASE_URL": served_store,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
@@ -108,11 +111,11 @@ def ui_server(airflow_db: Path, served_store: str, tmp_path_factory: pytest.Temp
     cmd = [sys.executable, "-m", "airflow", "api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1"]
     proc = start(cmd, home / "api-server.log", f"http://127.0.0.1:{port}/api/v2/monitor/health", env)
     try:
-        yield Server(base, home / "api-server.log", {}, served_store)
+        yield Server(base, home / "api-server.log", {"mastodon": {"url": mastodon.url}}, served_store)
     finally:
         stop(proc)
-        x.__exit__()
-        tiktok.__exit__()
+        for fake in (x, tiktok, mastodon):
+            fake.__exit__()
 
 
 def browser(width: int = 1280, height: int = 900) -> Any:
@@ -241,13 +244,27 @@ def test_a_viewer_sees_no_edit_controls(ui_server: Server) -> None:
         driver.quit()
 
 
-def test_pages_fit_a_phones_width(ui_server: Server) -> None:
+def test_pages_fit_a_phones_width_with_labels_and_visible_focus(ui_server: Server) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
     driver = browser(390, 844)
     try:
         sign_in(driver, ui_server, "admin", "/kipu/ui/posts")
-        overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 1, f"the page is {overflow}px wider than a phone's screen"
-        shot(driver, "posts-phone")
+        for page in ("workflows", "posts", "calendar", "approvals", "connections", "media"):
+            driver.get(f"{ui_server.url}/kipu/ui/{page}?team=demo")
+            overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 1, f"{page} is {overflow}px wider than a phone's screen"
+            unlabeled = driver.execute_script(
+                "return [...document.querySelectorAll('select,input:not([type=hidden]),textarea')]"
+                ".filter(el => !document.querySelector(`label[for='${el.id}']`)).map(el => el.name)"
+            )
+            assert unlabeled == [], (page, unlabeled)
+            driver.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+            outline = driver.execute_script("return getComputedStyle(document.activeElement).outlineStyle")
+            assert outline not in ("none", ""), (page, outline)
+            if page == "posts":
+                shot(driver, "posts-phone")
     finally:
         driver.quit()
 
@@ -360,6 +377,13 @@ def test_an_admin_connects_x_and_tiktok_through_the_real_redirects(ui_server: Se
             rows = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "tbody tr")]
             assert any(r.startswith(platform) and "healthy" in r for r in rows), rows
         assert driver.find_elements(By.XPATH, "//button[text()='Reconnect']")
+        # Mastodon is federated: the admin names the instance; Kipu registers itself there, then the same round trip.
+        driver.find_element(By.ID, "mastodon-instance").send_keys(ui_server.tokens["mastodon"]["url"])
+        button = driver.find_element(By.XPATH, "//button[text()='Connect mastodon']")
+        button.click()
+        wait_for(driver, lambda d, b=button: _gone(b), "the page to leave for the instance")
+        wait_for(driver, lambda d: "Connected:" in d.page_source or 'role="alert"' in d.page_source, "mastodon")
+        assert "Connected: mastodon" in driver.page_source, driver.page_source[-1500:]
         shot(driver, "connections")
     finally:
         driver.quit()

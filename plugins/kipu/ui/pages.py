@@ -138,6 +138,8 @@ async def workflows(request: Request) -> Response:
     code, rows = await ctx.api("GET", "/workflows", params={"team": ctx.team})
     if code != 200:
         return ctx.render("Workflows", "", "workflows")
+    _, acts = await ctx.api("GET", "/workflows/activity", params={"team": ctx.team})
+    activity = {a["workflow_id"]: a for a in acts or []}
     edit = ctx.may("member")
     lines = []
     for w in rows:
@@ -159,8 +161,23 @@ async def workflows(request: Request) -> Response:
         export = f'<a href="/kipu/ui/workflows/{e(w["id"])}/export.yaml" download>YAML</a>'
         if edit:
             export += f' · <a href="/kipu/ui/workflows/{e(w["id"])}/edit?team={e(ctx.team)}">Edit</a>'
-        lines.append([e(w["name"]), _status(w["status"]), dag, export, actions])
-    headers = ["Workflow", "Status", "Airflow DAG", "File", "Actions" if edit else ""]
+        act = activity.get(w["id"]) or {}
+        last = (
+            f"{e((act.get('last_run_at') or '')[:16].replace('T', ' '))} {_status(act.get('last_status'))}"
+            if act.get("last_run_at")
+            else '<span class="muted">never</span>'
+        )
+        counts = ", ".join(f"{n} {e(k)}" for k, n in sorted((act.get("counts") or {}).items())) or "—"
+        lines.append([e(w["name"]), _status(w["status"]), last, e(counts), dag, export, actions])
+    headers = [
+        "Workflow",
+        "Status",
+        "Last run (UTC)",
+        "Runs, 30 days",
+        "Airflow DAG",
+        "File",
+        "Actions" if edit else "",
+    ]
     body = table(headers, lines, "No workflows yet.")
     if edit:
         body += f'<p><a href="/kipu/ui/workflows/new?team={e(ctx.team)}">Import a workflow…</a></p>'
@@ -593,6 +610,7 @@ async def connections(request: Request) -> Response:
                 for p in oauth_platforms
             )
             + "</p>"
+            + _mastodon_form(ctx)
             + _bluesky_form(ctx)
         )
     return ctx.render("Connections", body, "connections")
@@ -618,6 +636,15 @@ def _oauth_platforms() -> list[str]:
     return found
 
 
+def _mastodon_form(ctx: Ctx) -> str:
+    return (
+        f'<h2>Mastodon</h2><form method="post" action="/kipu/ui/connections/connect/mastodon?team={e(ctx.team)}"'
+        f' class="filters"><input type="hidden" name="csrf" value="{e(ctx.csrf)}">'
+        '<div><label for="mastodon-instance">Instance</label><input id="mastodon-instance" name="instance" required'
+        ' maxlength="253" placeholder="mastodon.social"></div><div><button>Connect mastodon</button></div></form>'
+    )
+
+
 def _bluesky_form(ctx: Ctx) -> str:
     return (
         f'<h2>Bluesky</h2><form method="post" action="/kipu/ui/connections/bluesky?team={e(ctx.team)}" class="filters">'
@@ -638,24 +665,29 @@ async def connect(request: Request, platform: str) -> Response:
     ctx = await context(request)
     if isinstance(ctx, Response):
         return ctx
-    if await _form(request) is None:
+    form = await _form(request)
+    if form is None:
         return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
     if not ctx.may("admin"):
         return _back("connections", ctx.team, err="connecting accounts needs the admin role in the team")
+    instance = (form.get("instance") or "").strip() or None
     from starlette.concurrency import run_in_threadpool
 
     from kipu.auth import oauth
     from kipu.store.accounts import find_team
     from kipu.store.engine import session_scope
 
-    if platform not in await run_in_threadpool(_oauth_platforms):
+    if platform == "mastodon":  # federated: Kipu registers itself at the instance first (through the egress guard)
+        if instance is None:
+            return _back("connections", ctx.team, err="instance: the Mastodon server to connect (e.g. mastodon.social)")
+    elif platform not in await run_in_threadpool(_oauth_platforms):
         return _back("connections", ctx.team, err=f"{platform} has no OAuth app configured in this deployment")
 
     def begin() -> str:
         with session_scope() as s:
             return oauth.begin(
                 s,
-                oauth.app_for(platform),
+                oauth.app_for(platform, instance, s),
                 find_team(s, ctx.team or ""),  # type: ignore[arg-type]
                 ctx.caller.profile_id,
                 session_user=ctx.user,

@@ -154,6 +154,52 @@ def create_workflow(document: dict[str, Any], caller: CallerDep) -> WorkflowOut:
     return _out(_save(caller, document))
 
 
+class WorkflowActivity(BaseModel):
+    workflow_id: uuid.UUID
+    last_run_at: datetime | None
+    last_status: str | None
+    counts: dict[str, int] = Field(description="runs per status (completed, skipped, failed, ...) in the window")
+
+
+@router.get("/activity", response_model=list[WorkflowActivity])
+def activity(caller: CallerDep, team: str, days: int = Query(30, ge=1, le=365)) -> list[WorkflowActivity]:
+    """Per workflow of the team: its last run and how its runs of the last ``days`` ended (viewers and up)."""
+    from datetime import UTC, timedelta
+
+    from sqlalchemy import func
+
+    team_id = caller.team(team, "viewer")
+    since = datetime.now(UTC) - timedelta(days=days)
+    with session_scope() as s:
+        ids = list(s.scalars(select(Workflow.id).where(Workflow.team_id == team_id)))
+        if not ids:
+            return []
+        counts: dict[uuid.UUID, dict[str, int]] = {i: {} for i in ids}
+        for wf_id, state, n in s.execute(
+            select(WorkflowRun.workflow_id, WorkflowRun.status, func.count())
+            .where(WorkflowRun.workflow_id.in_(ids), WorkflowRun.started_at >= since)
+            .group_by(WorkflowRun.workflow_id, WorkflowRun.status)
+        ):
+            counts[wf_id][state or "pending"] = int(n)
+        last = {
+            wf_id: (at, state)
+            for wf_id, at, state in s.execute(
+                select(WorkflowRun.workflow_id, WorkflowRun.started_at, WorkflowRun.status)
+                .where(WorkflowRun.workflow_id.in_(ids))
+                .order_by(WorkflowRun.workflow_id, WorkflowRun.started_at)
+            )
+        }  # ascending: the last row per workflow wins
+    return [
+        WorkflowActivity(
+            workflow_id=i,
+            last_run_at=last.get(i, (None, None))[0],
+            last_status=last.get(i, (None, None))[1],
+            counts=counts[i],
+        )
+        for i in ids
+    ]
+
+
 class ValidateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
