@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import REPO
 from tests.tenant.conftest import Server, free_port, served_store, start, stop  # noqa: F401  (a module fixture)
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not shutil.which("chromedriver"), reason="needs chromium-driver")]
+pytestmark = pytest.mark.slow
 # Where screenshots go: tests/.artifacts/ui (ignored by git); KIPU_UI_SHOTS=docs/ui refreshes the ones docs/ui.md shows.
 SHOTS = Path(os.environ.get("KIPU_UI_SHOTS") or REPO / "tests" / ".artifacts" / "ui")
 PASSWORDS = {"admin": "admin-pass-1", "viewer": "viewer-pass-1"}
@@ -122,11 +122,15 @@ def browser(width: int = 1280, height: int = 900) -> Any:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    driver_path = shutil.which("chromedriver")
+    assert driver_path, (
+        "the UI tests need Debian's chromium and chromium-driver: apt-get install chromium chromium-driver"
+    )
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={width},{height}"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
     driver.implicitly_wait(0)
     return driver
 
