@@ -109,6 +109,17 @@ async def _form(request: Request) -> dict[str, str] | None:
     return form if csrf_ok(request.cookies.get(COOKIE), form.get("csrf")) else None
 
 
+async def posted(request: Request) -> tuple[Ctx, dict[str, str]] | Response:
+    """The context and form of a page's POST: signed in, and with this session's CSRF token (else 403)."""
+    ctx = await context(request)
+    if isinstance(ctx, Response):
+        return ctx
+    form = await _form(request)
+    if form is None:
+        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    return ctx, form
+
+
 def _back(path: str, team: str | None, **msg: str) -> RedirectResponse:
     params = {"team": team, **msg} if team else msg
     return RedirectResponse(f"/kipu/ui/{path}?{urlencode({k: v for k, v in params.items() if v})}", status_code=303)
@@ -258,12 +269,10 @@ async def new_workflow(request: Request) -> Response:
 
 @router.post("/workflows/new")
 async def create_workflow(request: Request) -> Response:
-    ctx = await context(request)
-    if isinstance(ctx, Response):
-        return ctx
-    form = await _form(request)
-    if form is None:
-        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    got = await posted(request)
+    if isinstance(got, Response):
+        return got
+    ctx, form = got
     text = form.get("yaml", "")
     doc, errors = _document(text)
     if doc is not None:
@@ -298,12 +307,10 @@ async def edit_workflow(request: Request, workflow_id: uuid.UUID) -> Response:
 
 @router.post("/workflows/{workflow_id}/edit")
 async def save_workflow_text(request: Request, workflow_id: uuid.UUID) -> Response:
-    ctx = await context(request)
-    if isinstance(ctx, Response):
-        return ctx
-    form = await _form(request)
-    if form is None:
-        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    got = await posted(request)
+    if isinstance(got, Response):
+        return got
+    ctx, form = got
     text = form.get("yaml", "")
     doc, errors = _document(text)
     if doc is not None:
@@ -334,12 +341,10 @@ async def export(request: Request, workflow_id: uuid.UUID) -> Response:
 @router.post("/workflows/{workflow_id}/run")
 async def run_test_item(request: Request, workflow_id: uuid.UUID) -> Response:
     """Run the workflow with a test item made of a caption: the API's manual run, as `kipu workflow run` does."""
-    ctx = await context(request)
-    if isinstance(ctx, Response):
-        return ctx
-    form = await _form(request)
-    if form is None:
-        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    got = await posted(request)
+    if isinstance(got, Response):
+        return got
+    ctx, form = got
     item = {"caption": form.get("caption", ""), "idempotency_key": f"ui-{uuid.uuid4()}"}
     code, body = await ctx.api("POST", f"/workflows/{workflow_id}/run", json={"item": item})
     if code < 300:
@@ -350,11 +355,12 @@ async def run_test_item(request: Request, workflow_id: uuid.UUID) -> Response:
 
 @router.post("/workflows/{workflow_id}/{action}")
 async def workflow_action(request: Request, workflow_id: uuid.UUID, action: str) -> Response:
-    ctx = await context(request)
-    if isinstance(ctx, Response):
-        return ctx
-    if action not in ("activate", "pause", "duplicate") or await _form(request) is None:
-        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    got = await posted(request)
+    if isinstance(got, Response):
+        return got
+    ctx, _ = got
+    if action not in ("activate", "pause", "duplicate"):
+        return HTMLResponse(f"unknown action {action!r}", status_code=404)
     code, body = await ctx.api("POST", f"/workflows/{workflow_id}/{action}")
     done = {"activate": "activated", "pause": "paused", "duplicate": "duplicated"}[action]
     return _back("workflows", ctx.team, **({"msg": f"Workflow {done}."} if code < 300 else {"err": _detail(body)}))
@@ -488,11 +494,10 @@ async def calendar(request: Request) -> Response:
 
 @router.post("/posts/{post_id}/retry")
 async def retry_post(request: Request, post_id: uuid.UUID) -> Response:
-    ctx = await context(request)
-    if isinstance(ctx, Response):
-        return ctx
-    if await _form(request) is None:
-        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    got = await posted(request)
+    if isinstance(got, Response):
+        return got
+    ctx, _ = got
     code, body = await ctx.api("POST", f"/posts/{post_id}/publish")
     if code < 300:
         return _back("posts", ctx.team, msg=f"Retried: {body['post']['status']}.")
@@ -553,12 +558,10 @@ def _media(urls: list[str]) -> str:
 
 @router.post("/approvals/{dag_id}/{run_id}/{task_id}")
 async def answer(request: Request, dag_id: str, run_id: str, task_id: str) -> Response:
-    ctx = await context(request)
-    if isinstance(ctx, Response):
-        return ctx
-    form = await _form(request)
-    if form is None:
-        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    got = await posted(request)
+    if isinstance(got, Response):
+        return got
+    ctx, form = got
     path = f"/approvals/{quote(dag_id, safe='')}/{quote(run_id, safe='')}/{quote(task_id, safe='')}"
     code, body = await ctx.api(
         "POST", path, json={"decision": form.get("decision"), "comment": form.get("comment") or None}
@@ -662,12 +665,10 @@ def _bluesky_form(ctx: Ctx) -> str:
 async def connect(request: Request, platform: str) -> Response:
     """Start the OAuth round trip: to the platform's consent page, back through the callback to this page. The state
     is bound to this signed-in session."""
-    ctx = await context(request)
-    if isinstance(ctx, Response):
-        return ctx
-    form = await _form(request)
-    if form is None:
-        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    got = await posted(request)
+    if isinstance(got, Response):
+        return got
+    ctx, form = got
     if not ctx.may("admin"):
         return _back("connections", ctx.team, err="connecting accounts needs the admin role in the team")
     instance = (form.get("instance") or "").strip() or None
@@ -703,12 +704,10 @@ async def connect(request: Request, platform: str) -> Response:
 
 @router.post("/connections/bluesky")
 async def connect_bluesky(request: Request) -> Response:
-    ctx = await context(request)
-    if isinstance(ctx, Response):
-        return ctx
-    form = await _form(request)
-    if form is None:
-        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    got = await posted(request)
+    if isinstance(got, Response):
+        return got
+    ctx, form = got
     body = {k: form.get(k, "") for k in ("handle", "app_password", "service")}
     code, out = await ctx.api("POST", "/connections/bluesky", json={"team": ctx.team, **body})
     if code < 300:
@@ -735,11 +734,10 @@ async def confirm_delete(request: Request, connection_id: uuid.UUID) -> Response
 
 @router.post("/connections/{connection_id}/delete")
 async def delete_connection(request: Request, connection_id: uuid.UUID) -> Response:
-    ctx = await context(request)
-    if isinstance(ctx, Response):
-        return ctx
-    if await _form(request) is None:
-        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    got = await posted(request)
+    if isinstance(got, Response):
+        return got
+    ctx, _ = got
     code, body = await ctx.api("DELETE", f"/connections/{connection_id}")
     return _back("connections", ctx.team, **({"msg": "Connection deleted."} if code < 300 else {"err": _detail(body)}))
 
@@ -967,12 +965,10 @@ async def upload_media(request: Request) -> Response:
 
 @router.post("/media/folders")
 async def create_folder(request: Request) -> Response:
-    ctx = await context(request)
-    if isinstance(ctx, Response):
-        return ctx
-    form = await _form(request)
-    if form is None:
-        return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    got = await posted(request)
+    if isinstance(got, Response):
+        return got
+    ctx, form = got
     code, body = await ctx.api("POST", "/media/folders", json={"team": ctx.team, "name": form.get("name", "")})
     return _back(
         "media", ctx.team, **({"msg": f"Folder '{body['name']}' created."} if code < 300 else {"err": _detail(body)})
