@@ -83,7 +83,12 @@ def _detail(body: Any) -> str:
     return str(detail)
 
 
-async def context(request: Request) -> Ctx | Response:
+async def context(request: Request, *, csrf_header: bool = False) -> Ctx | Response:
+    """Who is asking; a script's request (``csrf_header``) must carry this session's token in ``X-Kipu-CSRF``."""
+    if csrf_header and not csrf_ok(request.cookies.get(COOKIE), request.headers.get("x-kipu-csrf")):
+        from fastapi.responses import JSONResponse
+
+        return JSONResponse({"detail": "the page is stale or not from this session"}, status_code=403)
     signed = getattr(request.state, "kipu_ui", None)
     if signed is None:  # not signed in to Airflow: its login page, then back here
         return RedirectResponse(f"/auth/login?next={quote(str(request.url), safe='')}", status_code=303)
@@ -107,6 +112,14 @@ async def _form(request: Request) -> dict[str, str] | None:
     """The posted form if its CSRF token belongs to this session, else None."""
     form = {k: str(v) for k, v in (await request.form()).items()}
     return form if csrf_ok(request.cookies.get(COOKIE), form.get("csrf")) else None
+
+
+async def team_context(request: Request, title: str, current: str) -> Ctx | Response:
+    """The context of a team's page; a page saying so when the person is in no team yet."""
+    ctx = await context(request)
+    if isinstance(ctx, Response) or ctx.team is not None:
+        return ctx
+    return ctx.render(title, "<p>You are in no Kipu team yet.</p>", current)
 
 
 async def posted(request: Request) -> tuple[Ctx, dict[str, str]] | Response:
@@ -230,11 +243,9 @@ async def validate(request: Request) -> Response:
     """The editor's check as you type: the API's validation of the text (nothing is written)."""
     from fastapi.responses import JSONResponse
 
-    ctx = await context(request)
+    ctx = await context(request, csrf_header=True)
     if isinstance(ctx, Response):
         return ctx
-    if not csrf_ok(request.cookies.get(COOKIE), request.headers.get("x-kipu-csrf")):
-        return JSONResponse({"detail": "the page is stale or not from this session"}, status_code=403)
     try:
         text = str((await request.json()).get("text") or "")
     except ValueError:
@@ -369,11 +380,9 @@ async def workflow_action(request: Request, workflow_id: uuid.UUID, action: str)
 # -- posts ----------------------------------------------------------------------------------------------------------
 @router.get("/posts")
 async def posts(request: Request) -> Response:
-    ctx = await context(request)
+    ctx = await team_context(request, "Posts", "posts")
     if isinstance(ctx, Response):
         return ctx
-    if ctx.team is None:
-        return ctx.render("Posts", "<p>You are in no Kipu team yet.</p>", "posts")
     q = request.query_params
     params = {"team": ctx.team, "limit": 100, **{k: q[k] for k in ("status", "platform", "workflow_id") if q.get(k)}}
     code, data = await ctx.api("GET", "/posts", params=params)
@@ -436,11 +445,9 @@ async def calendar(request: Request) -> Response:
     import calendar as cal
     from datetime import UTC, datetime, timedelta
 
-    ctx = await context(request)
+    ctx = await team_context(request, "Calendar", "posts")
     if isinstance(ctx, Response):
         return ctx
-    if ctx.team is None:
-        return ctx.render("Calendar", "<p>You are in no Kipu team yet.</p>", "posts")
     try:
         first = datetime.strptime(request.query_params.get("month", ""), "%Y-%m").replace(tzinfo=UTC)
     except ValueError:
@@ -574,11 +581,9 @@ async def answer(request: Request, dag_id: str, run_id: str, task_id: str) -> Re
 # -- connections ----------------------------------------------------------------------------------------------------
 @router.get("/connections")
 async def connections(request: Request) -> Response:
-    ctx = await context(request)
+    ctx = await team_context(request, "Connections", "connections")
     if isinstance(ctx, Response):
         return ctx
-    if ctx.team is None:
-        return ctx.render("Connections", "<p>You are in no Kipu team yet.</p>", "connections")
     code, rows = await ctx.api("GET", "/connections", params={"team": ctx.team})
     admin = ctx.may("admin")
     from starlette.concurrency import run_in_threadpool
@@ -890,11 +895,9 @@ def _preview(m: dict[str, Any]) -> str:
 @router.get("/media")
 async def media(request: Request) -> Response:
     """The media library: folders, files with previews, and an upload with progress (members and up)."""
-    ctx = await context(request)
+    ctx = await team_context(request, "Media", "media")
     if isinstance(ctx, Response):
         return ctx
-    if ctx.team is None:
-        return ctx.render("Media", "<p>You are in no Kipu team yet.</p>", "media")
     folder = request.query_params.get("folder_id") or None
     _, folders = await ctx.api("GET", "/media/folders", params={"team": ctx.team})
     code, items = await ctx.api("GET", "/media", params={"team": ctx.team, **({"folder_id": folder} if folder else {})})
@@ -945,11 +948,9 @@ async def upload_media(request: Request) -> Response:
     """The page's upload, forwarded to the API's streamed upload as the signed-in person (its limits and checks)."""
     from fastapi.responses import JSONResponse
 
-    ctx = await context(request)
+    ctx = await context(request, csrf_header=True)
     if isinstance(ctx, Response):
         return ctx
-    if not csrf_ok(request.cookies.get(COOKIE), request.headers.get("x-kipu-csrf")):
-        return JSONResponse({"detail": "the page is stale or not from this session"}, status_code=403)
     form = await request.form()
     file = form.get("file")
     if file is None or isinstance(file, str):
