@@ -302,16 +302,24 @@ def _messages(body: Any) -> list[str]:
     return [str(detail)]
 
 
+async def _workflow_file(ctx: Ctx, workflow_id: uuid.UUID) -> tuple[dict[str, Any], str] | Response:
+    """The workflow (through the API, so only the caller's teams') and its file as YAML."""
+    code, body = await ctx.api("GET", f"/workflows/{workflow_id}")
+    if code != 200:
+        return _back("workflows", ctx.team, err=_detail(body))
+    return body, yaml.safe_dump(body["document"], sort_keys=False, allow_unicode=True)
+
+
 @router.get("/workflows/{workflow_id}/edit")
 async def edit_workflow(request: Request, workflow_id: uuid.UUID) -> Response:
     """The workflow's YAML, checked as you type; saving replaces it (members and up)."""
     ctx = await context(request)
     if isinstance(ctx, Response):
         return ctx
-    code, body = await ctx.api("GET", f"/workflows/{workflow_id}")
-    if code != 200:
-        return _back("workflows", ctx.team, err=_detail(body))
-    text = yaml.safe_dump(body["document"], sort_keys=False, allow_unicode=True)
+    got = await _workflow_file(ctx, workflow_id)
+    if isinstance(got, Response):
+        return got
+    body, text = got
     action = f"/kipu/ui/workflows/{workflow_id}/edit?team={ctx.team}"
     return ctx.render(f"Edit {body['name']}", _editor(ctx, action, text, [], "Save"), "workflows")
 
@@ -339,10 +347,10 @@ async def export(request: Request, workflow_id: uuid.UUID) -> Response:
     ctx = await context(request)
     if isinstance(ctx, Response):
         return ctx
-    code, body = await ctx.api("GET", f"/workflows/{workflow_id}")
-    if code != 200:
-        return _back("workflows", ctx.team, err=_detail(body))
-    text = yaml.safe_dump(body["document"], sort_keys=False, allow_unicode=True)
+    got = await _workflow_file(ctx, workflow_id)
+    if isinstance(got, Response):
+        return got
+    body, text = got
     name = f"{body['slug'] or 'workflow'}.yaml"
     return Response(
         text, media_type="application/yaml", headers={"Content-Disposition": f'attachment; filename="{name}"'}
