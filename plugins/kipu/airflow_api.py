@@ -52,10 +52,19 @@ class AirflowAPI:
         return {"Authorization": f"Bearer {self._token}"}
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        resp = self._client.request(method, "/api/v2" + path, headers=self._auth(), **kwargs)
-        if resp.status_code == 401:  # token expired: log in once more
-            self._token = None
+        """Every call this client makes is safe to repeat (reads, PATCHes, triggers with deterministic run ids), so a
+        5xx is tried again a few times: on SQLite (the demo) Airflow answers 500 while another process holds the
+        write lock."""
+        import time
+
+        for attempt in range(4):
             resp = self._client.request(method, "/api/v2" + path, headers=self._auth(), **kwargs)
+            if resp.status_code == 401:  # token expired: log in once more
+                self._token = None
+                resp = self._client.request(method, "/api/v2" + path, headers=self._auth(), **kwargs)
+            if resp.status_code < 500 or attempt == 3:
+                return resp
+            time.sleep(1 + attempt)
         return resp
 
     def healthy(self) -> bool:
