@@ -76,11 +76,23 @@ class Ctx:
         )
 
 
-def _detail(body: Any) -> str:
+def _messages(body: Any) -> list[str]:
+    """The API's error body as sentences: each validation problem with its place (after ``body``/``query``)."""
     detail = body.get("detail") if isinstance(body, dict) else body
-    if isinstance(detail, list):
-        return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}" for d in detail)
-    return str(detail)
+    if not isinstance(detail, list):
+        return [str(detail)]
+    out = []
+    for d in detail:
+        if not isinstance(d, dict):
+            out.append(str(d))
+            continue
+        where = ".".join(str(p) for p in d.get("loc", [])[1:])
+        out.append(f"{where}: {d.get('msg')}" if where else str(d.get("msg")))
+    return out
+
+
+def _detail(body: Any) -> str:
+    return "; ".join(_messages(body))
 
 
 async def context(request: Request, *, csrf_header: bool = False) -> Ctx | Response:
@@ -284,22 +296,23 @@ async def create_workflow(request: Request) -> Response:
     if isinstance(got, Response):
         return got
     ctx, form = got
+    return await _save_text(ctx, form, "POST", "/workflows", "/kipu/ui/workflows/new", "Import a workflow", "Create")
+
+
+async def _save_text(
+    ctx: Ctx, form: dict[str, str], method: str, path: str, page: str, title: str, label: str
+) -> Response:
+    """Import or edit: the YAML through the API (which checks it again); refused, the editor keeps the text and says
+    why."""
     text = form.get("yaml", "")
     doc, errors = _document(text)
     if doc is not None:
-        code, body = await ctx.api("POST", "/workflows", json=doc)
+        code, body = await ctx.api(method, path, json=doc)
         if code < 300:
-            return _back("workflows", ctx.team, msg=f"Workflow '{body['name']}' created.")
+            done = "created" if method == "POST" else "saved"
+            return _back("workflows", ctx.team, msg=f"Workflow '{body['name']}' {done}.")
         errors = _messages(body)
-    page = _editor(ctx, f"/kipu/ui/workflows/new?team={ctx.team}", text, errors, "Create")
-    return ctx.render("Import a workflow", page)
-
-
-def _messages(body: Any) -> list[str]:
-    detail = body.get("detail") if isinstance(body, dict) else body
-    if isinstance(detail, list):
-        return [str(d.get("msg")) if isinstance(d, dict) else str(d) for d in detail]
-    return [str(detail)]
+    return ctx.render(title, _editor(ctx, f"{page}?team={ctx.team}", text, errors, label), "workflows")
 
 
 async def _workflow_file(ctx: Ctx, workflow_id: uuid.UUID) -> tuple[dict[str, Any], str] | Response:
@@ -330,15 +343,8 @@ async def save_workflow_text(request: Request, workflow_id: uuid.UUID) -> Respon
     if isinstance(got, Response):
         return got
     ctx, form = got
-    text = form.get("yaml", "")
-    doc, errors = _document(text)
-    if doc is not None:
-        code, body = await ctx.api("PUT", f"/workflows/{workflow_id}", json=doc)
-        if code < 300:
-            return _back("workflows", ctx.team, msg=f"Workflow '{body['name']}' saved.")
-        errors = _messages(body)
-    action = f"/kipu/ui/workflows/{workflow_id}/edit?team={ctx.team}"
-    return ctx.render("Edit the workflow", _editor(ctx, action, text, errors, "Save"), "workflows")
+    page = f"/kipu/ui/workflows/{workflow_id}/edit"
+    return await _save_text(ctx, form, "PUT", f"/workflows/{workflow_id}", page, "Edit the workflow", "Save")
 
 
 @router.get("/workflows/{workflow_id}/export.yaml")
