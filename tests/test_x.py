@@ -200,7 +200,12 @@ def test_kipu_maintenance_refreshes_expiring_tokens_and_reports_reconnects(
         xcoms = {
             r.task_id: r.value
             for r in session.scalars(
-                select(XComModel).where(XComModel.dag_id == "kipu_maintenance", XComModel.run_id == run.run_id)
+                # The tasks return dicts, so Airflow also pushes each key as its own XCom: read the whole value.
+                select(XComModel).where(
+                    XComModel.dag_id == "kipu_maintenance",
+                    XComModel.run_id == run.run_id,
+                    XComModel.key == "return_value",
+                )
             )
         }
     report, flagged = xcoms["refresh_expiring_tokens"], xcoms["report_reconnects"]
