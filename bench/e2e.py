@@ -1,17 +1,23 @@
-"""End-to-end latency on the native distributed stack: from a post appearing on a fake platform to its publication,
-through the scheduled ``kipu_poll`` and a workflow of filter, offline rewrite and publish, on 2 Celery workers.
+"""End-to-end latency on the native distributed stack, Kipu against bare Airflow on the same stack and workers.
 
-Prints the median and p95 latency over the items, and the throughput in items per minute against the same
-workflow's tasks run back to back with ``dag.test()`` in this process (the baseline of the same run)."""
+Three paths, one after another on one stack (Celery on Redis, PostgreSQL), each with a burst of ``--items`` items:
+- ``bare``: the baseline, a plain DAG of the same three steps (``bench/bare/bench_bare.py``), one run per item started
+  through Airflow's REST API as the items appear;
+- ``api``: Kipu's manual-run path, ``POST /kipu/api/workflows/{id}/run`` per item (filter, offline rewrite, publish);
+- ``poll``: the items appear on a fake platform and the scheduled ``kipu_poll`` (1-minute interval) picks them up.
+
+Prints, per path, the median, p95 and first item's latency and the throughput, then each Kipu path's ratio to bare."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,22 +28,20 @@ sys.path.insert(0, str(REPO / "plugins"))
 from cryptography.fernet import Fernet  # noqa: E402
 
 TMP = Path(tempfile.mkdtemp(prefix="kipu-bench-e2e-"))
+BARE_OUTBOX = TMP / "outbox-bare"
 os.environ.update(
     {
-        "AIRFLOW_HOME": str(TMP / "baseline-airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "KIPU_HOME": str(TMP / "kipu"),
         "ENCRYPTION_KEY": os.environ.get("ENCRYPTION_KEY") or Fernet.generate_key().decode(),
         # The fake platform listens on 127.0.0.1, which the egress guard refuses outside the demo and the tests.
         "KIPU_EGRESS_ALLOW_PRIVATE": "1",
+        "KIPU_BENCH_BARE_OUTBOX": str(BARE_OUTBOX),
     }
 )
 
 from tests import pg  # noqa: E402
 
-BASELINE_DB = pg.create_database()
-os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = BASELINE_DB
+PATHS = ("bare", "api", "poll")
 
 
 def use_store(url: str) -> None:
@@ -66,7 +70,7 @@ def workflow(feed: str) -> dict:
     }
 
 
-def published_times() -> dict[str, datetime]:
+def kipu_published() -> dict[str, datetime]:
     from kipu.store.engine import session_scope
     from kipu.store.models import Post, WorkflowRun
     from sqlalchemy import select
@@ -80,113 +84,144 @@ def published_times() -> dict[str, datetime]:
     return {key: when for key, when in rows if when is not None}
 
 
-def distributed(items: int, workers: int, timeout: float) -> dict[str, float]:
-    from kipu.store.accounts import add_member, find_team, get_or_create_profile, get_or_create_team, upsert_connection
+def bare_published() -> dict[str, datetime]:
+    out = {}
+    for path in BARE_OUTBOX.glob("*.json"):
+        body = json.loads(path.read_text())
+        out[body["key"]] = datetime.fromisoformat(body["published_at"])
+    return out
+
+
+def dags_folder() -> Path:
+    """Kipu's DAG files and the bare DAG in one folder, so both run on the same stack."""
+    folder = TMP / "dags"
+    folder.mkdir()
+    for path in [*sorted((REPO / "dags").glob("*.py")), REPO / "bench" / "bare" / "bench_bare.py"]:
+        (folder / path.name).symlink_to(path)
+    return folder
+
+
+def measure(
+    name: str,
+    items: int,
+    start: Callable[[str, int], None],
+    published: Callable[[], dict[str, datetime]],
+    timeout: float,
+) -> dict[str, float]:
+    """Start ``items`` items as a burst and wait for all of them; latency from each item's appearance."""
+    appeared: dict[str, datetime] = {}
+    for i in range(items):
+        key = f"{name}-{i:04d}"
+        appeared[key] = datetime.now(UTC)
+        start(key, i)
+    deadline = time.monotonic() + timeout
+    while len(done := {k: v for k, v in published().items() if k in appeared}) < items:
+        if time.monotonic() > deadline:  # report what was measured rather than nothing
+            print(f"{name}: only {len(done)} of {items} items were published within {timeout:g}s")
+            break
+        time.sleep(1)
+    latencies = sorted((done[k] - appeared[k]).total_seconds() for k in done)
+    span = (max(done.values()) - min(appeared.values())).total_seconds()
+    return {
+        "published": len(done),
+        "median_s": statistics.median(latencies),
+        "p95_s": latencies[int(0.95 * (len(latencies) - 1))],
+        "first_s": latencies[0],
+        "items_per_min": len(done) / max(span, 1e-9) * 60,
+    }
+
+
+def run(items: int, workers: int, concurrency: int, paths: list[str], timeout: float) -> dict[str, dict[str, float]]:
+    import httpx
+    from kipu.store.accounts import find_team, get_or_create_profile, get_or_create_team, upsert_connection
     from kipu.store.engine import session_scope
+    from kipu.store.migrate import upgrade
+    from kipu.store.tokens import create_token
     from kipu.store.workflows import save_workflow
 
     from tests.fakes.platform_server import PlatformServer
     from tests.stack import AirflowStack
 
     store = pg.create_database()
-    from kipu.store.migrate import upgrade
-
     upgrade(store)
     use_store(store)
+    results: dict[str, dict[str, float]] = {}
     with PlatformServer() as host:
         with session_scope() as s:
             owner = get_or_create_profile(s, "owner@bench.test", "Owner", airflow_username="admin")
             team = get_or_create_team(s, "Demo", owner, "demo")
-            add_member(s, team, get_or_create_profile(s, "editor@bench.test"), "member")
             upsert_connection(s, team, "outbox", "demo", metadata={"path": str(TMP / "outbox")})
             upsert_connection(s, find_team(s, "demo"), "feed", "bench", metadata={"url": host.feed_url("bench")})
-            save_workflow(s, workflow("bench"))
+            wf_id = str(save_workflow(s, workflow("bench")).id)
+            _, token = create_token(s, owner, "bench")
         src = host.source("bench")
-        stack = AirflowStack(TMP / "stack", store, workers=workers, concurrency=2).start()
+        stack = AirflowStack(
+            TMP / "stack",
+            store,
+            workers=workers,
+            concurrency=concurrency,
+            env={"AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder())},
+        ).start()
         try:
-            api = stack.wait_for_dags("kipu_poll", "kipu.demo.bench_e2e")
+            api = stack.wait_for_dags("kipu_poll", "kipu.demo.bench_e2e", "bench_bare")
+            kipu = httpx.Client(base_url=f"{stack.url}/kipu/api", headers={"Authorization": f"Bearer {token}"})
 
             def cycles() -> int:
                 resp = api.request("GET", "/dags/kipu_poll/dagRuns", params={"state": "success"})
                 return int(resp.json().get("total_entries", 0))
 
-            # The first cycle sets the cursor at "now"; what appears after it is new.
+            # The first cycle sets the feed's cursor at "now"; what appears after it is new.
             stack.wait("a first poll cycle", lambda: cycles() >= 1, 240)
-            appeared: dict[str, datetime] = {}
-            for i in range(items):
-                key = f"bench-{i:04d}"
+
+            def item(key: str, i: int) -> dict:
+                return {"platform": "bench", "platform_post_id": key, "caption": f"Bench item {i} #bench"}
+
+            def start_bare(key: str, i: int) -> None:
+                assert api.trigger("bench_bare", key, {"item": {**item(key, i), "hashtags": ["bench"]}})
+
+            def start_api(key: str, i: int) -> None:
+                resp = kipu.post(f"/workflows/{wf_id}/run", json={"item": item(key, i)})
+                assert resp.status_code == 202, resp.text
+
+            def start_poll(key: str, i: int) -> None:
                 src.add(key, f"Bench item {i} #bench")
-                appeared[key] = datetime.now(UTC)
-            deadline = time.monotonic() + timeout
-            while len(done := published_times()) < items and time.monotonic() < deadline:
-                time.sleep(2)
-            if len(done) < items:  # report what was measured rather than nothing
-                print(f"only {len(done)} of {items} items were published within {timeout:g}s")
+
+            starters = {"bare": (start_bare, bare_published), "api": (start_api, kipu_published)}
+            starters["poll"] = (start_poll, kipu_published)
+            for name in paths:
+                results[name] = measure(name, items, *starters[name], timeout)
+                print(f"{name}: {json.dumps({k: round(v, 1) for k, v in results[name].items()})}", flush=True)
         finally:
             stack.stop()
-    latencies = sorted((done[k] - appeared[k]).total_seconds() for k in appeared if k in done)
-    span = (max(done.values()) - min(done.values())).total_seconds()
-    return {
-        "median_s": statistics.median(latencies),
-        "p95_s": latencies[int(0.95 * (len(latencies) - 1))],
-        "items_per_min": len(done) / max(span, 1e-9) * 60,
-        "published": len(done),
-        "first_s": latencies[0],
-    }
-
-
-def baseline(items: int) -> dict[str, float]:
-    """The same workflow's tasks, one item after another, with ``dag.test()`` in this process."""
-    import subprocess
-
-    from kipu.store.accounts import find_team, get_or_create_profile, get_or_create_team, upsert_connection
-    from kipu.store.engine import session_scope
-    from kipu.store.migrate import upgrade
-    from kipu.store.workflows import save_workflow
-
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
-    store = pg.create_database()
-    upgrade(store)
-    use_store(store)
-    with session_scope() as s:
-        team = get_or_create_team(
-            s, "Demo", get_or_create_profile(s, "owner@bench.test", airflow_username="admin"), "demo"
-        )
-        upsert_connection(s, team, "outbox", "demo", metadata={"path": str(TMP / "outbox-baseline")})
-        upsert_connection(s, find_team(s, "demo"), "feed", "bench", metadata={"url": "file:///dev/null"})
-        save_workflow(s, workflow("bench"))
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(REPO / "dags")).dags["kipu.demo.bench_e2e"]
-    started = time.perf_counter()
-    for i in range(items):
-        item = {"platform": "feed", "platform_post_id": f"base-{i}", "caption": f"Bench item {i} #bench"}
-        run = dag.test(run_conf={"item": item})
-        assert run.state == "success", run.state
-    elapsed = time.perf_counter() - started
-    return {"items_per_min": items / elapsed * 60, "per_item_s": elapsed / items}
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--items", type=int, default=200)
-    parser.add_argument("--baseline-items", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--items", type=int, default=60)
+    parser.add_argument("--workers", type=int, default=2, help="Celery workers")
+    parser.add_argument("--concurrency", type=int, default=2, help="task processes per worker")
+    parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated, from: " + ", ".join(PATHS))
+    parser.add_argument("--timeout", type=float, default=1200, help="seconds to wait for one path's burst")
     args = parser.parse_args()
-    base = baseline(args.baseline_items)
-    dist = distributed(args.items, args.workers, args.timeout)
-    print(
-        f"items: {dist['published']:.0f} of {args.items} published, {args.workers} Celery workers (concurrency 2 each)"
-    )
-    print(
-        f"latency post->published: median {dist['median_s']:.1f} s, p95 {dist['p95_s']:.1f} s, first {dist['first_s']:.1f} s"
-    )
-    print(f"throughput: {dist['items_per_min']:.1f} items/min distributed")
-    print(
-        f"baseline dag.test() back to back: {base['items_per_min']:.1f} items/min ({base['per_item_s']:.2f} s per item)"
-    )
-    print(f"ratio distributed/baseline: {dist['items_per_min'] / base['items_per_min']:.2f}x")
+    paths = [p for p in args.paths.split(",") if p]
+    res = run(args.items, args.workers, args.concurrency, paths, args.timeout)
+    print(f"\n{args.items} items per path, {args.workers} Celery workers x concurrency {args.concurrency}")
+    print(f"{'path':6} {'published':>9} {'median s':>9} {'p95 s':>8} {'first s':>8} {'items/min':>10}")
+    for name, r in res.items():
+        print(
+            f"{name:6} {r['published']:>9.0f} {r['median_s']:>9.1f} {r['p95_s']:>8.1f} {r['first_s']:>8.1f}"
+            f" {r['items_per_min']:>10.1f}"
+        )
+    if "bare" in res:
+        base = res["bare"]
+        for name in (n for n in res if n != "bare"):
+            r = res[name]
+            print(
+                f"ratio {name}/bare: throughput {r['items_per_min'] / base['items_per_min']:.2f}x, "
+                f"median latency {r['median_s'] / base['median_s']:.2f}x, p95 {r['p95_s'] / base['p95_s']:.2f}x, "
+                f"first item {r['first_s'] / base['first_s']:.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -167,8 +167,23 @@ class AirflowStack:
                     return
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"timed out waiting for {what}\n{self.diagnose()}")
             time.sleep(every)
+
+    def diagnose(self, chars: int = 2500) -> str:
+        """What a timeout needs to be understood from CI's output alone: recent DAG runs and each log's tail."""
+        parts = []
+        try:
+            runs = self.api().request("GET", "/dags/~/dagRuns", params={"limit": 30, "order_by": "-start_date"})
+            for run in runs.json().get("dag_runs", []):
+                parts.append(f"run {run['dag_id']} {run['dag_run_id']} {run['state']} started {run.get('start_date')}")
+        except Exception as exc:  # the diagnosis must never hide the timeout itself
+            parts.append(f"(DAG runs unavailable: {exc})")
+        for name in self.procs:
+            text = self.log_path(name).read_text(errors="replace")[-chars:] if self.log_path(name).exists() else ""
+            parts.append(f"--- {name} log tail ---\n{text}")
+        return "\n".join(parts)
 
     def supervise(self) -> None:
         """Fail at once, with its log, if a component died; with ``restart_always``, start it again instead."""

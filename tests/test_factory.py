@@ -60,7 +60,7 @@ def test_dagbag_loads_every_active_workflow_without_import_errors(demo_team: dic
     poll = bag.dags["kipu_poll"]
     assert poll.max_active_runs == 1 and type(poll.timetable).__name__ == "DeltaTriggerTimetable"
     assert poll.timetable.delta == timedelta(minutes=1)
-    assert set(poll.task_ids) == {"poll_sources", "claim_pending_runs", "start_runs"}
+    assert set(poll.task_ids) == {"poll_sources", "start_runs"}
     dag = bag.dags["kipu.demo.demo_crosspost"]
     assert dag.schedule is None and type(dag.timetable).__name__ == "NullTimetable"
     assert set(dag.tags) == {"kipu", "team:demo", "feed", "outbox"}

@@ -16,7 +16,7 @@ from kipu.ingest import enter
 from kipu.poll.cursor import Cursor, select_new
 from kipu.poll.due import due_sources, is_due
 from kipu.poll.engine import CycleReport, run_cycle
-from kipu.poll.start import pending_starts
+from kipu.poll.start import StartRefused, start_pending
 from kipu.specs.items import ContentItem
 from kipu.specs.triggers import PollTrigger
 from kipu.store.accounts import find_team, upsert_connection
@@ -29,6 +29,20 @@ from tests.fakes.platform_server import PlatformServer
 from tests.helpers import demo_doc
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def pending_starts(trigger: Any = None) -> list[dict[str, Any]]:
+    """What the reconciler starts now, through a trigger that records each start (``trigger`` may refuse some)."""
+    started: list[dict[str, Any]] = []
+
+    def record(dag_id: str, run_id: str, conf: dict[str, Any]) -> bool:
+        if trigger is not None:
+            trigger(dag_id, run_id, conf)
+        started.append({"trigger_dag_id": dag_id, "trigger_run_id": run_id, "conf": conf})
+        return True
+
+    start_pending(record)
+    return started
 
 
 # -- the cursor ----------------------------------------------------------------------------------------------
@@ -259,6 +273,50 @@ def test_a_crash_between_record_and_start_loses_nothing(team: dict, host: Platfo
         r = s.get(WorkflowRun, run.id)
         r.start_requested_at = datetime.now(UTC) - timedelta(minutes=11)
     assert [c["trigger_run_id"] for c in pending_starts()] == [claimed["trigger_run_id"]]
+
+
+def test_a_start_that_fails_leaves_its_batch_to_the_next_attempt(team: dict, host: PlatformServer) -> None:
+    """The runs of a batch are marked as asked for in the transaction that starts them: an Airflow that cannot be
+    reached (a database outage under the API server) leaves every run of the batch to the retry, at once."""
+    wf = watch(host, "outage")
+    cycle()
+    host.source("outage").add("o-1")
+    host.source("outage").add("o-2")
+    make_due(wf)
+    assert cycle().new_runs == 2
+    calls = []
+
+    def unreachable(dag_id: str, run_id: str, conf: dict[str, Any]) -> bool:
+        calls.append(run_id)
+        if len(calls) == 2:
+            raise RuntimeError("API server answered 500")
+        return True
+
+    with pytest.raises(RuntimeError):
+        start_pending(unreachable)
+    assert all(r.start_requested_at is None for r in runs(wf)), "nothing is marked unless its batch committed"
+    # The retry starts both: the first one again, which Airflow answers as already existing (a no-op).
+    assert sorted(c["trigger_run_id"] for c in pending_starts()) == sorted(f"kipu__{r.id}" for r in runs(wf))
+    assert pending_starts() == []
+
+
+def test_a_run_airflow_refuses_does_not_hold_up_the_others(team: dict, host: PlatformServer) -> None:
+    wf = watch(host, "refused")
+    cycle()
+    host.source("refused").add("r-1")
+    host.source("refused").add("r-2")
+    make_due(wf)
+    assert cycle().new_runs == 2
+    first = min(runs(wf), key=lambda r: r.started_at)
+
+    def refuse_first(dag_id: str, run_id: str, conf: dict[str, Any]) -> bool:
+        if run_id == f"kipu__{first.id}":
+            raise StartRefused("HTTP 404: DAG not found")
+        return True
+
+    counts = start_pending(refuse_first)
+    assert counts == {"started": 1, "existing": 0, "refused": 1}
+    assert pending_starts() == [], "the refused run is asked for again only after the grace period"
 
 
 def test_webhook_then_poll_runs_the_post_once(team: dict, host: PlatformServer) -> None:

@@ -38,7 +38,7 @@ def test_engine_slugs_are_ordinary_workflows_and_the_engine_dags_stay(api, roles
     assert bag.import_errors == {}
     assert set(ENGINE_DAG_IDS) | set(made.values()) <= set(bag.dag_ids)
     # The engine DAGs are the engine's: the poll engine's tasks, not a workflow's steps.
-    assert set(bag.dags["kipu_poll"].task_ids) == {"poll_sources", "claim_pending_runs", "start_runs"}
+    assert set(bag.dags["kipu_poll"].task_ids) == {"poll_sources", "start_runs"}
     assert "kipu:engine" in bag.dags["kipu_maintenance"].tags and "kipu:engine" in bag.dags["kipu_awaiting"].tags
 
 
