@@ -64,6 +64,18 @@ def retry_delay_seconds() -> float:
     return env_number("KIPU_TASK_RETRY_DELAY", 20.0, minimum=0.0)
 
 
+WEIGHT_RULES = ("upstream", "downstream", "absolute")
+
+
+def weight_rule() -> str:
+    """``KIPU_TASK_WEIGHT_RULE``, ``upstream`` by default: a later step outranks an earlier one, so a burst's items
+    finish depth-first (Airflow's default, ``downstream``, runs step 1 of every active run before any step 2)."""
+    import os
+
+    rule = os.environ.get("KIPU_TASK_WEIGHT_RULE", "upstream").strip().lower()
+    return rule if rule in WEIGHT_RULES else "upstream"
+
+
 def build_dag(spec: WorkflowSpec, record: WorkflowRecord, dag_id: str | None = None) -> DAG:
     """The workflow's DAG, under ``record.dag_id`` (or ``dag_id``: the legacy id of runs started before namespaces)."""
     graph = spec.graph()
@@ -85,6 +97,7 @@ def build_dag(spec: WorkflowSpec, record: WorkflowRecord, dag_id: str | None = N
             "retry_delay": timedelta(seconds=retry_delay_seconds()),
             "retry_exponential_backoff": 2.0,
             "max_retry_delay": timedelta(minutes=15),
+            "weight_rule": weight_rule(),
         },
         params={
             "workflow_run_id": Param(None, type=["null", "string"], description="workflow_runs.id of the item"),
