@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -107,9 +108,9 @@ def measure(
     start: Callable[[str, int], None],
     published: Callable[[], dict[str, datetime]],
     timeout: float,
+    appeared: dict[str, datetime],
 ) -> dict[str, float]:
     """Start ``items`` items as a burst and wait for all of them; latency from each item's appearance."""
-    appeared: dict[str, datetime] = {}
     for i in range(items):
         key = f"{name}-{i:04d}"
         appeared[key] = datetime.now(UTC)
@@ -129,6 +130,36 @@ def measure(
         "first_s": latencies[0],
         "items_per_min": len(done) / max(span, 1e-9) * 60,
     }
+
+
+def _at(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def timeline(api: Any, key: str, appeared: datetime, dag_id: str) -> list[tuple[float, str]]:
+    """Where the first item's seconds went: recorded, start asked for, its DAG run queued and started, and each
+    task's queue wait and run, as offsets from the item appearing."""
+    events: list[tuple[datetime | None, str]] = []
+    run_id = key
+    if dag_id != "bench_bare":
+        from kipu.store.engine import session_scope
+        from kipu.store.models import Post, WorkflowRun
+        from sqlalchemy import select
+
+        with session_scope() as s:
+            run = s.scalar(select(WorkflowRun).where(WorkflowRun.platform_post_id == key))
+            post = s.scalar(select(Post).where(Post.workflow_run_id == run.id))
+            events += [(run.started_at, "recorded in the store"), (run.start_requested_at, "DAG run asked for")]
+            events.append((post.published_at, "posts.published_at"))
+            run_id = run.dag_run_id
+    dag_run = api.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()
+    events += [(_at(dag_run.get("queued_at")), "DAG run queued"), (_at(dag_run.get("start_date")), "DAG run running")]
+    tis = api.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()
+    for ti in tis.get("task_instances", []):
+        events.append((_at(ti.get("queued_when")), f"{ti['task_id']} queued"))
+        events.append((_at(ti.get("start_date")), f"{ti['task_id']} started"))
+        events.append((_at(ti.get("end_date")), f"{ti['task_id']} ended ({ti['state']})"))
+    return sorted(((when - appeared).total_seconds(), what) for when, what in events if when is not None)
 
 
 def run(items: int, workers: int, concurrency: int, paths: list[str], timeout: float) -> dict[str, dict[str, float]]:
@@ -189,8 +220,14 @@ def run(items: int, workers: int, concurrency: int, paths: list[str], timeout: f
             starters = {"bare": (start_bare, bare_published), "api": (start_api, kipu_published)}
             starters["poll"] = (start_poll, kipu_published)
             for name in paths:
-                results[name] = measure(name, items, *starters[name], timeout)
+                appeared: dict[str, datetime] = {}
+                results[name] = measure(name, items, *starters[name], timeout, appeared)
                 print(f"{name}: {json.dumps({k: round(v, 1) for k, v in results[name].items()})}", flush=True)
+                first = f"{name}-0000"
+                dag_id = "bench_bare" if name == "bare" else "kipu.demo.bench_e2e"
+                print(f"{name}: where the first item's seconds went")
+                for offset, what in timeline(api, first, appeared[first], dag_id):
+                    print(f"  {offset:8.1f} s  {what}")
         finally:
             stack.stop()
     return results

@@ -14,7 +14,15 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["kipu", "kipu:engine"],
-    default_args={"owner": "kipu", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    # A cycle's tasks outrank every workflow task (whose weights are their step counts): a burst of items queued on
+    # the workers never delays the cycle that finds the next ones.
+    default_args={
+        "owner": "kipu",
+        "retries": 1,
+        "retry_delay": timedelta(seconds=30),
+        "priority_weight": 1000,
+        "weight_rule": "absolute",
+    },
     doc_md=__doc__,
 ):
     # Starting runs does not wait for the cycle to succeed: runs left by an earlier crash start either way.

@@ -77,9 +77,16 @@ def test_a_cursor_that_rolled_off_falls_back_to_dates() -> None:
     assert [i.platform_post_id for i in new] == ["y"]
 
 
+def test_a_one_minute_source_is_polled_every_cycle() -> None:
+    trig = PollTrigger(connection_id="feed:x", platform="feed", poll_interval_minutes=1)
+    for i in range(50):  # kipu_poll starts about a minute after the last cycle, give or take a few seconds
+        assert is_due(f"w{i}", trig, NOW, NOW + timedelta(seconds=56))
+
+
 def test_due_after_the_interval_with_jitter() -> None:
     trig = PollTrigger(connection_id="feed:x", platform="feed", poll_interval_minutes=10)
-    assert not is_due("w1", trig, NOW, NOW + timedelta(minutes=8, seconds=59))
+    # 9 to 11 minutes, less half of kipu_poll's 1-minute cycle: due at the cycle nearest to the interval.
+    assert not is_due("w1", trig, NOW, NOW + timedelta(minutes=8, seconds=29))
     assert is_due("w1", trig, NOW, NOW + timedelta(minutes=11))
     spread = {round(is_due(f"w{i}", trig, NOW, NOW + timedelta(minutes=10)), 0) for i in range(50)}
     assert spread == {0, 1}, "jitter spreads sources around the interval"

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 JITTER = 0.1
 # Connections in these states are not polled until the user reconnects them.
 NOT_POLLED = ("needs_reconnect", "revoked")
+# kipu_poll's schedule.
+ENGINE_CYCLE = timedelta(minutes=1)
 
 
 class Source(BaseModel):
@@ -37,10 +39,12 @@ def jitter_factor(workflow_id: str, last_checked: datetime) -> float:
 
 
 def is_due(workflow_id: str, trigger: PollTrigger, last_checked: datetime | None, now: datetime) -> bool:
+    """Due at the engine cycle nearest to the jittered interval: without the half-cycle of slack, a 1-minute source
+    checked 61 s ago would wait for the next cycle, and be polled every two minutes instead of every one."""
     if last_checked is None:
         return True
     interval = timedelta(minutes=trigger.poll_interval_minutes) * jitter_factor(workflow_id, last_checked)
-    return last_checked + interval <= now
+    return last_checked + interval - ENGINE_CYCLE / 2 <= now
 
 
 def due_sources(session: Session, now: datetime, limit: int = 10_000) -> list[Source]:

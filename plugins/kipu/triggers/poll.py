@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from kipu.hooks.http import Limits
 from kipu.poll.due import Source
 from kipu.poll.engine import run_cycle
 
+log = logging.getLogger(__name__)
+
 
 class KipuPollTrigger(BaseTrigger):
-    """Fetches ``sources`` with bounded concurrency and records what is new; yields the cycle's report.
+    """Fetches ``sources`` with bounded concurrency and records what is new; ends the task with the cycle's report
+    as its return value (``TaskSuccessEvent``), so the task does not resume on a worker.
 
     Only connection and workflow ids travel in the trigger's kwargs; tokens are read from the store in the
     triggerer and never serialized.
@@ -39,4 +43,10 @@ class KipuPollTrigger(BaseTrigger):
             limits=Limits(**self.limits),
             source_timeout=self.source_timeout,
         )
-        yield TriggerEvent(report.model_dump())
+        log.info(
+            "poll cycle: %(sources)s accounts, %(fetched)s fetched, %(failed)s failed, %(new_runs)s new items, "
+            "%(skipped_runs)s skipped by trigger filters, in %(seconds)ss",
+            report.model_dump(),
+        )
+        # The cycle ends its task here, in the triggerer: no worker slot and no second task start just to log it.
+        yield TaskSuccessEvent(xcoms={"return_value": report.model_dump()})
