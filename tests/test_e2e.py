@@ -41,14 +41,16 @@ def store(doc: dict[str, Any]) -> None:
         save_workflow(s, doc)
 
 
-def run_item(item_id: str, responder: Responder | None = None, workflow_run_id: str | None = None) -> dict:
+def run_item(
+    item_id: str, responder: Responder | None = None, workflow_run_id: str | None = None, slug: str = "demo_crosspost"
+) -> dict:
     """Record the item (the record-then-start path) and run its DAG run with ``dag.test()``."""
     from airflow.dag_processing.dagbag import DagBag
 
-    dag = DagBag(dag_folder=str(REPO / "dags")).dags[DAG_ID]
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags[f"kipu.demo.{slug}"]
     if workflow_run_id is None:
         with session_scope() as s:
-            wf = s.scalar(select(Workflow).where(Workflow.slug == "demo_crosspost"))
+            wf = s.scalar(select(Workflow).where(Workflow.slug == slug))
             workflow_run_id = str(enter(s, wf, [ITEMS[item_id]])[0].workflow_run_id)
     if responder:
         responder.start()
@@ -411,3 +413,59 @@ def test_a_hold_from_last_month_waits_for_an_upgrade_unless_the_team_chose_the_n
         claimed = s.scalar(select(func.count()).where(Post.workflow_run_id == run_id))
         assert s.get(WorkflowRun, run_id).status == ("running" if admitted else "held_by_plan")
     assert claimed == (1 if admitted else 0)  # admitted: the intent is claimed under the team lock
+
+
+# -- a workflow without branches: no finalize task, the task in which the item ends records the outcome ----------
+LINE = "kipu.demo.line"
+
+
+def line_doc() -> dict[str, Any]:
+    doc = demo_doc(slug="line", name="Line")
+    doc["steps"] = [s for s in doc["steps"] if s["id"] not in ("long_or_short", "quick_pause")]
+    step(doc, "cool_down")["config"] = {"duration_seconds": 1}
+    return doc
+
+
+def test_a_workflow_without_branches_has_no_finalize_task_and_publishes(flow: dict) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    store(line_doc())
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags[LINE]
+    assert dag.task_ids == ["skip_ads_and_text", "rewrite_for_bluesky", "cool_down", "team_review", "publish_outbox"]
+    assert dag.get_task("publish_outbox").last_step and not dag.get_task("cool_down").last_step
+    out = run_item("ana-002", Responder(LINE, "Approve"), slug="line")
+    assert out["dag_run"].state == "success"
+    assert out["run"].status == "completed" and out["run"].completed_at is not None
+    assert all(r.status == "completed" for r in out["steps"].values()) and len(out["steps"]) == 5
+    (post,) = out["posts"]
+    assert post.status == "published" and len(outbox_files(flow)) == 1
+
+
+def test_without_branches_a_filtered_item_ends_in_the_filter(flow: dict) -> None:
+    store(line_doc())
+    out = run_item("ana-004", slug="line")
+    assert out["dag_run"].state == "success"
+    assert out["run"].status == "skipped"
+    assert out["run"].error_message == "filtered out by 'skip_ads_and_text': hashtag #ad is present"
+    assert list(out["steps"]) == ["skip_ads_and_text"] and out["posts"] == []
+
+
+def test_without_branches_a_rejected_item_ends_in_the_approval(flow: dict) -> None:
+    store(line_doc())
+    out = run_item("ana-002", Responder(LINE, "Reject"), slug="line")
+    assert out["dag_run"].state == "success"
+    assert out["run"].status == "skipped" and out["run"].error_message == "rejected by admin at 'team_review'"
+    assert out["posts"] == [] and outbox_files(flow) == []
+
+
+def test_without_branches_a_publish_that_fails_for_good_fails_the_run(flow: dict) -> None:
+    doc = line_doc()
+    step(doc, "publish_outbox")["config"] = {"custom_caption": "x" * 5001}
+    doc["steps"] = [s for s in doc["steps"] if s["type"] != "approval"]
+    store(doc)
+    out = run_item("ana-001", slug="line")
+    assert out["dag_run"].state == "failed"
+    assert out["run"].status == "failed" and out["run"].completed_at is not None
+    assert "outbox caption is 5001 characters, over the limit of 5000" in out["run"].error_message
+    (post,) = out["posts"]
+    assert post.status == "failed" and outbox_files(flow) == []

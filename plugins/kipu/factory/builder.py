@@ -1,4 +1,5 @@
-"""Build one DAG from one validated workflow: a task per step, branches, joins and the finalize task."""
+"""Build one DAG from one validated workflow: a task per step, branches, joins, and a finalize task where there are
+branches."""
 
 from __future__ import annotations
 
@@ -118,6 +119,11 @@ def build_dag(spec: WorkflowSpec, record: WorkflowRecord, dag_id: str | None = N
         "workflow_timezone": spec.timezone,
     }
     tasks: dict[str, Any] = {}
+    # In a straight line (no condition), the task in which the item ends records the run's outcome: no finalize task,
+    # one task execution less per item. Branches keep finalize, which waits for whichever path ran (all_done).
+    folded = not any(isinstance(step, ConditionStep) for step in spec.steps) and all(
+        len(downs) <= 1 for downs in graph.downstream.values()
+    )
     with dag:
         for step in spec.steps:
             body = step.model_dump(mode="json", exclude={"id", "type", "name"}, exclude_none=True)
@@ -128,6 +134,9 @@ def build_dag(spec: WorkflowSpec, record: WorkflowRecord, dag_id: str | None = N
                 "doc_md": f"{step.type} step `{step.id}`",  # type: ignore[attr-defined]
                 **common,
             }
+            if folded:
+                kwargs["ends_run"] = True
+                kwargs["last_step"] = not graph.downstream.get(step.id)
             if step.id != graph.root:
                 # A join after a branch runs if any branch reached it and none failed; for one upstream
                 # this is the same as all_success.
@@ -149,10 +158,12 @@ def build_dag(spec: WorkflowSpec, record: WorkflowRecord, dag_id: str | None = N
             elif step.type in ("filter",):  # type: ignore[attr-defined]
                 kwargs["retries"] = 0
             tasks[step.id] = OPERATORS[step.type](**kwargs)  # type: ignore[attr-defined]
-        finalize = KipuFinalizeOperator(task_id=FINALIZE, workflow_id=record.id)
         for key, downs in graph.downstream.items():
             for down in downs:
                 tasks[key] >> tasks[down]
+        if folded:
+            return dag
+        finalize = KipuFinalizeOperator(task_id=FINALIZE, workflow_id=record.id)
         for key in graph.order:
             ends_here = isinstance(spec.step(key), ConditionStep) and None in graph.branches[key]
             if not graph.downstream.get(key) or ends_here:

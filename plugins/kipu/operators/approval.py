@@ -37,7 +37,7 @@ class KipuApprovalOperator(KipuStepOperator, ApprovalOperator):
             **kwargs,
         )
 
-    def execute(self, context: Context) -> Any:
+    def step_execute(self, context: Context) -> Any:
         state = self.resolve_run(context)
         self.subject, self.body = self._question(state)
         with self.recorded(context, state):
@@ -84,6 +84,7 @@ class KipuApprovalOperator(KipuStepOperator, ApprovalOperator):
             output = {"decision": chosen, "responded_by": who}
             if chosen != self.APPROVE:
                 output["dropped"] = f"rejected by {who} at '{self.task_id}'"
+                self.item_ended = True
             # Recorded first: on Reject the provider signals the skip by raising.
             with session_scope() as session:
                 finish_step(session, state.run_id, step_id, "completed", output)

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, DownstreamTasksSkipped, TaskDeferred
+from airflow.sdk.exceptions import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    DownstreamTasksSkipped,
+    TaskDeferralTimeout,
+    TaskDeferred,
+)
 from pydantic import ValidationError
 from sqlalchemy import select
 
@@ -109,6 +116,8 @@ class KipuStepOperator(BaseOperator):
         step_config: dict[str, Any],
         team_id: str | None = None,
         workflow_timezone: str = "UTC",
+        ends_run: bool = False,
+        last_step: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -117,6 +126,11 @@ class KipuStepOperator(BaseOperator):
         self.step_config = step_config
         self.team_id = team_id
         self.workflow_timezone = workflow_timezone
+        # A workflow without branches has no finalize task: the task in which its item ends finalizes the run (one
+        # task execution less per item). ``ends_run`` marks such a DAG's steps, ``last_step`` its last one.
+        self.ends_run = ends_run
+        self.last_step = last_step
+        self.item_ended = False  # set at run time by a step that drops the item (a filter)
 
     def resolve_run(self, context: Context) -> RunState:
         return resolve_run(context, self.workflow_id, self.team_id, self.dag_id)
@@ -163,9 +177,58 @@ class KipuStepOperator(BaseOperator):
                 row.output_data = dict(state.output)
 
     def execute(self, context: Context) -> Any:
+        return self._ending(context, lambda: self.step_execute(context))
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        return self._ending(
+            context, lambda: super(KipuStepOperator, self).resume_execution(next_method, next_kwargs, context)
+        )
+
+    def step_execute(self, context: Context) -> Any:
         state = self.resolve_run(context)
         with self.recorded(context, state):
             return self.run_step(context, state)
+
+    # -- finalizing in the step where the item ends ------------------------------------------------------------
+    def _ending(self, context: Context, call: Any) -> Any:
+        """Run the step (``call``); with ``ends_run``, finalize the run when the item ends in this task: it was the
+        last step, the item was dropped or rejected here, or this step failed for good."""
+        if not self.ends_run:
+            return call()
+        self.item_ended = False
+        try:
+            result = call()
+        except (TaskDeferred, TaskAwaitingInput):
+            raise
+        except (AirflowSkipException, DownstreamTasksSkipped):
+            self._finalize(context, [])
+            raise
+        except Exception as exc:
+            if self._final_attempt(context, exc):
+                try:
+                    self._finalize(context, [self.task_id])
+                except Exception as inner:  # the step's own error is the one to report
+                    self.log.warning("Could not record the run's outcome: %s", inner)
+            raise
+        if self.last_step or self.item_ended:
+            status, reason = self._finalize(context, [])
+            from kipu.operators.finalize import FAILED_OUTCOMES
+
+            if status in FAILED_OUTCOMES:
+                raise AirflowFailException(f"item ended {status}: {reason}")
+        return result
+
+    def _final_attempt(self, context: Context, exc: BaseException) -> bool:
+        if isinstance(exc, (AirflowFailException, AirflowSensorTimeout, TaskDeferralTimeout)):
+            return True
+        ti = context["ti"]
+        max_tries = getattr(ti, "max_tries", None)
+        return ti.try_number > (self.retries if max_tries is None else max_tries)
+
+    def _finalize(self, context: Context, failed_tasks: list[str]) -> tuple[str, str | None]:
+        from kipu.operators.finalize import finalize_run
+
+        return finalize_run(self, context, self.workflow_id, failed_tasks)
 
     def run_step(self, context: Context, state: RunState) -> Any:
         raise NotImplementedError

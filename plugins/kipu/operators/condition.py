@@ -20,7 +20,7 @@ class KipuConditionOperator(KipuStepOperator, BaseBranchOperator):
         self.true_task = true_task
         self.false_task = false_task
 
-    def execute(self, context: Context) -> Any:
+    def step_execute(self, context: Context) -> Any:
         state = self.resolve_run(context)
         with self.recorded(context, state):
             branch = self.run_step(context, state)

@@ -26,6 +26,7 @@ class KipuFilterOperator(KipuStepOperator, SkipMixin):
             self.log.info("Item %s passes the filter: %s", state.item.platform_post_id, "; ".join(reasons))
             return True
         state.output["dropped"] = f"filtered out by '{self.task_id}': " + "; ".join(reasons)
+        self.item_ended = True
         self.log.info("Item %s is filtered out: %s", state.item.platform_post_id, "; ".join(reasons))
         downstream = [t for t in self.get_direct_relatives(upstream=False) if t.task_id != "finalize"]
         if downstream:

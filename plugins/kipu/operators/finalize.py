@@ -1,4 +1,5 @@
-"""The last task of every workflow DAG: writes the run's outcome to ``workflow_runs``."""
+"""A run's outcome written to ``workflow_runs``: by the last task of a workflow DAG with branches, or by the step
+in which the item ends."""
 
 from __future__ import annotations
 
@@ -56,10 +57,56 @@ def run_note(title: str | None, status: str, reason: str | None, posts: list[Any
 
 
 FAILED_STATES = ("failed", "upstream_failed")
+# A run that ends so fails its DAG run too.
+FAILED_OUTCOMES = ("failed", "partially_published")
+
+
+def _note(op: BaseOperator, context: Context, note: str) -> None:
+    """Best effort: a run whose note cannot be set has still ended as recorded."""
+    from kipu.airflow_api import from_connection
+
+    api = from_connection()
+    if api is None:
+        op.log.info("No kipu_airflow_api connection: the run's note is not set (%s)", note)
+        return
+    try:
+        api.set_note(op.dag_id, context["dag_run"].run_id, note)
+        op.log.info("Run note: %s", note)
+    except Exception as exc:  # any failure (unreachable, refused) only costs the note
+        op.log.warning("Could not set the run's note: %s", exc)
+    finally:
+        api.close()
+
+
+def finalize_run(
+    op: BaseOperator, context: Context, workflow_id: str, failed_tasks: list[str]
+) -> tuple[str, str | None]:
+    """Write the run's outcome to ``workflow_runs`` and the DAG run's note; ``(status, reason)``. The finalize task
+    calls it, or, in a workflow without branches, the task in which the item ends (``KipuStepOperator``)."""
+    state = resolve_run(context, workflow_id, None, op.dag_id)
+    with session_scope() as session:
+        rows = list(
+            session.execute(
+                select(WorkflowStep.step_key, WorkflowStepRun)
+                .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
+                .where(WorkflowStepRun.run_id == state.run_id)
+                .order_by(WorkflowStep.order_index)
+            )
+        )
+        posts = posts_for_run(session, state.run_id)
+        # Accepted and in the platform's moderation counts as delivered: it is settled later, never re-posted.
+        published = sum(1 for p in posts if p.status in ("published", "awaiting_moderation"))
+        failed_posts = sum(1 for p in posts if p.status == "failed")
+        status, reason = run_outcome(rows, published, failed_posts, failed_tasks)
+        finish_run(session, uuid.UUID(str(state.run_id)), status, reason)
+    op.log.info("Run %s ended %s%s", state.run_id, status, f": {reason}" if reason else "")
+    _note(op, context, run_note(state.item.title or state.item.caption, status, reason, posts))
+    return status, reason
 
 
 class KipuFinalizeOperator(BaseOperator):
-    """Runs whatever happened upstream (``all_done``) and fails the DAG run when the item failed."""
+    """Runs whatever happened upstream (``all_done``) and fails the DAG run when the item failed. Only workflows
+    with branches have it: in a straight line, the task in which the item ends finalizes the run itself."""
 
     ui_color = "#dddddd"
 
@@ -78,41 +125,8 @@ class KipuFinalizeOperator(BaseOperator):
             return []
         return [t for t, st in states.items() if t != self.task_id and st in FAILED_STATES]
 
-    def _note(self, context: Context, note: str) -> None:
-        """Best effort: a run whose note cannot be set has still ended as recorded."""
-        from kipu.airflow_api import from_connection
-
-        api = from_connection()
-        if api is None:
-            self.log.info("No kipu_airflow_api connection: the run's note is not set (%s)", note)
-            return
-        try:
-            api.set_note(self.dag_id, context["dag_run"].run_id, note)
-            self.log.info("Run note: %s", note)
-        except Exception as exc:  # any failure (unreachable, refused) only costs the note
-            self.log.warning("Could not set the run's note: %s", exc)
-        finally:
-            api.close()
-
     def execute(self, context: Context) -> dict[str, Any]:
-        state = resolve_run(context, self.workflow_id, None, self.dag_id)
-        with session_scope() as session:
-            rows = list(
-                session.execute(
-                    select(WorkflowStep.step_key, WorkflowStepRun)
-                    .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
-                    .where(WorkflowStepRun.run_id == state.run_id)
-                    .order_by(WorkflowStep.order_index)
-                )
-            )
-            posts = posts_for_run(session, state.run_id)
-            # Accepted and in the platform's moderation counts as delivered: it is settled later, never re-posted.
-            published = sum(1 for p in posts if p.status in ("published", "awaiting_moderation"))
-            failed_posts = sum(1 for p in posts if p.status == "failed")
-            status, reason = run_outcome(rows, published, failed_posts, self._failed_tasks(context))
-            finish_run(session, uuid.UUID(str(state.run_id)), status, reason)
-        self.log.info("Run %s ended %s%s", state.run_id, status, f": {reason}" if reason else "")
-        self._note(context, run_note(state.item.title or state.item.caption, status, reason, posts))
-        if status in ("failed", "partially_published"):
+        status, reason = finalize_run(self, context, self.workflow_id, self._failed_tasks(context))
+        if status in FAILED_OUTCOMES:
             raise AirflowFailException(f"item ended {status}: {reason}")
         return {"status": status, "reason": reason}
