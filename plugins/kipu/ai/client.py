@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
-import openai
+from typing import TYPE_CHECKING, Any
 
 from kipu.ai.connection import AIConnection
 from kipu.captions.rewriter import split_trailing_tags
 from kipu.hooks.client import backoff, parse_retry_after
+
+if TYPE_CHECKING:
+    import openai
 
 
 class AIUnavailable(Exception):
@@ -36,6 +37,8 @@ class ChatClient:
     def __init__(self, conn: AIConnection) -> None:
         self.conn = conn
         self.structured = True
+        import openai  # here, not at import: the offline rewriter (no kipu_openai) never pays its ~0.4 s import
+
         self._client = openai.OpenAI(
             api_key=conn.api_key.get_secret_value(),
             base_url=conn.base_url,
@@ -64,6 +67,8 @@ class ChatClient:
         if self.structured:
             kwargs["response_format"] = {"type": "json_schema", "json_schema": schema}
         n = reply.attempts
+        import openai
+
         try:
             resp = self._client.chat.completions.create(**kwargs)
         except openai.BadRequestError as exc:
