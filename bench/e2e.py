@@ -149,7 +149,10 @@ def timeline(api: Any, key: str, appeared: datetime, dag_id: str) -> list[tuple[
         with session_scope() as s:
             run = s.scalar(select(WorkflowRun).where(WorkflowRun.platform_post_id == key))
             post = s.scalar(select(Post).where(Post.workflow_run_id == run.id))
-            events += [(run.started_at, "run marked running in the store"), (run.start_requested_at, "DAG run asked for")]
+            events += [
+                (run.started_at, "run marked running in the store"),
+                (run.start_requested_at, "DAG run asked for"),
+            ]
             events.append((post.published_at, "posts.published_at"))
             run_id = run.dag_run_id
     dag_run = api.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()

@@ -282,15 +282,21 @@ def test_a_crash_between_record_and_start_loses_nothing(team: dict, host: Platfo
     assert [c["trigger_run_id"] for c in pending_starts()] == [claimed["trigger_run_id"]]
 
 
+def two_recorded(host: PlatformServer, name: str) -> str:
+    """A watched source with two new posts, recorded by a cycle and not started yet."""
+    wf = watch(host, name)
+    cycle()
+    host.source(name).add(f"{name}-1")
+    host.source(name).add(f"{name}-2")
+    make_due(wf)
+    assert cycle().new_runs == 2
+    return wf
+
+
 def test_a_start_that_fails_leaves_its_batch_to_the_next_attempt(team: dict, host: PlatformServer) -> None:
     """The runs of a batch are marked as asked for in the transaction that starts them: an Airflow that cannot be
     reached (a database outage under the API server) leaves every run of the batch to the retry, at once."""
-    wf = watch(host, "outage")
-    cycle()
-    host.source("outage").add("o-1")
-    host.source("outage").add("o-2")
-    make_due(wf)
-    assert cycle().new_runs == 2
+    wf = two_recorded(host, "outage")
     calls = []
 
     def unreachable(dag_id: str, run_id: str, conf: dict[str, Any]) -> bool:
@@ -308,12 +314,7 @@ def test_a_start_that_fails_leaves_its_batch_to_the_next_attempt(team: dict, hos
 
 
 def test_a_run_airflow_refuses_does_not_hold_up_the_others(team: dict, host: PlatformServer) -> None:
-    wf = watch(host, "refused")
-    cycle()
-    host.source("refused").add("r-1")
-    host.source("refused").add("r-2")
-    make_due(wf)
-    assert cycle().new_runs == 2
+    wf = two_recorded(host, "refused")
     first = min(runs(wf), key=lambda r: r.started_at)
 
     def refuse_first(dag_id: str, run_id: str, conf: dict[str, Any]) -> bool:
