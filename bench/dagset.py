@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -175,12 +176,50 @@ def edit_latencies(store_env: dict[str, str], airflow: sa.Engine, edits: int) ->
     return [float(seconds) for seconds, _ in rows]
 
 
+LOOP = re.compile(r"Ran scheduling loop in ([0-9.]+) ms")
+
+
+def scheduler_loops(env: dict[str, str], log: Path, seconds: float, warmup: float = 30.0) -> list[float]:
+    """Run ``airflow scheduler`` on ``env``'s metadata database for ``warmup + seconds`` and return its loop
+    durations (ms) after the warm-up, from its own debug line "Ran scheduling loop in N ms"."""
+    env = {
+        **env,
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "DEBUG",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "airflow", "scheduler"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
+    try:
+        time.sleep(warmup)
+        mark = log.stat().st_size
+        time.sleep(seconds)
+        with log.open(errors="replace") as f:
+            f.seek(mark)
+            return [float(m.group(1)) for m in LOOP.finditer(f.read())]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def report_loops(label: str, loops: list[float]) -> dict[str, float]:
+    if not loops:
+        raise SystemExit(f"  scheduler ({label}): no loop lines were logged")
+    med, p95 = statistics.median(loops), pct(loops, 95)
+    print(f"  scheduler with {label}: {len(loops)} loops, median {med:.1f} ms, p95 {p95:.1f} ms", flush=True)
+    return {"loops": len(loops), "median_ms": med, "p95_ms": p95}
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] if ordered else float("nan")
 
 
-def run(n: int, shards: int, edits: int, template: str, tmp: Path) -> dict[str, float]:
+def run(n: int, shards: int, edits: int, template: str, tmp: Path, scheduler_s: float) -> dict[str, float]:
     from kipu.factory.shards import write_files
 
     store = create_db(f"kipu_bench_dagset_store_{n}")
@@ -237,6 +276,23 @@ def run(n: int, shards: int, edits: int, template: str, tmp: Path) -> dict[str, 
             print(f"  {side}: dag-processor CPU at rest {result[f'{side}_cpu_at_rest_pct']:.1f}%", flush=True)
         finally:
             proc.stop()
+        try:
+            if side == "kipu" and scheduler_s:
+                # Issue 15: the scheduler's loop with N idle Kipu DAGs against 0 DAGs, same stack, one after the other.
+                empty = create_db(f"kipu_bench_dagset_af_empty_{n}", template)
+                zero = report_loops(
+                    "0 DAGs",
+                    scheduler_loops(
+                        {**env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": empty}, tmp / f"sched-0-{n}.log", scheduler_s
+                    ),
+                )
+                drop_db(f"kipu_bench_dagset_af_empty_{n}")
+                full = report_loops(
+                    f"{n} idle Kipu DAGs", scheduler_loops(side_env, tmp / f"sched-{n}.log", scheduler_s)
+                )
+                result["sched_loop_ratio"] = full["median_ms"] / zero["median_ms"]
+                print(f"  scheduler loop median ratio {result['sched_loop_ratio']:.2f}", flush=True)
+        finally:
             airflow.dispose()
             drop_db(f"kipu_bench_dagset_af_{side}_{n}")
     drop_db(f"kipu_bench_dagset_store_{n}")
@@ -255,6 +311,9 @@ def main() -> int:
     parser.add_argument("--workflows", type=int, nargs="+", default=[1000, 10000, 50000])
     parser.add_argument("--shards", type=int, default=32)
     parser.add_argument("--edits", type=int, default=20)
+    parser.add_argument(
+        "--scheduler-seconds", type=float, default=0, help="also time the scheduler loop with N idle DAGs against 0"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kipu-dagset-") as raw:
         tmp = Path(raw)
@@ -265,7 +324,7 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
         try:
             for n in args.workflows:
-                run(n, args.shards, args.edits, template, tmp)
+                run(n, args.shards, args.edits, template, tmp, args.scheduler_seconds)
         finally:
             drop_db(template)
     return 0
