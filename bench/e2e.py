@@ -11,6 +11,7 @@ Prints, per path, the median, p95 and first item's latency and the throughput, t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -132,6 +133,46 @@ def measure(
     }
 
 
+def _cpu(proc: Any) -> float:
+    """A process's CPU seconds with its reaped children (a task process is reaped by its worker's supervisor)."""
+    t = proc.cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def cpu_by_component(stack: Any) -> dict[str, float]:
+    """CPU seconds so far of each stack component's process tree, and of PostgreSQL and Redis."""
+    import psutil
+
+    totals: dict[str, float] = {}
+    for name, popen in stack.procs.items():
+        try:
+            root = psutil.Process(popen.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        total = 0.0
+        for proc in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += _cpu(proc)
+        key = "celery workers" if name.startswith("celery worker") else name
+        totals[key] = totals.get(key, 0.0) + total
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in ("postgres", "redis-server"):
+            try:
+                key = "postgres" if proc.info["name"] == "postgres" else "redis"
+                totals[key] = totals.get(key, 0.0) + _cpu(proc)
+            except psutil.NoSuchProcess:
+                pass
+    return totals
+
+
+def cpu_report(name: str, before: dict[str, float], after: dict[str, float], items: int) -> dict[str, float]:
+    per_item = {k: (after.get(k, 0.0) - before.get(k, 0.0)) / items for k in after}
+    per_item["total"] = sum(per_item.values())
+    print(f"{name}: CPU seconds per item by component: " + ", ".join(f"{k} {v:.2f}" for k, v in per_item.items()))
+    return per_item
+
+
 def _at(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
@@ -165,7 +206,9 @@ def timeline(api: Any, key: str, appeared: datetime, dag_id: str) -> list[tuple[
     return sorted(((when - appeared).total_seconds(), what) for when, what in events if when is not None)
 
 
-def run(items: int, workers: int, concurrency: int, paths: list[str], timeout: float) -> dict[str, dict[str, float]]:
+def run(
+    items: int, workers: int, concurrency: int, paths: list[str], timeout: float, extra_env: dict[str, str]
+) -> dict[str, dict[str, float]]:
     import httpx
     from kipu.store.accounts import find_team, get_or_create_profile, get_or_create_team, upsert_connection
     from kipu.store.engine import session_scope
@@ -180,6 +223,7 @@ def run(items: int, workers: int, concurrency: int, paths: list[str], timeout: f
     upgrade(store)
     use_store(store)
     results: dict[str, dict[str, float]] = {}
+    cpu: dict[str, dict[str, float]] = {}
     with PlatformServer() as host:
         with session_scope() as s:
             owner = get_or_create_profile(s, "owner@bench.test", "Owner", airflow_username="admin")
@@ -194,7 +238,7 @@ def run(items: int, workers: int, concurrency: int, paths: list[str], timeout: f
             store,
             workers=workers,
             concurrency=concurrency,
-            env={"AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder())},
+            env={"AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder()), **extra_env},
         ).start()
         try:
             api = stack.wait_for_dags("kipu_poll", "kipu.demo.bench_e2e", "bench_bare")
@@ -224,7 +268,9 @@ def run(items: int, workers: int, concurrency: int, paths: list[str], timeout: f
             starters["poll"] = (start_poll, kipu_published)
             for name in paths:
                 appeared: dict[str, datetime] = {}
+                cpu_before = cpu_by_component(stack)
                 results[name] = measure(name, items, *starters[name], timeout, appeared)
+                cpu[name] = cpu_report(name, cpu_before, cpu_by_component(stack), items)
                 print(f"{name}: {json.dumps({k: round(v, 1) for k, v in results[name].items()})}", flush=True)
                 first = f"{name}-0000"
                 dag_id = "bench_bare" if name == "bare" else "kipu.demo.bench_e2e"
@@ -233,6 +279,11 @@ def run(items: int, workers: int, concurrency: int, paths: list[str], timeout: f
                     print(f"  {offset:8.1f} s  {what}")
         finally:
             stack.stop()
+    if "bare" in cpu:
+        print("CPU seconds per item, Kipu path minus bare, by component:")
+        for name in (n for n in cpu if n != "bare"):
+            diff = {k: v - cpu["bare"].get(k, 0.0) for k, v in cpu[name].items()}
+            print(f"  {name}: " + ", ".join(f"{k} {v:+.2f}" for k, v in diff.items()))
     return results
 
 
@@ -243,9 +294,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2, help="task processes per worker")
     parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated, from: " + ", ".join(PATHS))
     parser.add_argument("--timeout", type=float, default=1200, help="seconds to wait for one path's burst")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE", help="a setting for every stack component"
+    )
     args = parser.parse_args()
+    extra_env = dict(pair.split("=", 1) for pair in args.env)
     paths = [p for p in args.paths.split(",") if p]
-    res = run(args.items, args.workers, args.concurrency, paths, args.timeout)
+    res = run(args.items, args.workers, args.concurrency, paths, args.timeout, extra_env)
     print(f"\n{args.items} items per path, {args.workers} Celery workers x concurrency {args.concurrency}")
     print(f"{'path':6} {'published':>9} {'median s':>9} {'p95 s':>8} {'first s':>8} {'items/min':>10}")
     for name, r in res.items():

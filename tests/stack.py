@@ -76,6 +76,7 @@ class AirflowStack:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata,
             "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{self.broker_db}",
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.metadata,
+            "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "kipu.celery_config.CELERY_CONFIG",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
             "KIPU_DATABASE_URL": store_url,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -174,6 +175,10 @@ def _report(shard: Shard, workflows: int, dags: int, seconds: float, source: str
 def build_shard(path: str) -> dict[str, DAG]:
     """The DAGs of the shard file at ``path`` (``kipu_shard_NN.py``), under ``KIPU_DAG_SHARDS``. A file beyond
     the configured count (left from a larger count) builds nothing."""
+    if os.environ.get("_AIRFLOW_PARSING_CONTEXT_DAG_ID"):
+        # A task process forked from a worker that preloaded Kipu (kipu.celery_config) skips kipu.factory's own
+        # freeze: freeze the inherited heap here, so building the one DAG does not walk it.
+        gc.freeze()
     index, count = index_of(path), shard_count()
     if index is None:
         raise ValueError(f"{path} is not a Kipu shard file (kipu_shard_NN.py)")
