@@ -264,7 +264,7 @@ def test_the_trigger_form_takes_a_caption_alone_and_checks_the_item(
         assert run.trigger_data["platform"] == "manual" and run.trigger_data["content_type"] == "image"
     # The form's schema refuses what no item has, before a run exists.
     params = ParamsDict(dag.params)
-    with pytest.raises(ParamValidationError, match="'captoin' was unexpected"):
+    with pytest.raises(ParamValidationError, match="'captoin' is not one of"):
         params["item"] = {"captoin": "typo"}
         params.validate()
     # A conf that passes the form but not the item model fails at once, naming the field, without retries.
