@@ -121,3 +121,34 @@ def test_changes_go_live_through_their_shard_only(processor: list[Workflow]) -> 
     final = _dags()
     assert final[untouched.dag_id][1] == before[untouched.dag_id][1]
     assert not final[edited.dag_id][3] and not final[untouched.dag_id][3]
+
+
+def _allow_connections(url: str, allow: bool) -> None:
+    import sqlalchemy as sa
+
+    name = sa.engine.make_url(url).database
+    admin = sa.create_engine(sa.engine.make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}'))
+    admin.dispose()
+
+
+def test_a_shard_parsed_while_the_store_is_down_keeps_its_dags(processor: list[Workflow], pg_url: str) -> None:
+    from kipu.factory.reparse import Change, request_parse
+
+    one, *others = processor
+    shard_file = file_name(shard_of(shard_key(one.id), shard_count()), shard_count())
+    before = _dags()
+    change = Change(one.id, shard_key(one.id), (one.dag_id,), None)
+    _allow_connections(pg_url, False)  # the store goes away for the dag-processor's next parse of the shard
+    try:
+        assert request_parse([change]) == [shard_file]
+        _wait(lambda: _dags()[one.dag_id][1] != before[one.dag_id][1], "the shard to be parsed again", 60)
+    finally:
+        _allow_connections(pg_url, True)
+    during = _dags()
+    # Served from the shard's last good snapshot: the DAG and its history stay, and so do the other shards'.
+    assert not during[one.dag_id][3] and during[one.dag_id][4] == before[one.dag_id][4]
+    assert all(not during[w.dag_id][3] for w in others)
+    logs = Path(os.environ["AIRFLOW_HOME"]) / "logs" / "dag_processor"
+    assert any("serving the last good snapshot" in f.read_text() for f in logs.rglob(f"{shard_file}.log"))

@@ -13,7 +13,6 @@ with DAG(
     schedule=None,
     start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
-    max_active_runs=32,
     tags=["bench"],
 ):
 

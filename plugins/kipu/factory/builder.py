@@ -56,10 +56,11 @@ def retry_delay_seconds() -> float:
     return env_number("KIPU_TASK_RETRY_DELAY", 20.0, minimum=0.0)
 
 
-def max_active_runs() -> int:
-    """``KIPU_MAX_ACTIVE_RUNS``, 32 by default: how many of one workflow's items run at once; the rest wait queued,
-    in order, so one workflow's burst never holds every worker slot."""
-    return int(env_number("KIPU_MAX_ACTIVE_RUNS", 32, minimum=1))
+def max_active_runs() -> dict[str, int]:
+    """How many of one workflow's items run at once (the rest wait queued, in order, so one workflow's burst never
+    holds every worker slot): ``KIPU_MAX_ACTIVE_RUNS`` if set, else Airflow's ``max_active_runs_per_dag`` (16)."""
+    runs = env_number("KIPU_MAX_ACTIVE_RUNS", 0, minimum=0)
+    return {"max_active_runs": runs} if runs else {}
 
 
 WEIGHT_RULES = ("upstream", "downstream", "absolute")
@@ -83,7 +84,7 @@ def build_dag(spec: WorkflowSpec, record: WorkflowRecord, dag_id: str | None = N
         schedule=None,
         start_date=START,
         catchup=False,
-        max_active_runs=max_active_runs(),
+        **max_active_runs(),
         tags=_tags(spec, record),
         doc_md=describe(spec, record.id),
         # Kipu's status gates the workflow: a paused one's DAG is paused too (kipu.factory.reparse keeps the two in
