@@ -93,11 +93,16 @@ class Processor:
         return (after - before) / seconds * 100
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def wait_serialized(airflow: sa.Engine, prefix: str, want: int, limit: float) -> tuple[int, float]:
@@ -199,11 +204,7 @@ def scheduler_loops(env: dict[str, str], log: Path, seconds: float, warmup: floa
             f.seek(mark)
             return [float(m.group(1)) for m in LOOP.finditer(f.read())]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def report_loops(label: str, loops: list[float]) -> dict[str, float]:
