@@ -281,13 +281,15 @@ def run(n: int, shards: int, edits: int, template: str, tmp: Path, scheduler_s: 
             if side == "kipu" and scheduler_s:
                 # Issue 15: the scheduler's loop with N idle Kipu DAGs against 0 DAGs, same stack, one after the other.
                 empty = create_db(f"kipu_bench_dagset_af_empty_{n}", template)
-                zero = report_loops(
-                    "0 DAGs",
-                    scheduler_loops(
-                        {**env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": empty}, tmp / f"sched-0-{n}.log", scheduler_s
-                    ),
-                )
-                drop_db(f"kipu_bench_dagset_af_empty_{n}")
+                try:
+                    zero = report_loops(
+                        "0 DAGs",
+                        scheduler_loops(
+                            {**env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": empty}, tmp / f"sched-0-{n}.log", scheduler_s
+                        ),
+                    )
+                finally:
+                    drop_db(f"kipu_bench_dagset_af_empty_{n}")
                 full = report_loops(
                     f"{n} idle Kipu DAGs", scheduler_loops(side_env, tmp / f"sched-{n}.log", scheduler_s)
                 )

@@ -142,6 +142,16 @@ def _cpu(proc: Any) -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+def _tree_cpu(procs: list[Any]) -> float:
+    import psutil
+
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += _cpu(proc)
+    return total
+
+
 def cpu_by_component(stack: Any) -> dict[str, float]:
     """CPU seconds so far of each stack component's process tree, and of PostgreSQL and Redis."""
     import psutil
@@ -153,19 +163,12 @@ def cpu_by_component(stack: Any) -> dict[str, float]:
             tree = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             continue
-        total = 0.0
-        for proc in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += _cpu(proc)
         key = "celery workers" if name.startswith("celery worker") else name
-        totals[key] = totals.get(key, 0.0) + total
+        totals[key] = totals.get(key, 0.0) + _tree_cpu(tree)
+    servers = {"postgres": "postgres", "redis-server": "redis"}
     for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] in ("postgres", "redis-server"):
-            try:
-                key = "postgres" if proc.info["name"] == "postgres" else "redis"
-                totals[key] = totals.get(key, 0.0) + _cpu(proc)
-            except psutil.NoSuchProcess:
-                pass
+        if (key := servers.get(proc.info["name"])) is not None:
+            totals[key] = totals.get(key, 0.0) + _tree_cpu([proc])
     return totals
 
 
@@ -301,6 +304,9 @@ def main() -> None:
         "--env", action="append", default=[], metavar="KEY=VALUE", help="a setting for every stack component"
     )
     args = parser.parse_args()
+    bad = [pair for pair in args.env if "=" not in pair]
+    if bad:
+        parser.error(f"--env takes KEY=VALUE, got {bad[0]!r}")
     extra_env = dict(pair.split("=", 1) for pair in args.env)
     paths = [p for p in args.paths.split(",") if p]
     res = run(args.items, args.workers, args.concurrency, paths, args.timeout, extra_env)
