@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from tests.api_helpers import token_for
 from tests.helpers import demo_doc
 
 pytestmark = pytest.mark.slow
+ADMIN_PASSWORD = "admin-test-password"
 
 
 @pytest.fixture
@@ -27,9 +29,15 @@ def server(airflow_db: Path, pg_demo_team: dict, tmp_path: Path) -> Iterator[str
     port = sock.getsockname()[1]
     sock.close()
     log = (tmp_path / "api-server.log").open("wb")
+    (tmp_path / "passwords.json").write_text(json.dumps({"admin": ADMIN_PASSWORD}))
+    env = {
+        **os.environ,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "passwords.json"),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "airflow", "api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1"],
-        env=os.environ.copy(),
+        env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -64,3 +72,71 @@ def test_kipu_routes_through_airflow_api_server(server: str) -> None:
     assert httpx.get(f"{server}/kipu/api/workflows").status_code == 401
     docs = httpx.get(f"{server}/kipu/openapi.json")
     assert docs.status_code == 200 and "/api/workflows/{workflow_id}/run" in docs.json()["paths"]
+
+
+def test_a_task_asks_airflow_for_parses_through_its_rest_api(server: str) -> None:
+    """Airflow 3 closes its database to tasks and DAG files: the poll cycle's ``reconcile`` then asks through the
+    REST API and the ``kipu_airflow_api`` connection. Run in a process whose ORM access is blocked as a task's is."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+    from airflow.models.dagbag import DagPriorityParsingRequest
+    from airflow.utils.session import create_session
+    from kipu.factory.shards import STATUS_FILE, file_name, shard_count, shard_key, shard_of
+    from kipu.factory.status import ShardStatus, record
+    from kipu.store.engine import session_scope
+    from kipu.store.types import utcnow
+    from kipu.store.workflows import save_workflow
+    from sqlalchemy import delete, select
+
+    from tests.conftest import REPO
+
+    DagBundlesManager().sync_bundles_to_db()
+    with session_scope() as s:
+        wf = save_workflow(s, demo_doc(name="Parsed", slug="parsed"))
+    shard = shard_of(shard_key(wf.id), shard_count())
+    bag = BundleDagBag(dag_folder=str(REPO / "dags"), bundle_path=REPO / "dags", bundle_name="dags-folder")
+    sync_bag_to_db(bag, "dags-folder", None)  # as after a first parse: the workflow's DAG and kipu_shards exist
+    with create_session() as s:
+        s.execute(delete(DagPriorityParsingRequest))
+    # The shard was last served from its snapshot, and the status file has not reported it.
+    record(
+        ShardStatus(
+            index=shard,
+            count=shard_count(),
+            source="snapshot",
+            seconds=0.1,
+            budget=15.0,
+            workflows=1,
+            dags=1,
+            at=utcnow(),
+            dag_id=wf.dag_id,
+        )
+    )
+    script = (
+        "from airflow.sdk.execution_time.supervisor import block_orm_access; block_orm_access()\n"
+        "from kipu.factory.reparse import airflow, reconcile\n"
+        "print(type(airflow()).__name__, reconcile())\n"
+    )
+    conn = json.dumps({"conn_type": "http", "host": server, "login": "admin", "password": ADMIN_PASSWORD})
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "AIRFLOW_CONN_KIPU_AIRFLOW_API": conn},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == f"_RestAPI {[file_name(shard, shard_count()), STATUS_FILE]}"
+    with create_session() as s:
+        asked = set(s.scalars(select(DagPriorityParsingRequest.relative_fileloc)))
+    assert asked == {file_name(shard, shard_count()), STATUS_FILE}
+    assert ADMIN_PASSWORD not in run.stdout + run.stderr
+    # Without the connection, it says what is missing, and the poll cycle goes on.
+    bare = subprocess.run(
+        [sys.executable, "-c", script.replace("print(type(airflow()).__name__, ", "print(")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bare.returncode == 0 and bare.stdout.strip().splitlines()[-1] == "[]"
+    assert "no kipu_airflow_api connection is defined" in bare.stdout + bare.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kipu.factory.shards import file_name, shard_count, shard_key, shard_of
+from kipu.factory.shards import STATUS_FILE, file_name, shard_count, shard_key, shard_of
 from kipu.store.engine import session_scope
 from kipu.store.models import Workflow
 from kipu.store.workflows import export_workflow, save_workflow, set_status
@@ -133,8 +133,26 @@ def _allow_connections(url: str, allow: bool) -> None:
     admin.dispose()
 
 
+def _status_dag_ids() -> set[str]:
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    with create_session() as s:
+        return set(
+            s.scalars(select(DagModel.dag_id).where(DagModel.relative_fileloc == STATUS_FILE, ~DagModel.is_stale))
+        )
+
+
+def _import_errors() -> dict[str, str]:
+    from airflow.models.errors import ParseImportError
+    from airflow.utils.session import create_session
+
+    with create_session() as s:
+        return dict(s.execute(select(ParseImportError.filename, ParseImportError.stacktrace)).all())
+
+
 def test_a_shard_parsed_while_the_store_is_down_keeps_its_dags(processor: list[Workflow], pg_url: str) -> None:
-    from kipu.factory.reparse import Change, request_parse
+    from kipu.factory.reparse import Change, reconcile, request_parse
 
     one, *others = processor
     shard_file = file_name(shard_of(shard_key(one.id), shard_count()), shard_count())
@@ -144,11 +162,29 @@ def test_a_shard_parsed_while_the_store_is_down_keeps_its_dags(processor: list[W
     try:
         assert request_parse([change]) == [shard_file]
         _wait(lambda: _dags()[one.dag_id][1] != before[one.dag_id][1], "the shard to be parsed again", 60)
+        during = _dags()
+        # Served from the shard's last good snapshot: the DAG and its history stay, and so do the other shards'.
+        assert not during[one.dag_id][3] and during[one.dag_id][4] == before[one.dag_id][4]
+        assert all(not during[w.dag_id][3] for w in others)
+        logs = Path(os.environ["AIRFLOW_HOME"]) / "logs" / "dag_processor"
+        _wait(
+            lambda: any("serving the last good snapshot" in f.read_text() for f in logs.rglob(f"{shard_file}.log")),
+            "the shard's log to say so",
+            30,
+        )
+        # ...and, once the next poll cycle asks for the status file, in Airflow's import errors on that file alone
+        # (this process still holds a pooled connection to the store, so the cycle asks for the shard again too).
+        assert STATUS_FILE in reconcile()
+        error = _wait(lambda: _import_errors().get(STATUS_FILE), "the status file's import error", 60)
     finally:
         _allow_connections(pg_url, True)
-    during = _dags()
-    # Served from the shard's last good snapshot: the DAG and its history stay, and so do the other shards'.
-    assert not during[one.dag_id][3] and during[one.dag_id][4] == before[one.dag_id][4]
-    assert all(not during[w.dag_id][3] for w in others)
-    logs = Path(os.environ["AIRFLOW_HOME"]) / "logs" / "dag_processor"
-    assert any("serving the last good snapshot" in f.read_text() for f in logs.rglob(f"{shard_file}.log"))
+    assert f"{shard_file}: the Kipu store was unreachable" in error and "last good snapshot" in error
+    assert list(_import_errors()) == [STATUS_FILE]
+    assert all(not _dags()[w.dag_id][3] for w in processor)
+    # The store answers again: the next cycle asks for the shard, the one after for the status file; it clears.
+    assert reconcile() == [shard_file]
+    _wait(lambda: _dags()[one.dag_id][1] != during[one.dag_id][1], "the shard to be parsed again", 60)
+    _wait(lambda: reconcile() == [STATUS_FILE], "the shard's recovery to be recorded", 30)
+    _wait(lambda: STATUS_FILE not in _import_errors(), "the status file's import error to clear", 60)
+    assert all(not _dags()[w.dag_id][3] for w in processor)
+    assert "kipu_shards" in _status_dag_ids()

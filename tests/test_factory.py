@@ -47,9 +47,11 @@ def test_dagbag_loads_every_active_workflow_without_import_errors(demo_team: dic
     _store_three()
     bag = dagbag(workflows_only=False)
     assert bag.import_errors == {}
-    engine = {"kipu_poll", "kipu_maintenance", "kipu_awaiting", "kipu_notify"}
+    engine = {"kipu_poll", "kipu_maintenance", "kipu_awaiting", "kipu_notify", "kipu_shards"}
     workflows = {"kipu.demo.demo_crosspost", "kipu.demo.second", "kipu.demo.paused", "kipu.demo.broken"}
     assert set(bag.dag_ids) == workflows | engine
+    # Every shard served from the store in budget: kipu_shards_status.py holds the status DAG, no import error.
+    assert bag.dags["kipu_shards"].is_paused_upon_creation and "Kipu's DAG shards" in bag.dags["kipu_shards"].doc_md
     # A paused workflow keeps its DAG, and so its history in view, paused in Airflow.
     assert "kipu:paused" in bag.dags["kipu.demo.paused"].tags and bag.dags["kipu.demo.paused"].is_paused_upon_creation
     assert not bag.dags["kipu.demo.second"].is_paused_upon_creation

@@ -6,7 +6,16 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kipu.factory.shards import KEY_SPACE, file_name, index_of, key_range, shard_key, shard_of, write_files
+from kipu.factory.shards import (
+    KEY_SPACE,
+    STATUS_FILE,
+    file_name,
+    index_of,
+    key_range,
+    shard_key,
+    shard_of,
+    write_files,
+)
 from kipu.store.engine import session_scope
 from kipu.store.models import Workflow
 from kipu.store.workflows import load_served, save_workflow, set_status
@@ -36,14 +45,16 @@ def test_a_workflows_key_depends_on_its_id_alone_and_spreads_evenly() -> None:
 
 
 def test_shard_files_are_written_and_extra_ones_removed(tmp_path: Path) -> None:
-    assert write_files(tmp_path, 4).written == [file_name(i, 4) for i in range(4)]
+    assert write_files(tmp_path, 4).written == [file_name(i, 4) for i in range(4)] + [STATUS_FILE]
     assert write_files(tmp_path, 4).written == []  # idempotent
     done = write_files(tmp_path, 2)
     assert done.removed == ["kipu_shard_02.py", "kipu_shard_03.py"] and done.written == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["kipu_shard_00.py", "kipu_shard_01.py"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kipu_shard_00.py", "kipu_shard_01.py", STATUS_FILE]
     assert index_of(tmp_path / "kipu_shard_01.py") == 1 and index_of("kipu_poll.py") is None
-    # The repository ships the default count.
+    assert index_of(tmp_path / STATUS_FILE) is None
+    # The repository ships the default count, and the status file.
     assert sorted(p.name for p in (REPO / "dags").glob("kipu_shard_*.py")) == [file_name(i, 32) for i in range(32)]
+    assert (REPO / "dags" / STATUS_FILE).read_text() == (tmp_path / STATUS_FILE).read_text()
 
 
 def _store(n: int) -> list[Workflow]:
@@ -97,6 +108,54 @@ def test_each_shard_keeps_its_own_snapshot(demo_team: dict, store_url: str) -> N
         use_store(store_url)
     # Every shard serves its own last good snapshot; one without a snapshot serves nothing and hides no other.
     assert after == {**before, 1: set()}
+
+
+def test_a_shard_on_its_snapshot_or_over_budget_fails_the_status_file(
+    demo_team: dict, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kipu.factory import loader
+    from kipu.factory.loader import Shard, build
+    from kipu.factory.status import ShardsNeedAttention, check, needing_attention, on_snapshot, status_dag
+
+    monkeypatch.setenv("KIPU_DAG_SHARDS", "2")
+    down = shard_of(shard_key(_store(8)[0].id), 2)
+    other = 1 - down
+    down_file, other_file = file_name(down, 2), file_name(other, 2)
+    for i in range(2):
+        build(Shard(i, 2))
+    assert status_dag().dag_id == "kipu_shards"  # every shard from the store, in budget: the file imports cleanly
+    assert f"| {down_file} |" in status_dag().doc_md
+    use_store("postgresql+psycopg2://postgres@127.0.0.1:1/nowhere?connect_timeout=1")
+    try:
+        build(Shard(down, 2))
+    finally:
+        use_store(store_url)
+    assert [s.file for s in needing_attention()] == [down_file]
+    assert [t.file for t in on_snapshot()] == [down_file] and on_snapshot()[0].dag_id
+    with pytest.raises(ShardsNeedAttention) as err:
+        status_dag()
+    message = str(err.value)
+    assert f"{down_file}: the Kipu store was unreachable" in message and "last good snapshot" in message
+    assert other_file not in message
+    # Over budget: named with the budget and what to do.
+    monkeypatch.setattr(loader, "parse_budget", lambda: 0.0)
+    build(Shard(other, 2))
+    with pytest.raises(ShardsNeedAttention, match=rf"{other_file}: parsed in .*over its budget of 0.0s"):
+        check()
+    monkeypatch.undo()
+    monkeypatch.setenv("KIPU_DAG_SHARDS", "2")
+    for i in range(2):  # the store answers again and the shards are parsed in budget: the error clears
+        build(Shard(i, 2))
+    check()
+    assert on_snapshot() == []
+    # Statuses recorded under another shard count are not this one's.
+    use_store("postgresql+psycopg2://postgres@127.0.0.1:1/nowhere?connect_timeout=1")
+    try:
+        build(Shard(down, 2))
+    finally:
+        use_store(store_url)
+    monkeypatch.setenv("KIPU_DAG_SHARDS", "4")
+    assert needing_attention() == [] and on_snapshot() == []
 
 
 @pytest.fixture
@@ -220,3 +279,29 @@ def test_a_change_airflow_has_not_parsed_since_is_asked_for_again(airflow_dags: 
     shard = file_name(shard_of(shard_key(wf.id), 32), 32)
     assert reconcile(grace=0) == [shard] and _requests() == {shard}
     assert reconcile(grace=3600) == []  # too recent: its own request is still on its way
+
+
+def test_a_shard_last_served_from_its_snapshot_is_asked_for_again(airflow_dags: list[Workflow]) -> None:
+    from airflow.models.dagbag import DagPriorityParsingRequest
+    from airflow.utils.session import create_session
+    from kipu.factory.reparse import reconcile
+    from kipu.factory.status import ShardStatus, check, record
+    from kipu.store.types import utcnow
+    from sqlalchemy import delete
+
+    check()  # the status file's parse: nothing to report
+    assert reconcile(grace=3600) == []
+    status = ShardStatus(index=5, count=32, source="snapshot", seconds=0.1, budget=15, workflows=1, dags=1, at=utcnow())
+    record(status)
+    # The shard, now that the store answers, and the status file, which has not reported it yet.
+    assert reconcile(grace=3600) == ["kipu_shard_05.py", STATUS_FILE]
+    assert _requests() == {"kipu_shard_05.py", STATUS_FILE}  # the status file beside the shards
+    with pytest.raises(RuntimeError, match=r"kipu_shard_05\.py: the Kipu store was unreachable"):
+        check()  # the status file's parse reports it
+    with create_session() as s:
+        s.execute(delete(DagPriorityParsingRequest))
+    assert reconcile(grace=3600) == ["kipu_shard_05.py"]  # reported: only the shard again
+    record(status.model_copy(update={"source": "store"}))
+    assert reconcile(grace=3600) == [STATUS_FILE]  # recovered: the status file must clear its error
+    check()
+    assert reconcile(grace=3600) == []

@@ -76,6 +76,19 @@ class AirflowAPI:
     def dag_exists(self, dag_id: str) -> bool:
         return self.request("GET", f"/dags/{dag_id}").status_code == 200
 
+    def dag(self, dag_id: str) -> dict[str, Any] | None:
+        """The DAG's record (``last_parsed_time``, ``file_token``, ...); None if Airflow has none."""
+        from urllib.parse import quote
+
+        resp = self.request("GET", f"/dags/{quote(dag_id, safe='')}")
+        return resp.json() if resp.status_code == 200 else None
+
+    def reparse(self, file_token: str) -> None:
+        """``PUT /parseDagFile/{file_token}``: a priority parsing request for the DAG file behind the token."""
+        resp = self.request("PUT", f"/parseDagFile/{file_token}")
+        if resp.status_code >= 300:
+            raise AirflowAPIError(f"asking for a parse failed: HTTP {resp.status_code}")
+
     def unpause(self, dag_id: str) -> None:
         self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 

@@ -12,7 +12,7 @@ import uuid
 from slugify import slugify
 
 # The engine's DAGs. None contains a dot, and every workflow DAG id does: the two namespaces cannot meet.
-ENGINE_DAG_IDS = ("kipu_poll", "kipu_maintenance", "kipu_awaiting", "kipu_notify")
+ENGINE_DAG_IDS = ("kipu_poll", "kipu_maintenance", "kipu_awaiting", "kipu_notify", "kipu_shards")
 WORKFLOW_DAG_PREFIX = "kipu."
 
 TEAM_SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kipu.factory.shards import FILE_PATTERN, file_name
+from kipu.factory.shards import FILE_PATTERN, STATUS_FILE, file_name
 
 
 @dataclass
@@ -36,10 +36,17 @@ class Report:
     extra_files: list[str]
     import_errors: dict[str, str]
     settings: list[str]
+    status_file_present: bool = True
 
     @property
     def ok(self) -> bool:
-        return not (self.extra_files or self.import_errors or self.settings or any(s.problems for s in self.shards))
+        return not (
+            self.extra_files
+            or self.import_errors
+            or self.settings
+            or not self.status_file_present
+            or any(s.problems for s in self.shards)
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
@@ -100,7 +107,7 @@ def _examine(folder: Path, count: int) -> Report:
             report.problems.append(f"the store is unreachable: serving the snapshot of {report.snapshot_written_at}")
         shards.append(report)
     extra = sorted(p for p in present - wanted if FILE_PATTERN.match(p))
-    return Report(count, budget, shards, extra, _import_errors(), _settings())
+    return Report(count, budget, shards, extra, _import_errors(), _settings(), (folder / STATUS_FILE).exists())
 
 
 def _settings() -> list[str]:
@@ -118,7 +125,7 @@ def _settings() -> list[str]:
 
 
 def _import_errors() -> dict[str, str]:
-    """Airflow's import errors for Kipu's shard files (empty when Airflow's database cannot be read)."""
+    """Airflow's import errors for Kipu's shard files and status file (empty when Airflow's database cannot be read)."""
     try:
         from airflow.models.errors import ParseImportError
         from airflow.utils.session import create_session
@@ -127,7 +134,7 @@ def _import_errors() -> dict[str, str]:
         with create_session() as s:
             rows = s.execute(
                 select(ParseImportError.filename, ParseImportError.stacktrace).where(
-                    ParseImportError.filename.like("%kipu_shard_%")
+                    ParseImportError.filename.like("%kipu_shard%")
                 )
             )
             return {name: (trace or "").strip().splitlines()[-1][:300] for name, trace in rows}
@@ -148,6 +155,10 @@ def render(report: Report) -> str:
         lines.extend(f"  ! {p}" for p in s.problems)
     for name in report.extra_files:
         lines.append(f"! {name} is beyond KIPU_DAG_SHARDS={report.count}: run `kipu dags shards`")
+    if not report.status_file_present:
+        lines.append(
+            f"! {STATUS_FILE} is missing: shard problems do not reach Airflow's import errors; run `kipu dags shards`"
+        )
     lines.extend(f"! {problem}" for problem in report.settings)
     for name, error in report.import_errors.items():
         lines.append(f"! Airflow import error in {name}: {error}")

@@ -10,6 +10,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,7 @@ def build(shard: Shard = Shard()) -> dict[str, DAG]:
             log.exception("Kipu workflow %s could not be built", dag_id)
             dags[dag_id] = error_dag(record, WorkflowSpecError([f"{type(exc).__name__}: {exc}"], record.slug), dag_id)
     if not wanted:
-        _report(shard, len(records), len(dags), time.monotonic() - started, source)
+        _report(shard, len(records), list(dags), time.monotonic() - started, source)
     return dags
 
 
@@ -159,9 +160,27 @@ def parse_budget() -> float:
     return conf.getfloat("core", "dagbag_import_timeout", fallback=30.0) / 2
 
 
-def _report(shard: Shard, workflows: int, dags: int, seconds: float, source: str) -> None:
+def _report(shard: Shard, workflows: int, dag_ids: list[str], seconds: float, source: str) -> None:
     name = "all workflows" if shard.index is None else f"shard {shard.index} of {shard.count}"
-    log.info("Kipu %s: %d workflows, %d DAGs in %.2fs from the %s", name, workflows, dags, seconds, source)
+    if shard.index is not None:
+        from kipu.factory.status import ShardStatus, record
+
+        at = shard.snapshot.stat().st_mtime if source == "snapshot" and shard.snapshot.exists() else None
+        record(
+            ShardStatus(
+                index=shard.index,
+                count=shard.count,
+                source=source,
+                seconds=round(seconds, 3),
+                budget=parse_budget(),
+                workflows=workflows,
+                dags=len(dag_ids),
+                at=datetime.now(UTC),
+                snapshot_at=datetime.fromtimestamp(at, UTC) if at else None,
+                dag_id=dag_ids[0] if dag_ids else None,
+            )
+        )
+    log.info("Kipu %s: %d workflows, %d DAGs in %.2fs from the %s", name, workflows, len(dag_ids), seconds, source)
     if seconds > parse_budget():
         log.error(
             "Kipu %s took %.1fs, over its budget of %.1fs (half of dagbag_import_timeout): raise KIPU_DAG_SHARDS "

@@ -27,6 +27,16 @@ from kipu.factory.loader import build_shard
 globals().update(build_shard(__file__))
 '''
 
+STATUS_FILE = "kipu_shards_status.py"
+STATUS_STUB = '''"""Kipu's DAG shards in Airflow: the ``kipu_shards`` DAG shows each shard's last parse. While a shard
+serves its last good snapshot or is over its parse budget, this file fails to import instead, naming the shard: an
+Airflow import error that makes no shard's DAGs stale (written by `kipu dags shards`)."""
+
+from kipu.factory.status import status_dag
+
+dag = status_dag()
+'''
+
 
 def shard_key(workflow_id: uuid.UUID | str) -> int:
     """A workflow's place in the key space: from its id alone, evenly spread."""
@@ -67,9 +77,11 @@ class ShardFiles:
 
 
 def write_files(folder: Path, count: int) -> ShardFiles:
-    """Exactly ``count`` shard files in ``folder``: missing ones written, ones beyond the count removed."""
+    """Exactly ``count`` shard files and the status file in ``folder``: missing ones written, shards beyond the count
+    removed."""
     folder.mkdir(parents=True, exist_ok=True)
     wanted = {file_name(i, count): STUB.format(index=i) for i in range(count)}
+    wanted[STATUS_FILE] = STATUS_STUB
     written, removed = [], []
     for name, text in wanted.items():
         path = folder / name
