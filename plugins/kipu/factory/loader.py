@@ -37,12 +37,22 @@ def _write_snapshot(records: list[WorkflowRecord], path: Path) -> None:
     try:
         if path.exists() and hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest():
             return
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".snapshot-")
+    except OSError:
+        pass
+    write_atomic(path, data)
+
+
+def write_atomic(path: Path, data: bytes) -> bool:
+    """Replace ``path`` with ``data`` in one step (readers never see half a file); False, logged, if it cannot."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
     except OSError as exc:  # a read-only home must not break parsing
-        log.warning("Kipu could not write its DAG snapshot %s: %s", path, exc)
+        log.warning("Kipu could not write %s: %s", path, exc)
+        return False
+    return True
 
 
 def _read_snapshot(path: Path) -> list[WorkflowRecord]:

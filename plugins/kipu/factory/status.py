@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,15 +74,9 @@ def status_path(index: int | None) -> Path:
 
 
 def _write(path: Path, text: str) -> bool:
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".status-")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:  # a read-only home must not break parsing
-        log.warning("Kipu could not record its shards' status in %s: %s", path, exc)
-        return False
-    return True
+    from kipu.factory.loader import write_atomic
+
+    return write_atomic(path, text.encode())
 
 
 def read(index: int, count: int) -> ShardStatus | None:
