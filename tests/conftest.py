@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import subprocess
 import sys
@@ -169,6 +170,35 @@ def api(airflow_db: Path, pg_demo_team: dict) -> Iterator[Any]:
         _APP.append(create_app("all"))
     with TestClient(_APP[0]) as client:
         yield client
+
+
+@contextlib.contextmanager
+def dag_folder_parsed() -> Iterator[None]:
+    """Airflow's DAG tables hold the DAG folder's DAGs, as after a first parse; afterwards the DAGs it added are
+    deleted again, so no later test in this worker finds a DAG it did not parse (the metadata database is shared)."""
+    from airflow.api.common.delete_dag import delete_dag
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+    from airflow.models.dag import DagModel
+    from airflow.models.dagbag import DagPriorityParsingRequest
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete, select
+
+    with create_session() as s:
+        before = set(s.scalars(select(DagModel.dag_id)))
+    DagBundlesManager().sync_bundles_to_db()
+    bag = BundleDagBag(dag_folder=str(REPO / "dags"), bundle_path=REPO / "dags", bundle_name="dags-folder")
+    sync_bag_to_db(bag, "dags-folder", None)
+    with create_session() as s:  # as if the dag-processor had taken the requests the stores made
+        s.execute(delete(DagPriorityParsingRequest))
+    try:
+        yield
+    finally:
+        with create_session() as s:
+            added = set(s.scalars(select(DagModel.dag_id))) - before
+            for dag_id in sorted(added):
+                delete_dag(dag_id, keep_records_in_log=False, session=s)
+            s.execute(delete(DagPriorityParsingRequest))
 
 
 # Fixtures that need Airflow's metadata database, its API server app, or processes of the deployed stack: tests

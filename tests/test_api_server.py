@@ -11,11 +11,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.api_helpers import token_for
+from tests.conftest import dag_folder_parsed
 from tests.helpers import demo_doc
 
 pytestmark = pytest.mark.slow
@@ -77,27 +79,24 @@ def test_kipu_routes_through_airflow_api_server(server: str) -> None:
 def test_a_task_asks_airflow_for_parses_through_its_rest_api(server: str) -> None:
     """Airflow 3 closes its database to tasks and DAG files: the poll cycle's ``reconcile`` then asks through the
     REST API and the ``kipu_airflow_api`` connection. Run in a process whose ORM access is blocked as a task's is."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+    from kipu.store.engine import session_scope
+    from kipu.store.workflows import save_workflow
+
+    with session_scope() as s:
+        wf = save_workflow(s, demo_doc(name="Parsed", slug="parsed"))
+    with dag_folder_parsed():  # as after a first parse: the workflow's DAG and kipu_shards exist
+        _reconcile_through_rest(server, wf)
+
+
+def _reconcile_through_rest(server: str, wf: Any) -> None:
     from airflow.models.dagbag import DagPriorityParsingRequest
     from airflow.utils.session import create_session
     from kipu.factory.shards import STATUS_FILE, file_name, shard_count, shard_key, shard_of
     from kipu.factory.status import ShardStatus, record
-    from kipu.store.engine import session_scope
     from kipu.store.types import utcnow
-    from kipu.store.workflows import save_workflow
-    from sqlalchemy import delete, select
+    from sqlalchemy import select
 
-    from tests.conftest import REPO
-
-    DagBundlesManager().sync_bundles_to_db()
-    with session_scope() as s:
-        wf = save_workflow(s, demo_doc(name="Parsed", slug="parsed"))
     shard = shard_of(shard_key(wf.id), shard_count())
-    bag = BundleDagBag(dag_folder=str(REPO / "dags"), bundle_path=REPO / "dags", bundle_name="dags-folder")
-    sync_bag_to_db(bag, "dags-folder", None)  # as after a first parse: the workflow's DAG and kipu_shards exist
-    with create_session() as s:
-        s.execute(delete(DagPriorityParsingRequest))
     # The shard was last served from its snapshot, and the status file has not reported it.
     record(
         ShardStatus(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from kipu.store.models import Workflow
 from kipu.store.workflows import load_served, save_workflow, set_status
 from sqlalchemy import select, text
 
-from tests.conftest import REPO, use_store
+from tests.conftest import REPO, dag_folder_parsed, use_store
 from tests.helpers import demo_doc
 
 
@@ -159,21 +160,11 @@ def test_a_shard_on_its_snapshot_or_over_budget_fails_the_status_file(
 
 
 @pytest.fixture
-def airflow_dags(airflow_db: Path, pg_demo_team: dict) -> object:
+def airflow_dags(airflow_db: Path, pg_demo_team: dict) -> Iterator[list[Workflow]]:
     """Airflow's DAG table holding the workflow DAGs, as after a first parse."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
-    from airflow.models.dagbag import DagPriorityParsingRequest
-    from airflow.utils.session import create_session
-    from sqlalchemy import delete
-
-    DagBundlesManager().sync_bundles_to_db()
     stored = _store(3)
-    bag = BundleDagBag(dag_folder=str(REPO / "dags"), bundle_path=REPO / "dags", bundle_name="dags-folder")
-    sync_bag_to_db(bag, "dags-folder", None)
-    with create_session() as s:  # as if the dag-processor had taken the requests the stores made
-        s.execute(delete(DagPriorityParsingRequest))
-    return stored
+    with dag_folder_parsed():
+        yield stored
 
 
 def _requests() -> set[str]:
