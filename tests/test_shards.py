@@ -296,3 +296,27 @@ def test_a_shard_last_served_from_its_snapshot_is_asked_for_again(airflow_dags: 
     assert reconcile(grace=3600) == [STATUS_FILE]  # recovered: the status file must clear its error
     check()
     assert reconcile(grace=3600) == []
+
+
+def test_each_ask_closes_its_client_to_airflow(demo_team: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A poll cycle's task asks through the REST API: its HTTP client is closed when the ask ends, even on error."""
+    from kipu.factory import reparse
+    from kipu.factory.status import ShardStatus, record
+    from kipu.store.types import utcnow
+
+    class Dags:
+        closed = 0
+
+        def request(self, targets: list, changes: list) -> list[str]:
+            raise RuntimeError("Airflow answered 503")
+
+        def parse_started(self, dag_ids: list[str]) -> dict:
+            return {}
+
+        def close(self) -> None:
+            Dags.closed += 1
+
+    monkeypatch.setattr(reparse, "airflow", Dags)
+    record(ShardStatus(index=5, count=32, source="snapshot", seconds=0.1, budget=15, workflows=1, dags=1, at=utcnow()))
+    assert reparse.reconcile() == [] and Dags.closed == 1
+    assert reparse.request_files([reparse.ParseTarget("kipu_shard_05.py", None)]) == [] and Dags.closed == 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -87,7 +88,8 @@ def request_files(targets: list[ParseTarget], changes: list[Change] | None = Non
     for; never raises."""
     files = [t.file for t in targets]
     try:
-        return airflow().request(targets, changes or [])
+        with closing(airflow()) as dags:
+            return dags.request(targets, changes or [])
     except Exception as exc:
         reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         log.warning("Kipu could not ask Airflow to parse %s again (%s); the periodic parse will", files, reason)
@@ -98,6 +100,8 @@ class AirflowDags(Protocol):
     def request(self, targets: list[ParseTarget], changes: list[Change]) -> list[str]: ...
 
     def parse_started(self, dag_ids: list[str]) -> dict[str, datetime | None]: ...
+
+    def close(self) -> None: ...
 
 
 def airflow() -> AirflowDags:
@@ -170,6 +174,9 @@ class _Database:
             )
             return {dag_id: _started(at, took) for dag_id, at, took in rows}
 
+    def close(self) -> None:
+        pass  # each call opens and closes its own session
+
 
 class _RestAPI:
     def __init__(self, api: Any) -> None:
@@ -199,6 +206,9 @@ class _RestAPI:
                 out[dag_id] = _started(datetime.fromisoformat(at) if at else None, record.get("last_parse_duration"))
         return out
 
+    def close(self) -> None:
+        self.api.close()
+
 
 def _locate(s: Session, name: str) -> tuple[str, str]:
     """``(relative_fileloc, bundle)`` of Kipu's DAG file ``name``: where Airflow holds it, or its shards' sibling,
@@ -226,20 +236,20 @@ def reconcile(window: timedelta = timedelta(minutes=15), grace: float = 20.0) ->
     from kipu.factory import status
 
     try:
-        dags = airflow()
-        targets = [ParseTarget(STATUS_FILE, status.STATUS_DAG_ID)] if status.report_due() else []
-        changes: list[Change] = []
-        try:
-            behind, changes = _behind(dags, window, grace)
-        except Exception as exc:  # the store is down: the status file must report it all the same
-            log.warning("Kipu could not read its workflow changes: %s", (str(exc).splitlines() or [""])[0][:200])
-        else:
-            files = {t.file for t in behind}
-            targets = behind + [t for t in status.on_snapshot() if t.file not in files] + targets
-        if not targets:
-            return []
-        log.info("Kipu asks Airflow to parse %s again", [t.file for t in targets])
-        return dags.request(targets, changes)
+        with closing(airflow()) as dags:
+            targets = [ParseTarget(STATUS_FILE, status.STATUS_DAG_ID)] if status.report_due() else []
+            changes: list[Change] = []
+            try:
+                behind, changes = _behind(dags, window, grace)
+            except Exception as exc:  # the store is down: the status file must report it all the same
+                log.warning("Kipu could not read its workflow changes: %s", (str(exc).splitlines() or [""])[0][:200])
+            else:
+                files = {t.file for t in behind}
+                targets = behind + [t for t in status.on_snapshot() if t.file not in files] + targets
+            if not targets:
+                return []
+            log.info("Kipu asks Airflow to parse %s again", [t.file for t in targets])
+            return dags.request(targets, changes)
     except Exception as exc:
         log.warning("Kipu could not check what Airflow has parsed: %s", (str(exc).splitlines() or [""])[0][:200])
         return []
