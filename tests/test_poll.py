@@ -381,6 +381,51 @@ def test_concurrency_is_bounded(team: dict, host: PlatformServer, limits: Limits
     assert report.fetched == 6 and host.peak_in_flight == peak
 
 
+def test_a_cycle_starts_in_the_triggerer_and_selects_its_own_sources(team: dict, host: PlatformServer) -> None:
+    """``kipu_poll``'s sensor starts in the triggerer (``start_from_trigger``): the scheduler makes the trigger from
+    the serialized DAG's ``start_trigger_args``, with no worker slot; the trigger then selects the due sources."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.trigger import Trigger
+    from airflow.serialization.decoders import smart_decode_trigger_kwargs
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.triggers.base import TaskSuccessEvent
+    from kipu.triggers.poll import KipuPollTrigger
+
+    from tests.conftest import REPO
+
+    wf = watch(host, "fromtrigger")
+    with session_scope() as s:
+        upsert_connection(s, find_team(s, "demo"), "feed", "fromtrigger", access_token="tok-FEED-SECRET-0077")
+    cycle()  # polling begins now
+    host.source("fromtrigger").add("ft-1", "first")
+    make_due(wf)
+    dag = DagBag(dag_folder=str(REPO / "dags" / "kipu_poll.py")).dags["kipu_poll"]
+    task = DagSerialization.from_dict(DagSerialization.to_dict(dag)).get_task("poll_sources")
+    assert task.start_from_trigger is True  # what the scheduler reads
+    args = task.start_trigger_args
+    assert args.trigger_cls == "kipu.triggers.poll.KipuPollTrigger" and args.next_method == "execute_complete"
+    assert args.timeout.total_seconds() == 600
+    # The trigger row's kwargs, as the scheduler stores them and the triggerer reads them back.
+    stored = Trigger._decrypt_kwargs(Trigger.encrypt_kwargs(args.trigger_kwargs))
+    kwargs = {k: smart_decode_trigger_kwargs(v) for k, v in stored.items()}
+    assert kwargs["sources"] is None and kwargs["limits"]["per_token"] == 2
+    assert "tok-FEED-SECRET" not in repr(DagSerialization.to_dict(dag))
+
+    async def first_event(trigger: KipuPollTrigger) -> object:
+        async for event in trigger.run():
+            return event
+        raise AssertionError("the trigger yielded nothing")
+
+    event = asyncio.run(first_event(KipuPollTrigger(**kwargs)))
+    assert isinstance(event, TaskSuccessEvent)
+    report = event.xcoms["return_value"]
+    assert report["sources"] == 1 and report["new_runs"] == 1
+    assert [r.platform_post_id for r in runs(wf)] == ["ft-1"]
+    # Nothing due: the cycle ends at once, with an empty report.
+    event = asyncio.run(first_event(KipuPollTrigger(**kwargs)))
+    assert isinstance(event, TaskSuccessEvent) and event.xcoms["return_value"]["sources"] == 0
+
+
 # -- through real Airflow ------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_kipu_poll_through_real_airflow_starts_one_dag_run_per_item(
