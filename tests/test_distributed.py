@@ -64,6 +64,9 @@ def test_poll_approve_publish_exactly_once_on_celery(stack: AirflowStack, pg_dem
         assert api.trigger("kipu_poll", "distributed_cycle", {})
         stack.wait("the poll cycle", lambda: api.run_state("kipu_poll", "distributed_cycle") in ("success", "failed"))
         assert api.run_state("kipu_poll", "distributed_cycle") == "success"
+        # The cycle started in the triggerer: the scheduler deferred it straight away, and no worker ran it.
+        cycle = api.request("GET", "/dags/kipu_poll/dagRuns/distributed_cycle/taskInstances/poll_sources").json()
+        assert cycle["state"] == "success" and cycle["queued_when"] is None and not cycle["hostname"], cycle
         with session_scope() as s:
             started = {r.platform_post_id: r.dag_run_id for r in s.scalars(select(WorkflowRun))}
         assert set(started) == {"short-1", "long-1", "ad-1"} and all(started.values())
