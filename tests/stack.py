@@ -77,6 +77,8 @@ class AirflowStack:
             "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{self.broker_db}",
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.metadata,
             "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "kipu.celery_config.CELERY_CONFIG",
+            # As the compose file: a task's slot is free within a second of its process exiting (docs/deploy.md).
+            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
             "KIPU_DATABASE_URL": store_url,
