@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -212,6 +213,30 @@ def timeline(api: Any, key: str, appeared: datetime, dag_id: str) -> list[tuple[
     return sorted(((when - appeared).total_seconds(), what) for when, what in events if when is not None)
 
 
+_EXECUTING = re.compile(
+    r"\[([0-9a-f-]{36})\] Executing workload in Celery: .*?log_path='dag_id=([^/]+)/run_id=[^/]+/task_id=([^/]+)/"
+)
+_SUCCEEDED = re.compile(r"execute_workload\[([0-9a-f-]{36})\] succeeded in ([0-9.]+)s")
+
+
+def slot_times(worker_logs: list[Path]) -> dict[str, list[float]]:
+    """How long each task held its Celery slot (Celery's ``succeeded in``), by DAG: from the task's start to its
+    supervisor seeing the process exit."""
+    tasks: dict[str, str] = {}
+    held: dict[str, float] = {}
+    for path in worker_logs:
+        for line in path.read_text(errors="replace").splitlines():
+            if m := _EXECUTING.search(line):
+                tasks[m.group(1)] = m.group(2)
+            elif m := _SUCCEEDED.search(line):
+                held[m.group(1)] = float(m.group(2))
+    out: dict[str, list[float]] = {}
+    for key, dag_id in tasks.items():
+        if key in held:
+            out.setdefault(dag_id, []).append(held[key])
+    return out
+
+
 def run(
     items: int, workers: int, concurrency: int, paths: list[str], timeout: float, extra_env: dict[str, str]
 ) -> dict[str, dict[str, float]]:
@@ -285,6 +310,10 @@ def run(
                     print(f"  {offset:8.1f} s  {what}")
         finally:
             stack.stop()
+    print("Celery slot time per task (median; share held over 4 s, the supervisor's missed exit):")
+    for dag_id, held in sorted(slot_times(sorted(stack.tmp.glob("celery-worker*.log"))).items()):
+        slow = sum(h > 4 for h in held)
+        print(f"  {dag_id}: {statistics.median(held):.2f} s over {len(held)} tasks; {slow} over 4 s")
     if "bare" in cpu:
         print("CPU seconds per item, Kipu path minus bare, by component:")
         for name in (n for n in cpu if n != "bare"):
