@@ -42,8 +42,10 @@ def test_the_worker_signal_preloads_every_task_module_and_a_forked_task_inherits
         wanted = {"kipu.factory.loader", "kipu.operators.publish", "kipu.operators.start_runs", "kipu.ingest"}
         assert wanted <= set(sys.modules), wanted - set(sys.modules)
         pid = os.fork()
-        if pid == 0:  # a task process: nothing of Kipu's left to import
-            os._exit(0 if "kipu.store.runs" in sys.modules else 3)
+        if pid == 0:  # a task process: nothing of Kipu's left to import, and no mapper left to configure
+            from kipu.store.models import WorkflowRun
+            ready = {"kipu.store.runs", "kipu.ai.service"} <= set(sys.modules) and WorkflowRun.__mapper__.configured
+            os._exit(0 if ready else 3)
         _, status = os.waitpid(pid, 0)
         print(os.waitstatus_to_exitcode(status))
         """
