@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -61,6 +62,12 @@ class AirflowStack:
         self.broker_db = 1 + int(uuid.uuid4().int % 14)
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers, self.concurrency = workers, concurrency
+        # As the compose file: the admin's password is the operator's, and Kipu's tasks reach Airflow's REST API
+        # through the kipu_airflow_api connection (run notes, parse requests where Airflow closes its database).
+        self.admin_password = secrets.token_urlsafe(18)
+        passwords = self.home / "simple_auth_manager_passwords.json"
+        passwords.write_text(json.dumps({"admin": self.admin_password}))
+        api_conn = {"conn_type": "http", "host": self.url, "login": "admin", "password": self.admin_password}
         self.env = {
             **os.environ,
             "AIRFLOW_HOME": str(self.home),
@@ -71,6 +78,8 @@ class AirflowStack:
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW_CONN_KIPU_AIRFLOW_API": json.dumps(api_conn),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
             "AIRFLOW__API__BASE_URL": self.url,
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata,
@@ -212,13 +221,8 @@ class AirflowStack:
         from kipu.airflow_api import AirflowAPI
 
         if self._api is None:
-            password_file = self.home / "simple_auth_manager_passwords.json.generated"
-            self.wait(
-                "the api-server",
-                lambda: password_file.exists() and httpx.get(f"{self.url}/api/v2/monitor/health").status_code == 200,
-            )
-            password = json.loads(password_file.read_text())["admin"]
-            self._api = AirflowAPI(self.url, username="admin", password=password)
+            self.wait("the api-server", lambda: httpx.get(f"{self.url}/api/v2/monitor/health").status_code == 200)
+            self._api = AirflowAPI(self.url, username="admin", password=self.admin_password)
         return self._api
 
     def wait_for_dags(self, *dag_ids: str) -> Any:

@@ -82,6 +82,10 @@ def test_poll_approve_publish_exactly_once_on_celery(stack: AirflowStack, pg_dem
             return all(st in ("success", "failed") for st in states)
 
         stack.wait("the workflow runs", finished, timeout=300)
+        # Each run's outcome is its note in Airflow, set by its task through the REST API (kipu_airflow_api).
+        for key, run_id in started.items():
+            run = api.request("GET", f"/dags/kipu.demo.demo_crosspost/dagRuns/{run_id}").json()
+            assert run["note"], (key, run)
         # A second cycle finds nothing new and starts nothing twice.
         assert api.trigger("kipu_poll", "distributed_cycle_2", {})
         stack.wait(
@@ -96,7 +100,7 @@ def test_poll_approve_publish_exactly_once_on_celery(stack: AirflowStack, pg_dem
     assert sorted(p.status for p in posts) == ["published", "published"]
     assert len(list(pg_demo_team["outbox"].glob("*.json"))) == 2
     # No secret in any log line of the whole run: every component's output and every task log.
-    secrets = ["tok-OUTBOX-SECRET-0001", os.environ["ENCRYPTION_KEY"]]
+    secrets = ["tok-OUTBOX-SECRET-0001", os.environ["ENCRYPTION_KEY"], stack.admin_password]
     for path in stack.logs():
         text = path.read_text(errors="replace")
         for secret in secrets:
