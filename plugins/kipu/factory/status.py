@@ -93,14 +93,20 @@ def record(status: ShardStatus) -> None:
     _write(status_path(status.index), status.model_dump_json())
 
 
-def needing_attention(count: int | None = None) -> list[ShardStatus]:
+def recorded(count: int | None = None) -> list[ShardStatus]:
+    """Every shard's last recorded parse under ``count`` shards (default: the configured count), read once."""
     count = shard_count() if count is None else count
-    return [s for s in (read(i, count) for i in range(count)) if s is not None and s.problems]
+    return [s for s in (read(i, count) for i in range(count)) if s is not None]
 
 
-def problems(count: int | None = None) -> list[str]:
-    """One line per problem of every shard, naming its file."""
-    return [f"{s.file}: {problem}" for s in needing_attention(count) for problem in s.problems]
+def needing_attention(count: int | None = None) -> list[ShardStatus]:
+    return [s for s in recorded(count) if s.problems]
+
+
+def problems(statuses: list[ShardStatus] | None = None) -> list[str]:
+    """One line per problem of every shard (of ``statuses``, default: as recorded), naming its file."""
+    statuses = recorded() if statuses is None else statuses
+    return [f"{s.file}: {problem}" for s in statuses for problem in s.problems]
 
 
 def report_due() -> bool:
@@ -112,9 +118,9 @@ def report_due() -> bool:
     return reported != problems()
 
 
-def check() -> None:
+def check(statuses: list[ShardStatus] | None = None) -> None:
     """Raise, naming every shard that needs attention; record what was reported either way."""
-    found = problems()
+    found = problems(statuses)
     _write(status_path(None), json.dumps(found))
     if found:
         raise ShardsNeedAttention(
@@ -128,13 +134,13 @@ def status_dag() -> DAG:
 
     from kipu.factory.builder import START
 
-    check()
     count = shard_count()
+    statuses = recorded(count)  # read once: for the check and for the table
+    check(statuses)
     rows = [
         f"| {s.file} | {s.workflows} | {s.dags} | {s.seconds:.2f} s of {s.budget:.1f} s | {s.source} | "
         f"{s.at.isoformat(timespec='seconds')} |"
-        for s in (read(i, count) for i in range(count))
-        if s is not None
+        for s in statuses
     ]
     return DAG(
         dag_id=STATUS_DAG_ID,
@@ -155,6 +161,4 @@ def on_snapshot(count: int | None = None) -> list[ParseTarget]:
     """The shards last served from a snapshot: once the store answers again, they should be parsed again."""
     from kipu.factory.reparse import ParseTarget
 
-    count = shard_count() if count is None else count
-    found = (read(i, count) for i in range(count))
-    return [ParseTarget(s.file, s.dag_id) for s in found if s is not None and s.source == "snapshot"]
+    return [ParseTarget(s.file, s.dag_id) for s in recorded(count) if s.source == "snapshot"]
