@@ -83,3 +83,50 @@ def test_unsigned_or_wrongly_signed_calls_start_nothing(
     hdrs = signed(body, "not-the-secret") if headers == "wrong-secret" else headers
     out = api.post(API + "/facebook", content=body, headers=hdrs)  # type: ignore[arg-type]
     assert out.status_code == status and runs() == []
+
+
+def hook_doc(team: str, slug: str, page: str) -> dict:
+    """An active workflow of ``team`` started by ``page``'s webhooks, publishing to the team's outbox."""
+    return {
+        "name": slug,
+        "slug": slug,
+        "team": team,
+        "status": "active",
+        "trigger": {"type": "webhook", "connection_id": f"facebook:{page}", "platform": "facebook"},
+        "steps": [{"id": "out", "type": "publish", "connection_id": f"outbox:{team}", "platform": "outbox"}],
+    }
+
+
+def test_a_delivery_reaches_each_team_watching_the_page_and_reads_no_other_teams_workflows(
+    api: TestClient, page: str, tmp_path
+) -> None:
+    from kipu.store.accounts import get_or_create_profile, get_or_create_team
+    from kipu.store.workflows import save_workflow
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    with session_scope() as s:
+        other = find_team(s, "other")
+        upsert_connection(s, other, "facebook", "1234", username="Ana's Kitchen")
+        upsert_connection(s, other, "outbox", "other", metadata={"path": str(tmp_path / "other")})
+        save_workflow(s, hook_doc("other", "their_hooks", "1234"))
+        third = get_or_create_team(s, "Third", get_or_create_profile(s, "boss@third.test"), "third")
+        upsert_connection(s, third, "facebook", "777", username="Someone else")
+        upsert_connection(s, third, "outbox", "third", metadata={"path": str(tmp_path / "third")})
+        for i in range(40):
+            save_workflow(s, hook_doc("third", f"hooks_{i}", "777"))
+    read: list[int] = []
+
+    def count(conn, cursor, statement, params, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if "FROM workflows" in statement:
+            read.append(cursor.rowcount)
+
+    event.listen(Engine, "after_cursor_execute", count)
+    try:
+        body = payload()
+        out = api.post(API + "/facebook", content=body, headers=signed(body))
+    finally:
+        event.remove(Engine, "after_cursor_execute", count)
+    assert out.status_code == 200 and out.json()["recorded"] == 2  # one run per team's workflow on the page
+    assert sorted(r.dag_id for r in runs()) == ["kipu.demo.fb_hooks", "kipu.other.their_hooks"]
+    assert read and sum(read) < 40, read  # the third team's 40 workflows were never read

@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -77,22 +77,31 @@ def same_token(given: str | None, expected: str | None) -> bool:
     return bool(expected) and hmac.compare_digest((given or "").encode(), (expected or "").encode())
 
 
-def watchers(session: Any, platform: str) -> dict[str, list[Any]]:
-    """Account id -> the active webhook workflows watching it; read once per delivery, not per item."""
+def watchers(session: Any, platform: str, accounts: Collection[str] | None = None) -> dict[str, list[Any]]:
+    """Account id -> the active webhook workflows watching it; read once per delivery, not per item.
+
+    With ``accounts`` (a delivery's), only those accounts' connections and their teams' workflows are read, so a
+    delivery costs what its own accounts' teams hold, not what every team on the server holds."""
     from kipu.store.models import Connection, Workflow
 
-    accounts = {
+    conns = select(Connection).where(Connection.platform == platform)
+    if accounts is not None:
+        conns = conns.where(Connection.platform_user_id.in_(sorted(set(accounts))))
+    accounts_by_ref = {
         (c.team_id, ref): c.platform_user_id
-        for c in session.scalars(select(Connection).where(Connection.platform == platform))
+        for c in session.scalars(conns)
         for ref in (str(c.id), f"{platform}:{c.platform_user_id}")
     }
+    flows = select(Workflow.id, Workflow.team_id, Workflow.trigger_config).where(Workflow.status == "active")
+    if accounts is not None:
+        teams = {team for team, _ in accounts_by_ref}
+        if not teams:
+            return {}
+        flows = flows.where(Workflow.team_id.in_(teams))
     out: dict[str, list[Any]] = {}
-    for wf_id, team_id, cfg in session.execute(
-        select(Workflow.id, Workflow.team_id, Workflow.trigger_config).where(Workflow.status == "active")
-    ):
-        account = (
-            accounts.get((team_id, (cfg or {}).get("connection_id"))) if (cfg or {}).get("type") == "webhook" else None
-        )
+    for wf_id, team_id, cfg in session.execute(flows):
+        ref = (cfg or {}).get("connection_id") if (cfg or {}).get("type") == "webhook" else None
+        account = accounts_by_ref.get((team_id, ref))
         if account is not None:
             out.setdefault(account, []).append(wf_id)
     return out
@@ -107,7 +116,7 @@ def enter(platform: str, delivery: Delivery) -> dict[str, int]:
     if delivery.ignored is not None:
         counts["ignored"] = delivery.ignored
     with session_scope() as s:
-        watching = watchers(s, platform)
+        watching = watchers(s, platform, {account for account, _ in delivery.items})
     for account, item in delivery.items:
         if not watching.get(account):
             if "ignored" in counts:

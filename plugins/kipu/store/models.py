@@ -106,7 +106,11 @@ class Connection(Base):
     """A connected account; tokens are MultiFernet ciphertext, never plaintext."""
 
     __tablename__ = "connections"
-    __table_args__ = (UniqueConstraint("team_id", "platform", "platform_user_id"),)
+    __table_args__ = (
+        UniqueConstraint("team_id", "platform", "platform_user_id"),
+        # A webhook delivery names accounts, not teams: find their connections without reading every team's.
+        Index("ix_connections_platform_account", "platform", "platform_user_id"),
+    )
 
     id: Mapped[uuid.UUID] = _id()
     team_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("teams.id"))

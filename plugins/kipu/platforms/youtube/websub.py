@@ -87,7 +87,7 @@ class YouTubeWebSub:
             raise WebhookRefused(403, "the verify token does not match")
         now = datetime.now(UTC)
         with session_scope() as s:
-            watched = bool(watchers(s, "youtube").get(channel))
+            watched = bool(watchers(s, "youtube", [channel]).get(channel))
             if q.mode == "denied":  # the hub refused the subscription; renew_leases asks again
                 _record(s, channel, status="denied", reason=q.reason, checked_at=now.isoformat())
                 return ""
