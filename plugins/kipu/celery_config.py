@@ -1,4 +1,5 @@
-"""Celery settings for Kipu's workers: Airflow's own, plus Kipu's task-time modules imported once per worker.
+"""Celery settings for Kipu's workers: Airflow's own, plus Kipu's task-time modules imported once per worker and a
+supervisor that frees a task's slot as soon as its process exits.
 
 Set ``AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS=kipu.celery_config.CELERY_CONFIG`` on every Airflow component."""
 
@@ -71,3 +72,7 @@ def warm() -> None:
 def _preload(*args: Any, **kwargs: Any) -> None:
     # Sent in the worker's main process before its pool forks (Airflow preloads its own operators the same way).
     preload_modules()
+    from kipu.supervisor_exit import install
+
+    if not install():
+        log.warning("Kipu could not shorten the task supervisor's exit wait; tasks keep Airflow's own")
