@@ -1,10 +1,12 @@
 """End-to-end latency on the native distributed stack, Kipu against bare Airflow on the same stack and workers.
 
-Three paths, one after another on one stack (Celery on Redis, PostgreSQL), each with a burst of ``--items`` items:
+Four paths, one after another on one stack (Celery on Redis, PostgreSQL), each with a burst of ``--items`` items:
 - ``bare``: the baseline, a plain DAG of the same three steps (``bench/bare/bench_bare.py``), one run per item started
   through Airflow's REST API as the items appear;
 - ``api``: Kipu's manual-run path, ``POST /kipu/api/workflows/{id}/run`` per item (filter, offline rewrite, publish);
-- ``poll``: the items appear on a fake platform and the scheduled ``kipu_poll`` (1-minute interval) picks them up.
+- ``poll``: the items appear on a fake platform and the scheduled ``kipu_poll`` (1-minute interval) picks them up;
+- ``webhook``: each item is announced as it appears by a signed Facebook Page webhook delivery to
+  ``/kipu/api/webhooks/facebook``, one delivery per item as Meta sends them.
 
 Prints, per path, the median, p95 and first item's latency and the throughput, then each Kipu path's ratio to bare."""
 
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -44,7 +48,9 @@ os.environ.update(
 
 from tests import pg  # noqa: E402
 
-PATHS = ("bare", "api", "poll")
+PATHS = ("bare", "api", "poll", "webhook")
+HOOK_SECRET = "bench-meta-app-secret"
+HOOK_PAGE = "1234"
 
 
 def use_store(url: str) -> None:
@@ -61,16 +67,41 @@ def workflow(feed: str) -> dict:
         "team": "demo",
         "status": "active",
         "trigger": {"type": "poll", "connection_id": f"feed:{feed}", "platform": "feed", "poll_interval_minutes": 1},
-        "steps": [
-            {
-                "id": "no_ads",
-                "type": "filter",
-                "config": {"conditions": [{"field": "hashtags", "operator": "not_contains", "value": "ad"}]},
-            },
-            {"id": "rewrite", "type": "ai_rewrite", "config": {"target_platform": "bluesky"}},
-            {"id": "publish", "type": "publish", "connection_id": "outbox:demo", "platform": "outbox"},
-        ],
+        "steps": STEPS,
     }
+
+
+def hook_workflow() -> dict:
+    """The same steps, started by the Page's webhook deliveries."""
+    trigger = {"type": "webhook", "connection_id": f"facebook:{HOOK_PAGE}", "platform": "facebook"}
+    return {
+        "name": "Bench e2e webhook",
+        "slug": "bench_hook",
+        "team": "demo",
+        "status": "active",
+        "trigger": trigger,
+        "steps": STEPS,
+    }
+
+
+def hook_delivery(key: str, caption: str) -> tuple[bytes, dict[str, str]]:
+    """A Page ``feed`` delivery announcing one new post, signed as Meta signs it (HMAC-SHA256 of the body)."""
+    value = {"item": "status", "verb": "add", "post_id": key, "message": caption, "created_time": int(time.time())}
+    entry = {"id": HOOK_PAGE, "time": int(time.time()), "changes": [{"field": "feed", "value": value}]}
+    body = json.dumps({"object": "page", "entry": [entry]}).encode()
+    sig = hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return body, {"X-Hub-Signature-256": f"sha256={sig}", "Content-Type": "application/json"}
+
+
+STEPS: list[dict] = [
+    {
+        "id": "no_ads",
+        "type": "filter",
+        "config": {"conditions": [{"field": "hashtags", "operator": "not_contains", "value": "ad"}]},
+    },
+    {"id": "rewrite", "type": "ai_rewrite", "config": {"target_platform": "bluesky"}},
+    {"id": "publish", "type": "publish", "connection_id": "outbox:demo", "platform": "outbox"},
+]
 
 
 def kipu_published() -> dict[str, datetime]:
@@ -84,6 +115,17 @@ def kipu_published() -> dict[str, datetime]:
             .join(Post, Post.workflow_run_id == WorkflowRun.id)
             .where(Post.status == "published")
         ).all()
+    return {key: when for key, when in rows if when is not None}
+
+
+def kipu_recorded() -> dict[str, datetime]:
+    """When Kipu asked Airflow for each item's DAG run: for the poll path, just after a cycle found it."""
+    from kipu.store.engine import session_scope
+    from kipu.store.models import WorkflowRun
+    from sqlalchemy import select
+
+    with session_scope() as s:
+        rows = s.execute(select(WorkflowRun.platform_post_id, WorkflowRun.start_requested_at)).all()
     return {key: when for key, when in rows if when is not None}
 
 
@@ -127,6 +169,13 @@ def measure(
     span = (max(done.values()) - min(appeared.values())).total_seconds()
     # The rate once items flow, without the wait before the first one (a poll interval on the poll path).
     flow = (max(done.values()) - min(done.values())).total_seconds()
+    extra: dict[str, float] = {}
+    if published is kipu_published:
+        # Split each latency where Kipu asked for the item's DAG run: the wait to be noticed, then the run.
+        recorded = kipu_recorded()
+        noticed = sorted((recorded[k] - appeared[k]).total_seconds() for k in done if k in recorded)
+        after = sorted((done[k] - recorded[k]).total_seconds() for k in done if k in recorded)
+        extra = {"noticed_s": statistics.median(noticed), "median_after_noticed_s": statistics.median(after)}
     return {
         "published": len(done),
         "median_s": statistics.median(latencies),
@@ -134,6 +183,7 @@ def measure(
         "first_s": latencies[0],
         "items_per_min": len(done) / max(span, 1e-9) * 60,
         "flow_per_min": (len(done) - 1) / max(flow, 1e-9) * 60,
+        **extra,
     }
 
 
@@ -262,6 +312,8 @@ def run(
             upsert_connection(s, team, "outbox", "demo", metadata={"path": str(TMP / "outbox")})
             upsert_connection(s, find_team(s, "demo"), "feed", "bench", metadata={"url": host.feed_url("bench")})
             wf_id = str(save_workflow(s, workflow("bench")).id)
+            upsert_connection(s, find_team(s, "demo"), "facebook", HOOK_PAGE, username="Bench Page")
+            save_workflow(s, hook_workflow())
             _, token = create_token(s, owner, "bench")
         src = host.source("bench")
         stack = AirflowStack(
@@ -269,10 +321,16 @@ def run(
             store,
             workers=workers,
             concurrency=concurrency,
-            env={"AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder()), **extra_env},
+            env={
+                "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder()),
+                "KIPU_FACEBOOK_APP_SECRET": HOOK_SECRET,
+                # As the compose file: Kipu asks for a reparse when a workflow changes (docs/deploy.md).
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
+                **extra_env,
+            },
         ).start()
         try:
-            api = stack.wait_for_dags("kipu_poll", "kipu.demo.bench_e2e", "bench_bare")
+            api = stack.wait_for_dags("kipu_poll", "kipu.demo.bench_e2e", "kipu.demo.bench_hook", "bench_bare")
             kipu = httpx.Client(base_url=f"{stack.url}/kipu/api", headers={"Authorization": f"Bearer {token}"})
 
             def cycles() -> int:
@@ -295,8 +353,16 @@ def run(
             def start_poll(key: str, i: int) -> None:
                 src.add(key, f"Bench item {i} #bench")
 
+            hooks = httpx.Client(base_url=f"{stack.url}/kipu/api/webhooks")
+
+            def start_webhook(key: str, i: int) -> None:
+                body, headers = hook_delivery(key, f"Bench item {i} #bench")
+                resp = hooks.post("/facebook", content=body, headers=headers)
+                assert resp.status_code == 200 and resp.json()["recorded"] == 1, resp.text
+
             starters = {"bare": (start_bare, bare_published), "api": (start_api, kipu_published)}
             starters["poll"] = (start_poll, kipu_published)
+            starters["webhook"] = (start_webhook, kipu_published)
             for name in paths:
                 appeared: dict[str, datetime] = {}
                 cpu_before = cpu_by_component(stack)
@@ -304,7 +370,7 @@ def run(
                 cpu[name] = cpu_report(name, cpu_before, cpu_by_component(stack), items)
                 print(f"{name}: {json.dumps({k: round(v, 1) for k, v in results[name].items()})}", flush=True)
                 first = f"{name}-0000"
-                dag_id = "bench_bare" if name == "bare" else "kipu.demo.bench_e2e"
+                dag_id = {"bare": "bench_bare", "webhook": "kipu.demo.bench_hook"}.get(name, "kipu.demo.bench_e2e")
                 print(f"{name}: where the first item's seconds went")
                 for offset, what in timeline(api, first, appeared[first], dag_id):
                     print(f"  {offset:8.1f} s  {what}")
@@ -357,7 +423,9 @@ def main() -> None:
                 f"ratio {name}/bare: throughput {r['items_per_min'] / base['items_per_min']:.2f}x, "
                 f"median latency {r['median_s'] / base['median_s']:.2f}x, p95 {r['p95_s'] / base['p95_s']:.2f}x, "
                 f"first item {r['first_s'] / base['first_s']:.2f}x, "
-                f"first→last rate {r['flow_per_min'] / base['flow_per_min']:.2f}x"
+                f"first→last rate {r['flow_per_min'] / base['flow_per_min']:.2f}x; "
+                f"noticed after {r['noticed_s']:.1f} s (median), then median "
+                f"{r['median_after_noticed_s'] / base['median_s']:.2f}x bare's"
             )
 
 
