@@ -44,9 +44,11 @@ def test_the_worker_signal_preloads_every_task_module_and_a_forked_task_inherits
         wanted = {"kipu.factory.loader", "kipu.operators.publish", "kipu.operators.start_runs", "kipu.ingest"}
         assert wanted <= set(sys.modules), wanted - set(sys.modules)
         pid = os.fork()
-        if pid == 0:  # a task process: nothing of Kipu's left to import, and no mapper left to configure
+        if pid == 0:  # a task process: nothing of Kipu's left to import, no mapper to configure, no CA bundle to load
             from kipu.store.models import WorkflowRun
+            from kipu import tls
             ready = {"kipu.store.runs", "kipu.ai.service"} <= set(sys.modules) and WorkflowRun.__mapper__.configured
+            ready = ready and tls.context.cache_info().currsize == 1  # the TLS context too: no CA bundle to load
             os._exit(0 if ready else 3)
         _, status = os.waitpid(pid, 0)
         print(os.waitstatus_to_exitcode(status))

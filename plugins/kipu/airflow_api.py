@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from kipu import tls
+
 
 class AirflowAPIError(RuntimeError):
     pass
@@ -34,7 +36,7 @@ class AirflowAPI:
         timeout: float = 30.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self._client = httpx.Client(base_url=self.base_url, timeout=timeout, verify=tls.context())
         self._username, self._password, self._token = username, password, token
 
     def __repr__(self) -> str:

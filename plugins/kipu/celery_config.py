@@ -56,14 +56,17 @@ def preload_modules() -> list[str]:
 
 def warm() -> None:
     """Work every task would otherwise repeat, done once in the worker: SQLAlchemy configures mappers on their first
-    query (about half of a Kipu step's own time here, measured with py-spy), and the caption rules compile once."""
+    query (about half of a Kipu step's own time here, measured with py-spy), the caption rules compile once, and the
+    HTTP clients' TLS context loads its CA bundle once."""
     from sqlalchemy.orm import configure_mappers
 
+    from kipu import tls
     from kipu.captions.entities import DEFAULT, _compiled
 
     try:
         configure_mappers()
         _compiled(DEFAULT)
+        tls.context()
     except Exception:  # a worker must start even if warming fails; each task then does it itself
         log.warning("Kipu could not warm its worker", exc_info=True)
 

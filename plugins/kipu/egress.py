@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 import httpcore
 import httpx
 
+from kipu import tls
 from kipu.hooks.errors import Rejected
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -199,6 +200,7 @@ class GuardedTransport(httpx.HTTPTransport):
 
 class AsyncGuardedTransport(httpx.AsyncHTTPTransport):
     def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("verify", tls.context())
         super().__init__(trust_env=False, **kwargs)
         self._pool._network_backend = _AsyncBackend()
 
@@ -261,7 +263,7 @@ def aiohttp_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
         connector = aiohttp.TCPConnector(
             limit=limits.max_connections or 0,
             keepalive_timeout=limits.keepalive_expiry,
-            ssl=httpx.create_ssl_context(),
+            ssl=tls.context(),
             resolver=GuardedResolver(),  # type: ignore[arg-type]
         )
         return aiohttp.ClientSession(connector=connector, trust_env=False)
