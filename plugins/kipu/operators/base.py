@@ -19,6 +19,7 @@ from airflow.sdk.exceptions import (
 )
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from kipu.ingest import enter
 from kipu.specs.items import ContentItem, given_item
@@ -55,51 +56,56 @@ def _conf(context: Context) -> dict[str, Any]:
     return conf
 
 
-def resolve_run(context: Context, workflow_id: str, team_id: str | None, dag_id: str) -> RunState:
-    """The run this DAG run processes; a run started without a ``workflow_run_id`` is recorded now."""
+def resolve_run(
+    context: Context, workflow_id: str, team_id: str | None, dag_id: str, session: Session | None = None
+) -> RunState:
+    """The run this DAG run processes; a run started without a ``workflow_run_id`` is recorded now. In ``session``
+    when given (one transaction with what the caller writes next), else in a transaction of its own."""
+    if session is None:
+        with session_scope() as own:
+            return resolve_run(context, workflow_id, team_id, dag_id, own)
     conf = _conf(context)
     wf_id = uuid.UUID(workflow_id)
-    with session_scope() as session:
-        run = get_run(session, conf["workflow_run_id"]) if conf.get("workflow_run_id") else None
-        if run is None:
-            item = dict(conf.get("item") or {})
-            if not item:
-                raise ValueError("dag_run.conf.item is required: the content item this run processes")
-            try:
-                given = given_item(item, f"manual:{context['dag_run'].run_id}")
-            except ValidationError as exc:  # bad input: say which field, and do not retry
-                problems = "; ".join(format_errors(exc, "item"))
-                raise AirflowFailException(f"dag_run.conf: {problems}") from None
-            workflow = session.get(Workflow, wf_id)
-            if workflow is None:
-                raise ValueError(f"workflow {wf_id} no longer exists")
-            (entered,) = enter(session, workflow, [given], source="manual")
-            if entered.skipped_reason is not None:  # the same trigger filters as every other entry
-                session.commit()
-                raise AirflowSkipException(f"trigger filter: {entered.skipped_reason}")
-            run = session.get(WorkflowRun, entered.workflow_run_id)
-        if run.workflow_id != wf_id:
-            raise ValueError(f"workflow_run_id {run.id} belongs to another workflow")
-        run.dag_id, run.dag_run_id = dag_id, context["dag_run"].run_id
-        item = ContentItem.model_validate(run.trigger_data or {})
-        rewrites = session.execute(
-            select(WorkflowStepRun.output_data)
-            .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
-            .where(
-                WorkflowStepRun.run_id == run.id,
-                WorkflowStepRun.status == "completed",
-                WorkflowStep.step_type == "ai_rewrite",
-            )
-            .order_by(WorkflowStepRun.completed_at)
-        ).scalars()
-        captions = {o["target_platform"]: o["caption"] for o in rewrites if o and "caption" in o}
-        return RunState(
-            run_id=run.id,
-            workflow_id=wf_id,
-            team_id=uuid.UUID(team_id) if team_id else None,
-            item=item,
-            captions=captions,
+    run = get_run(session, conf["workflow_run_id"]) if conf.get("workflow_run_id") else None
+    if run is None:
+        item = dict(conf.get("item") or {})
+        if not item:
+            raise ValueError("dag_run.conf.item is required: the content item this run processes")
+        try:
+            given = given_item(item, f"manual:{context['dag_run'].run_id}")
+        except ValidationError as exc:  # bad input: say which field, and do not retry
+            problems = "; ".join(format_errors(exc, "item"))
+            raise AirflowFailException(f"dag_run.conf: {problems}") from None
+        workflow = session.get(Workflow, wf_id)
+        if workflow is None:
+            raise ValueError(f"workflow {wf_id} no longer exists")
+        (entered,) = enter(session, workflow, [given], source="manual")
+        if entered.skipped_reason is not None:  # the same trigger filters as every other entry
+            session.commit()
+            raise AirflowSkipException(f"trigger filter: {entered.skipped_reason}")
+        run = session.get(WorkflowRun, entered.workflow_run_id)
+    if run.workflow_id != wf_id:
+        raise ValueError(f"workflow_run_id {run.id} belongs to another workflow")
+    run.dag_id, run.dag_run_id = dag_id, context["dag_run"].run_id
+    item = ContentItem.model_validate(run.trigger_data or {})
+    rewrites = session.execute(
+        select(WorkflowStepRun.output_data)
+        .join(WorkflowStep, WorkflowStep.id == WorkflowStepRun.step_id)
+        .where(
+            WorkflowStepRun.run_id == run.id,
+            WorkflowStepRun.status == "completed",
+            WorkflowStep.step_type == "ai_rewrite",
         )
+        .order_by(WorkflowStepRun.completed_at)
+    ).scalars()
+    captions = {o["target_platform"]: o["caption"] for o in rewrites if o and "caption" in o}
+    return RunState(
+        run_id=run.id,
+        workflow_id=wf_id,
+        team_id=uuid.UUID(team_id) if team_id else None,
+        item=item,
+        captions=captions,
+    )
 
 
 class KipuStepOperator(BaseOperator):
@@ -140,9 +146,13 @@ class KipuStepOperator(BaseOperator):
         return {"platform_post_id": state.item.platform_post_id, "config": self.step_config}
 
     @contextmanager
-    def recorded(self, context: Context, state: RunState) -> Iterator[RunState]:
+    def recorded(self, context: Context, state: RunState | None = None) -> Iterator[RunState]:
+        """The step's row, running while the body runs, then completed, skipped or failed as it ends. Without a
+        ``state`` the run is resolved in the same transaction that starts the step (one round of commits less)."""
         step_id = uuid.UUID(self.step_id)
         with session_scope() as session:
+            if state is None:
+                state = resolve_run(context, self.workflow_id, self.team_id, self.dag_id, session)
             row = start_step(session, state.run_id, step_id, self.step_input(state), context["ti"].try_number)
             state.output = dict(row.output_data or {})
         try:
@@ -185,8 +195,7 @@ class KipuStepOperator(BaseOperator):
         )
 
     def step_execute(self, context: Context) -> Any:
-        state = self.resolve_run(context)
-        with self.recorded(context, state):
+        with self.recorded(context) as state:
             return self.run_step(context, state)
 
     # -- finalizing in the step where the item ends ------------------------------------------------------------

@@ -21,8 +21,7 @@ class KipuConditionOperator(KipuStepOperator, BaseBranchOperator):
         self.false_task = false_task
 
     def step_execute(self, context: Context) -> Any:
-        state = self.resolve_run(context)
-        with self.recorded(context, state):
+        with self.recorded(context) as state:
             branch = self.run_step(context, state)
         return self.do_branch(context, branch)
 

@@ -34,6 +34,5 @@ class KipuDelayOperator(KipuStepOperator):
         return None
 
     def execute_complete(self, context: Context, event: Any = None) -> None:
-        state = self.resolve_run(context)
-        with self.recorded(context, state):
+        with self.recorded(context) as state:
             state.output["waited_until"] = datetime.now(UTC).isoformat()

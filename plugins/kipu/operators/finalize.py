@@ -83,8 +83,8 @@ def finalize_run(
 ) -> tuple[str, str | None]:
     """Write the run's outcome to ``workflow_runs`` and the DAG run's note; ``(status, reason)``. The finalize task
     calls it, or, in a workflow without branches, the task in which the item ends (``KipuStepOperator``)."""
-    state = resolve_run(context, workflow_id, None, op.dag_id)
     with session_scope() as session:
+        state = resolve_run(context, workflow_id, None, op.dag_id, session)
         rows = list(
             session.execute(
                 select(WorkflowStep.step_key, WorkflowStepRun)

@@ -298,14 +298,6 @@ def load_served(
         served += [w.c.shard_key >= keys[0], w.c.shard_key < keys[1]]
     if dag_id is not None:
         served.append((w.c.dag_id == dag_id) | (w.c.legacy_dag_id == dag_id))
-    legacy_live = set(
-        session.scalars(
-            select(w.c.id)
-            .join(wr, (wr.c.workflow_id == w.c.id) & (wr.c.dag_id == w.c.legacy_dag_id))
-            .where(*served, w.c.legacy_dag_id.is_not(None), wr.c.status.in_(("pending", "running")))
-            .distinct()
-        )
-    )
     rows = session.execute(
         select(
             w.c.id,
@@ -330,7 +322,19 @@ def load_served(
         .outerjoin(p, p.c.id == t.c.owner_id)
         .where(*served)
         .order_by(w.c.dag_id, w.c.id, ws.c.order_index)
-    )
+    ).all()
+    # Which old DAG ids still have live runs; asked only when one of these workflows has an old id (most have none,
+    # and a task loading its own DAG saves the round trip).
+    legacy_live: set[Any] = set()
+    if any(row[3] is not None for row in rows):
+        legacy_live = set(
+            session.scalars(
+                select(w.c.id)
+                .join(wr, (wr.c.workflow_id == w.c.id) & (wr.c.dag_id == w.c.legacy_dag_id))
+                .where(*served, w.c.legacy_dag_id.is_not(None), wr.c.status.in_(("pending", "running")))
+                .distinct()
+            )
+        )
     records: dict[str, WorkflowRecord] = {}
     wanted: set[str] = set()
     for row in rows:
