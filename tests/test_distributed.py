@@ -1,14 +1,19 @@
 """The compose topology, natively: ``airflow api-server``, ``scheduler``, ``dag-processor``, ``triggerer`` and a
 Celery worker on the local PostgreSQL and Redis. ``kipu_poll`` finds new posts on a fake platform, an approval is
-answered through the HITL REST API, and every item is published exactly once. Every process is stopped after."""
+answered through the HITL REST API, a signed webhook delivery starts its run in the request, and every item is
+published exactly once. Every process is stopped after."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -18,11 +23,12 @@ from tests.helpers import demo_doc, step
 from tests.stack import AirflowStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
+PAGE_SECRET = "meta-app-secret-for-the-stack"
 
 
 @pytest.fixture
 def stack(tmp_path: Path, pg_url: str) -> Iterator[AirflowStack]:
-    stack = AirflowStack(tmp_path, pg_url).start()
+    stack = AirflowStack(tmp_path, pg_url, env={"KIPU_FACEBOOK_APP_SECRET": PAGE_SECRET}).start()
     try:
         yield stack
     finally:
@@ -60,7 +66,9 @@ def test_poll_approve_publish_exactly_once_on_celery(stack: AirflowStack, pg_dem
             }
             step(doc, "team_review")["config"] = {"approvers": ["admin"], "timeout_hours": 1}
             save_workflow(s, doc)
-        api = stack.wait_for_dags("kipu_poll", "kipu.demo.demo_crosspost")
+            upsert_connection(s, find_team(s, "demo"), "facebook", "1234", username="Ana's Kitchen")
+            save_workflow(s, page_workflow())
+        api = stack.wait_for_dags("kipu_poll", "kipu.demo.demo_crosspost", "kipu.demo.page_hooks")
         assert api.trigger("kipu_poll", "distributed_cycle", {})
         stack.wait("the poll cycle", lambda: api.run_state("kipu_poll", "distributed_cycle") in ("success", "failed"))
         assert api.run_state("kipu_poll", "distributed_cycle") == "success"
@@ -86,6 +94,19 @@ def test_poll_approve_publish_exactly_once_on_celery(stack: AirflowStack, pg_dem
         for key, run_id in started.items():
             run = api.request("GET", f"/dags/kipu.demo.demo_crosspost/dagRuns/{run_id}").json()
             assert run["note"], (key, run)
+        # A Page's webhook delivery starts its run in the request, through the API server, and waits for no cycle.
+        body, headers = page_delivery("1234_77", "Fresh from the Page #pasta")
+        delivered = httpx.post(f"{stack.url}/kipu/api/webhooks/facebook", content=body, headers=headers, timeout=60)
+        assert delivered.status_code == 200 and delivered.json()["started"] == 1, delivered.text
+        with session_scope() as s:
+            hooked = s.scalar(select(WorkflowRun).where(WorkflowRun.platform_post_id == "1234_77"))
+            assert hooked is not None and hooked.source == "webhook" and hooked.dag_run_id
+        stack.wait(
+            "the webhook's run",
+            lambda: api.run_state("kipu.demo.page_hooks", hooked.dag_run_id) in ("success", "failed"),
+            timeout=120,
+        )
+        assert api.run_state("kipu.demo.page_hooks", hooked.dag_run_id) == "success"
         # A second cycle finds nothing new and starts nothing twice.
         assert api.trigger("kipu_poll", "distributed_cycle_2", {})
         stack.wait(
@@ -94,15 +115,36 @@ def test_poll_approve_publish_exactly_once_on_celery(stack: AirflowStack, pg_dem
     with session_scope() as s:
         runs = {r.platform_post_id: r for r in s.scalars(select(WorkflowRun))}
         posts = s.scalars(select(Post)).all()
-    for key in ("short-1", "long-1"):
+    for key in ("short-1", "long-1", "1234_77"):
         assert runs[key].status == "completed", (key, runs[key].status, runs[key].error_message)
     assert runs["ad-1"].status == "skipped"
-    assert sorted(p.status for p in posts) == ["published", "published"]
-    assert len(list(pg_demo_team["outbox"].glob("*.json"))) == 2
+    assert sorted(p.status for p in posts) == ["published"] * 3
+    assert len(list(pg_demo_team["outbox"].glob("*.json"))) == 3
     # No secret in any log line of the whole run: every component's output and every task log.
-    secrets = ["tok-OUTBOX-SECRET-0001", os.environ["ENCRYPTION_KEY"], stack.admin_password]
+    secrets = ["tok-OUTBOX-SECRET-0001", os.environ["ENCRYPTION_KEY"], stack.admin_password, PAGE_SECRET]
     for path in stack.logs():
         text = path.read_text(errors="replace")
         for secret in secrets:
             assert secret not in text, f"a secret appears in {path}"
     assert any((stack.home / "logs").rglob("*.log")), "the task logs were read"
+
+
+def page_workflow() -> dict:
+    """A workflow started by Facebook Page 1234's webhooks that publishes to the demo outbox."""
+    return {
+        "name": "From the Page",
+        "slug": "page_hooks",
+        "team": "demo",
+        "status": "active",
+        "trigger": {"type": "webhook", "connection_id": "facebook:1234", "platform": "facebook"},
+        "steps": [{"id": "publish", "type": "publish", "connection_id": "outbox:demo", "platform": "outbox"}],
+    }
+
+
+def page_delivery(post_id: str, message: str) -> tuple[bytes, dict[str, str]]:
+    """One new post on the Page, as Meta delivers and signs it (HMAC-SHA256 of the body with the app secret)."""
+    value = {"item": "status", "verb": "add", "post_id": post_id, "message": message, "created_time": int(time.time())}
+    entry = {"id": "1234", "time": int(time.time()), "changes": [{"field": "feed", "value": value}]}
+    body = json.dumps({"object": "page", "entry": [entry]}).encode()
+    sig = hmac.new(PAGE_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return body, {"X-Hub-Signature-256": f"sha256={sig}", "Content-Type": "application/json"}
