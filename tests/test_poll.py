@@ -324,7 +324,22 @@ def test_a_run_airflow_refuses_does_not_hold_up_the_others(team: dict, host: Pla
 
     counts = start_pending(refuse_first)
     assert counts == {"started": 1, "existing": 0, "refused": 1}
-    assert pending_starts() == [], "the refused run is asked for again only after the grace period"
+    assert pending_starts() == [], "the refused run is not asked for again within the same cycle"
+    # Its DAG was probably not parsed yet (a workflow saved just before its first items): the next cycle asks again.
+    next_cycle = datetime.now(UTC) + timedelta(seconds=61)
+    assert start_pending(refuse_first, now=next_cycle) == {"started": 0, "existing": 0, "refused": 1}
+
+
+def test_an_old_run_airflow_refuses_waits_the_whole_grace(team: dict, host: PlatformServer) -> None:
+    two_recorded(host, "gone")
+
+    def refuse(dag_id: str, run_id: str, conf: dict[str, Any]) -> bool:
+        raise StartRefused("HTTP 404: DAG not found")
+
+    later = datetime.now(UTC) + timedelta(minutes=20)  # recorded 20 minutes before: its DAG is not coming
+    assert start_pending(refuse, now=later)["refused"] == 2
+    assert start_pending(refuse, now=later + timedelta(seconds=61))["refused"] == 0
+    assert start_pending(refuse, now=later + timedelta(minutes=11))["refused"] == 2
 
 
 def test_webhook_then_poll_runs_the_post_once(team: dict, host: PlatformServer) -> None:

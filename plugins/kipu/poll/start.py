@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kipu.store.engine import session_scope
-from kipu.store.runs import claim_starts
+from kipu.store.runs import ask_again_soon, claim_starts
 
 log = logging.getLogger(__name__)
 
@@ -24,19 +24,23 @@ class StartRefused(Exception):
     """Airflow refused this one run for good (its DAG is gone or not parsed yet): the others still start."""
 
 
-def start_pending(trigger: Trigger, *, limit: int = 500, batch: int = 50) -> dict[str, int]:
+def start_pending(
+    trigger: Trigger, *, limit: int = 500, batch: int = 50, now: datetime | None = None
+) -> dict[str, int]:
     """Start up to ``limit`` pending runs, ``batch`` per transaction; counts of started, existing and refused."""
     counts: Counter[str] = Counter()
     while (asked := sum(counts.values())) < limit:
         with session_scope() as session:
-            claimed = claim_starts(session, datetime.now(UTC), limit=min(batch, limit - asked))
+            at = now or datetime.now(UTC)
+            claimed = claim_starts(session, at, limit=min(batch, limit - asked))
             for wf_run_id, dag_id, run_id in claimed:
                 try:
                     counts[
                         "started" if trigger(dag_id, run_id, {"workflow_run_id": str(wf_run_id)}) else "existing"
                     ] += 1
-                except StartRefused as exc:  # stays marked: asked for again after the grace period
+                except StartRefused as exc:  # stays marked: asked for again next cycle if young, else after grace
                     log.warning("Airflow refused to start %s/%s: %s", dag_id, run_id, exc)
+                    ask_again_soon(session, wf_run_id, at)
                     counts["refused"] += 1
         if len(claimed) < min(batch, limit - asked):
             break

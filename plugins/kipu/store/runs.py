@@ -71,12 +71,20 @@ def run_rows(
     return list(rows.values())
 
 
+# A run asked for less than this long ago is probably queued in Airflow and is left alone.
+START_GRACE = timedelta(minutes=10)
+# Airflow refuses a start when the DAG is not parsed yet, typically a workflow saved moments before its first items:
+# such a run is asked for again at the next cycle while it is young, not after the whole grace.
+REFUSED_RETRY_AFTER = timedelta(seconds=30)
+REFUSED_RETRY_WHILE = timedelta(minutes=15)
+
+
 def claim_starts(
     session: Session,
     now: datetime,
     *,
     run_ids: list[uuid.UUID] | None = None,
-    grace: timedelta = timedelta(minutes=10),
+    grace: timedelta = START_GRACE,
     limit: int = 500,
 ) -> list[tuple[uuid.UUID, str, str]]:
     """Pending runs to start now, as ``(workflow_run_id, dag_id, run_id)``; each is marked as asked for.
@@ -105,6 +113,16 @@ def claim_starts(
         claimed.append((run.id, run.dag_id or "", run.dag_run_id))
     session.flush()
     return claimed
+
+
+def ask_again_soon(session: Session, run_id: uuid.UUID, now: datetime) -> bool:
+    """After Airflow refused to start ``run_id``: let the next cycle ask again if the run was recorded within
+    ``REFUSED_RETRY_WHILE`` (its DAG is probably about to be parsed); an older one waits the usual grace."""
+    run = session.get(WorkflowRun, run_id)
+    if run is None or run.started_at is None or now - run.started_at >= REFUSED_RETRY_WHILE:
+        return False
+    run.start_requested_at = now - START_GRACE + REFUSED_RETRY_AFTER
+    return True
 
 
 def get_run(session: Session, run_id: uuid.UUID | str) -> WorkflowRun | None:
