@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -47,6 +45,7 @@ os.environ.update(
 )
 
 from tests import pg  # noqa: E402
+from tests.fakes.meta_webhook import page_delivery  # noqa: E402
 
 PATHS = ("bare", "api", "poll", "webhook")
 HOOK_SECRET = "bench-meta-app-secret"
@@ -82,15 +81,6 @@ def hook_workflow() -> dict:
         "trigger": trigger,
         "steps": STEPS,
     }
-
-
-def hook_delivery(key: str, caption: str) -> tuple[bytes, dict[str, str]]:
-    """A Page ``feed`` delivery announcing one new post, signed as Meta signs it (HMAC-SHA256 of the body)."""
-    value = {"item": "status", "verb": "add", "post_id": key, "message": caption, "created_time": int(time.time())}
-    entry = {"id": HOOK_PAGE, "time": int(time.time()), "changes": [{"field": "feed", "value": value}]}
-    body = json.dumps({"object": "page", "entry": [entry]}).encode()
-    sig = hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
-    return body, {"X-Hub-Signature-256": f"sha256={sig}", "Content-Type": "application/json"}
 
 
 STEPS: list[dict] = [
@@ -356,7 +346,7 @@ def run(
             hooks = httpx.Client(base_url=f"{stack.url}/kipu/api/webhooks")
 
             def start_webhook(key: str, i: int) -> None:
-                body, headers = hook_delivery(key, f"Bench item {i} #bench")
+                body, headers = page_delivery(HOOK_PAGE, key, f"Bench item {i} #bench", HOOK_SECRET)
                 resp = hooks.post("/facebook", content=body, headers=headers)
                 assert resp.status_code == 200 and resp.json()["recorded"] == 1, resp.text
 

@@ -3,10 +3,6 @@ and runs recorded through the same path as polling (once, whatever repeats)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-
 import pytest
 from fastapi.testclient import TestClient
 from kipu.store.accounts import find_team, upsert_connection
@@ -14,6 +10,7 @@ from kipu.store.engine import session_scope
 from kipu.store.models import WorkflowRun
 from sqlalchemy import select
 
+from tests.fakes import meta_webhook
 from tests.helpers import demo_doc
 
 API = "/kipu/api/webhooks"
@@ -34,14 +31,11 @@ def page(api: TestClient, roles: dict, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
-    sig = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return {"X-Hub-Signature-256": f"sha256={sig}", "Content-Type": "application/json"}
+    return meta_webhook.signed(body, secret)
 
 
 def payload(post_id: str = "1234_99", message: str = "New reel is up #pasta") -> bytes:
-    value = {"item": "video", "verb": "add", "post_id": post_id, "message": message, "created_time": 1795000000}
-    entry = {"id": "1234", "time": 1795000000, "changes": [{"field": "feed", "value": value}]}
-    return json.dumps({"object": "page", "entry": [entry]}).encode()
+    return meta_webhook.page_post("1234", post_id, message, item="video", created_time=1795000000)
 
 
 def runs() -> list[WorkflowRun]:

@@ -5,9 +5,6 @@ published exactly once. Every process is stopped after."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -18,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import REPO
+from tests.fakes.meta_webhook import page_delivery
 from tests.fakes.platform_server import PlatformServer
 from tests.helpers import demo_doc, step
 from tests.stack import AirflowStack
@@ -95,7 +93,7 @@ def test_poll_approve_publish_exactly_once_on_celery(stack: AirflowStack, pg_dem
             run = api.request("GET", f"/dags/kipu.demo.demo_crosspost/dagRuns/{run_id}").json()
             assert run["note"], (key, run)
         # A Page's webhook delivery starts its run in the request, through the API server, and waits for no cycle.
-        body, headers = page_delivery("1234_77", "Fresh from the Page #pasta")
+        body, headers = page_delivery("1234", "1234_77", "Fresh from the Page #pasta", PAGE_SECRET)
         delivered = httpx.post(f"{stack.url}/kipu/api/webhooks/facebook", content=body, headers=headers, timeout=60)
         assert delivered.status_code == 200 and delivered.json()["started"] == 1, delivered.text
         with session_scope() as s:
@@ -139,12 +137,3 @@ def page_workflow() -> dict:
         "trigger": {"type": "webhook", "connection_id": "facebook:1234", "platform": "facebook"},
         "steps": [{"id": "publish", "type": "publish", "connection_id": "outbox:demo", "platform": "outbox"}],
     }
-
-
-def page_delivery(post_id: str, message: str) -> tuple[bytes, dict[str, str]]:
-    """One new post on the Page, as Meta delivers and signs it (HMAC-SHA256 of the body with the app secret)."""
-    value = {"item": "status", "verb": "add", "post_id": post_id, "message": message, "created_time": int(time.time())}
-    entry = {"id": "1234", "time": int(time.time()), "changes": [{"field": "feed", "value": value}]}
-    body = json.dumps({"object": "page", "entry": [entry]}).encode()
-    sig = hmac.new(PAGE_SECRET.encode(), body, hashlib.sha256).hexdigest()
-    return body, {"X-Hub-Signature-256": f"sha256={sig}", "Content-Type": "application/json"}
