@@ -224,11 +224,11 @@ def _at(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
-def timeline(api: Any, key: str, appeared: datetime, dag_id: str) -> list[tuple[float, str]]:
+def timeline(api: Any, key: str, appeared: datetime, dag_id: str, poll: bool = False) -> list[tuple[float, str]]:
     """Where the first item's seconds went: recorded, start asked for, its DAG run queued and started, and each
-    task's queue wait and run, as offsets from the item appearing."""
+    task's queue wait and run, as offsets from the item appearing; with ``poll``, the cycle that found it too."""
     events: list[tuple[datetime | None, str]] = []
-    run_id = key
+    run_id, asked = key, None
     if dag_id != "bench_bare":
         from kipu.store.engine import session_scope
         from kipu.store.models import Post, WorkflowRun
@@ -242,15 +242,29 @@ def timeline(api: Any, key: str, appeared: datetime, dag_id: str) -> list[tuple[
                 (run.start_requested_at, "DAG run asked for"),
             ]
             events.append((post.published_at, "posts.published_at"))
-            run_id = run.dag_run_id
+            run_id, asked = run.dag_run_id, run.start_requested_at
+    if poll and asked is not None:  # the poll cycle that asked for the run: the last to start before it
+        cycles = api.request("GET", "/dags/kipu_poll/dagRuns", params={"order_by": "-run_after", "limit": 5}).json()
+        for cycle in cycles.get("dag_runs", []):
+            if (_at(cycle.get("start_date")) or asked) < asked:
+                events += _run_events(api, "kipu_poll", cycle["dag_run_id"], "poll cycle: ")
+                break
+    events += _run_events(api, dag_id, run_id)
+    return sorted(((when - appeared).total_seconds(), what) for when, what in events if when is not None)
+
+
+def _run_events(api: Any, dag_id: str, run_id: str, prefix: str = "") -> list[tuple[datetime | None, str]]:
+    """A DAG run's queueing and start, and each task's queueing, start and end."""
     dag_run = api.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()
-    events += [(_at(dag_run.get("queued_at")), "DAG run queued"), (_at(dag_run.get("start_date")), "DAG run running")]
+    events = [(_at(dag_run.get("queued_at")), "DAG run queued"), (_at(dag_run.get("start_date")), "DAG run running")]
+    if dag_id == "kipu_poll":
+        events.append((_at(dag_run.get("run_after")), "DAG run due"))
     tis = api.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()
     for ti in tis.get("task_instances", []):
         events.append((_at(ti.get("queued_when")), f"{ti['task_id']} queued"))
         events.append((_at(ti.get("start_date")), f"{ti['task_id']} started"))
         events.append((_at(ti.get("end_date")), f"{ti['task_id']} ended ({ti['state']})"))
-    return sorted(((when - appeared).total_seconds(), what) for when, what in events if when is not None)
+    return [(when, prefix + what) for when, what in events]
 
 
 _EXECUTING = re.compile(
@@ -362,7 +376,7 @@ def run(
                 first = f"{name}-0000"
                 dag_id = {"bare": "bench_bare", "webhook": "kipu.demo.bench_hook"}.get(name, "kipu.demo.bench_e2e")
                 print(f"{name}: where the first item's seconds went")
-                for offset, what in timeline(api, first, appeared[first], dag_id):
+                for offset, what in timeline(api, first, appeared[first], dag_id, poll=name == "poll"):
                     print(f"  {offset:8.1f} s  {what}")
         finally:
             stack.stop()
