@@ -54,6 +54,29 @@ def test_the_api_uses_the_kipu_openai_connection(airflow_api: TestClient, monkey
     assert "sk-test-API-KEY" not in out.text
 
 
+def test_the_ai_cache_is_per_team(airflow_api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A team repeating a rewrite is answered from the cache; another team sending the same text is not: a shared
+    entry would tell it what this team rewrote, and give it this team's paid output."""
+    import json
+    import uuid
+
+    body = {"text": f"Secret launch {uuid.uuid4().hex[:8]}: Model Z ships 3 March", "target_platform": "x"}
+    with OpenAIServer() as fake:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_KIPU_OPENAI",
+            json.dumps({"conn_type": "kipu_openai", "password": "sk-test", "host": fake.base_url}),
+        )
+        fake.then(Answer(caption="Demo's own rewrite", hashtags=["launch"]))
+        fake.then(Answer(caption="Other's own rewrite", hashtags=["launch"]))
+        first = airflow_api.post("/kipu/api/ai/rewrite", json={"team": "demo", **body}, headers=token("admin"))
+        again = airflow_api.post("/kipu/api/ai/rewrite", json={"team": "demo", **body}, headers=token("admin"))
+        theirs = airflow_api.post("/kipu/api/ai/rewrite", json={"team": "other", **body}, headers=token("stranger"))
+    assert [r.status_code for r in (first, again, theirs)] == [200, 200, 200], theirs.text
+    assert [r.json()["engine"] for r in (first, again, theirs)] == ["openai", "cache", "openai"]
+    assert "Demo's own rewrite" in again.json()["caption"]
+    assert "Demo's" not in theirs.json()["caption"] and "Other's own rewrite" in theirs.json()["caption"]
+
+
 @pytest.mark.parametrize(
     "headers,team,status",
     [

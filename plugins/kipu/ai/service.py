@@ -107,7 +107,8 @@ def rewrite_caption(
     now = now or datetime.now(UTC)
     rules = rules_for(req.target_platform)
     limit = min(rules.max_length, req.max_length) if req.max_length else rules.max_length
-    key = cache_key("rewrite", conn.model, asdict(req))
+    # Per team: a shared entry would tell another team what this one rewrote, and give it this team's paid output.
+    key = cache_key("rewrite", conn.model, {**asdict(req), "team": str(team_id)})
     with session_scope() as session:  # one transaction: the cache, or the budget check
         hit = cache_get(session, key)
         if hit is not None:
@@ -269,7 +270,7 @@ def generate_hashtags(
     conn = conn or ai_connection.load()
     if conn is None or count == 0:
         return offline_hashtags(text, count), "offline", None
-    key = cache_key("hashtags", conn.model, {"text": text, "platform": platform, "count": count})
+    key = cache_key("hashtags", conn.model, {"text": text, "platform": platform, "count": count, "team": str(team_id)})
     with session_scope() as session:
         hit = cache_get(session, key)
     if hit is not None:
