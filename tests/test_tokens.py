@@ -47,3 +47,30 @@ def test_a_refused_refresh_flags_the_connection(demo_team: dict) -> None:
         conn = s.get(Connection, conn_id)
         assert conn.status == "needs_reconnect" and "refused" in conn.last_error
     assert "good-refresh" not in repr(creds) and "old-access" not in repr(creds)
+
+
+def test_a_token_endpoint_echoing_the_refresh_token_never_leaks_part_of_it() -> None:
+    """The platform's refusal is cut short for messages; the refresh token it echoes across the cut must be masked
+    whole, not left half in clear (the message reaches ``last_error``, XCom and logs)."""
+    import httpx
+    from kipu.auth import oauth
+    from kipu.auth.apps import OAuthApp
+    from kipu.hooks.base import PlatformError
+
+    secret = "rt_" + "Q" * 60
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, json={"error": "temporarily_unavailable", "error_description": "y" * 180 + secret})
+
+    app = OAuthApp(
+        platform="x",
+        authorize_url="https://x.example/auth",
+        token_url="https://x.example/token",
+        scopes=("a",),
+        client_id="cid",
+        client_secret=SecretStr("csecret"),
+        redirect_uri="https://kipu.example/cb",
+    )
+    with pytest.raises(PlatformError) as info:
+        oauth.refresh(app, SecretStr(secret), httpx.Client(transport=httpx.MockTransport(answer)))
+    assert "rt_QQ" not in str(info.value) and "***" in str(info.value), str(info.value)

@@ -29,6 +29,8 @@ ALLOW_CIDRS_ENV = "KIPU_EGRESS_ALLOW_CIDRS"
 SCHEMES = ("http", "https")
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Python 3.11 calls both global: site-local (deprecated, still routed inside older networks), documentation (RFC 9637).
+_IPV6_NOT_PUBLIC = (ipaddress.ip_network("fec0::/10"), ipaddress.ip_network("3fff::/20"))
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -69,6 +71,10 @@ def blocked_rule(ip: IPAddress) -> str | None:
         (ip.is_loopback, "a loopback address"),
         (ip.is_link_local, "a link-local address (cloud metadata lives there)"),
         (isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT, "a carrier-grade NAT address"),
+        (
+            isinstance(ip, ipaddress.IPv6Address) and any(ip in n for n in _IPV6_NOT_PUBLIC),
+            "a site-local or documentation address",
+        ),
         (ip.is_multicast, "a multicast address"),
         (ip.is_private, "a private network address"),
         (ip.is_reserved, "a reserved address"),

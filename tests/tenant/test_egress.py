@@ -62,6 +62,10 @@ REFUSED = [
     "::ffff:10.0.0.1",
     "64:ff9b::7f00:1",
     "2002:7f00:1::1",
+    "fec0::1",  # site-local: Python 3.11 calls it global
+    "fec0::a9fe:a9fe",
+    "3fff::1",  # documentation (RFC 9637): Python 3.11 calls it global
+    "64:ff9b:1::1",
 ]
 
 
@@ -257,3 +261,20 @@ def test_manual_run_refuses_media_on_the_server(api, roles: dict, guarded: None)
         item = {"platform": "feed", "platform_post_id": "m1", "media": [{"url": url}]}
         out = api.post(f"{API}/workflows/{wf['id']}/run", json={"item": item}, headers=roles["member"])
         assert out.status_code == 422 and "media[0].url" in out.text, out.text
+
+
+def test_a_bluesky_app_password_is_sent_over_https_only(
+    api, roles: dict, guarded: None, canary: CanaryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API documents the service as a public https URL: a plain http one is refused, naming the field, before
+    the app password is sent anywhere."""
+    monkeypatch.setenv(egress.ALLOW_CIDRS_ENV, "127.0.0.1/32")  # the canary stands in for a public host
+    password = "app-pass-SECRET-7733"
+    out = api.post(
+        f"{API}/connections/bluesky",
+        json={"team": "demo", "handle": "ana.test", "app_password": password, "service": canary.url},
+        headers=roles["owner"],
+    )
+    assert out.status_code == 422, out.text
+    assert out.json()["detail"][0]["loc"] == ["body", "service"] and "https" in out.text
+    assert password not in out.text and canary.requests == []

@@ -208,7 +208,8 @@ def response_message(resp: httpx.Response, *secrets: SecretStr | str | None) -> 
             text = f"{text} ({err})" if text and err not in text else text or err
     elif resp.content and not resp.headers.get("content-type", "").startswith("text/html"):
         text = resp.text
-    return scrub(" ".join(text.split())[:200], *secrets)
+    # Masked before it is cut: a secret across the cut would no longer match, and its first part would stay.
+    return scrub(" ".join(text.split()), *secrets)[:200]
 
 
 def _hash(state: str) -> str:

@@ -41,6 +41,19 @@ class ServiceUnusable(Rejected):
     """The service URL given for a Bluesky account cannot be used (unreachable, or not a PDS)."""
 
 
+def _service_url(service: str) -> str:
+    """``https://host`` of the PDS a user named, through the egress guard. https only, as for every instance a user
+    names: the app password must not cross the network in clear."""
+    from kipu.auth.oauth import normalise_instance
+
+    try:
+        return normalise_instance("bluesky", service)
+    except egress.EgressRefused:
+        raise
+    except Rejected as exc:
+        raise ServiceUnusable(str(exc)) from None
+
+
 def tid(micros: int, clock_id: int) -> str:
     """An AT Protocol TID: 13 base32-sortable characters of (microseconds << 10 | clock id)."""
     n = ((micros & ((1 << 53) - 1)) << 10) | (clock_id & 0x3FF)
@@ -87,8 +100,9 @@ class BlueskyHook(PlatformHook):
     def login(cls, service: str, identifier: str, app_password: SecretStr) -> TokenSet:
         """``createSession`` with a handle (or DID) and an app password, at a service URL the user chose: through
         the egress guard, and no word of the remote's answer is repeated (it could be anyone's server)."""
+        service = _service_url(service)
         shown = egress.shown_url(service)
-        url = f"{str(egress.check_url(service)).rstrip('/')}/xrpc/com.atproto.server.createSession"
+        url = f"{service}/xrpc/com.atproto.server.createSession"
         try:
             with egress.client(timeout=20, follow_redirects=False) as client:
                 resp = client.post(url, json={"identifier": identifier, "password": app_password.get_secret_value()})
@@ -281,6 +295,7 @@ def connect_with_app_password(session: Any, team: Any, service: str, handle: str
     """Sign in (``createSession``) and store the connection with its encrypted session tokens."""
     from kipu.store.accounts import upsert_connection
 
+    service = _service_url(service)
     tokens = BlueskyHook.login(service, handle, app_password)
     return upsert_connection(
         session,
@@ -291,5 +306,5 @@ def connect_with_app_password(session: Any, team: Any, service: str, handle: str
         access_token=tokens.access_token,
         refresh_token=tokens.refresh_token,
         expires_at=tokens.expires_at,
-        metadata={"base_url": service.rstrip("/")},
+        metadata={"base_url": service},
     )

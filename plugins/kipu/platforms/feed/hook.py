@@ -224,12 +224,12 @@ class FeedHook(HttpHook, SourceHook):
     def map_error(self, response: httpx.Response) -> PlatformError | None:
         error = classify(response, "feed")
         if error is not None:
-            message = f"feed {self.location} answered HTTP {response.status_code}"
+            message = f"feed {egress.shown_url(self.location)} answered HTTP {response.status_code}"
             if isinstance(error, RateLimited):
                 return RateLimited(message, error.retry_after)
             return Transient(message) if isinstance(error, Transient) else FeedError(message)
         if len(response.content) > MAX_FEED_BYTES:
-            return FeedError(f"feed {self.location} is over {MAX_FEED_BYTES} bytes")
+            return FeedError(f"feed {egress.shown_url(self.location)} is over {MAX_FEED_BYTES} bytes")
         return None
 
     def _read_file(self) -> bytes:
@@ -263,7 +263,7 @@ class FeedHook(HttpHook, SourceHook):
         except PlatformError:
             raise
         except Exception as exc:  # a malformed feed must name itself, not crash the caller
-            raise FeedError(f"feed {self.location} cannot be parsed: {exc}") from None
+            raise FeedError(f"feed {egress.shown_url(self.location)} cannot be parsed: {exc}") from None
         base = (
             self.location
             if urlparse(self.location).scheme in ("http", "https", "file")
