@@ -61,3 +61,20 @@ def assert_no_secret(bodies: list[str], secrets: list[str]) -> None:
     for body in bodies:
         for secret in secrets:
             assert secret not in body
+
+
+def session_cookie(username: str) -> str:
+    """An Airflow UI session (its JWT cookie's value) for ``username``."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    return get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=username, role="admin"))
+
+
+def signed_in(client: Any, username: str = "admin") -> Any:
+    """``client`` as a browser signed in to Airflow as ``username`` (the seeded demo owner is ``admin``): an OAuth
+    authorization completes only in the signed-in session of the person who started it."""
+    from kipu.ui.session import COOKIE
+
+    client.cookies.set(COOKIE, session_cookie(username))
+    return client

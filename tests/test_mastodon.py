@@ -33,7 +33,7 @@ from kipu.store.models import Connection, InstanceClient, PollCursor, WorkflowRu
 from kipu.store.workflows import save_workflow
 from sqlalchemy import select, text
 
-from tests.api_helpers import SECRETS, assert_no_secret, recorded_bodies
+from tests.api_helpers import SECRETS, assert_no_secret, recorded_bodies, signed_in
 from tests.conftest import REPO
 from tests.fakes.linkedin_server import LinkedInServer
 from tests.fakes.mastodon_server import MastodonServer
@@ -346,6 +346,7 @@ def test_connecting_through_the_api(
             assert odd.status_code == 422 and "not a Mastodon server" in odd.text
         member = api.post(f"{API}/connections/oauth/mastodon?team=demo&instance={fake.url}", headers=roles["member"])
         assert member.status_code == 403
+        signed_in(api)  # the owner's own browser, signed in to Airflow
         started = api.post(f"{API}/connections/oauth/mastodon?team=demo&instance={fake.url}", headers=roles["owner"])
         assert started.status_code == 200, started.text
         code, state = consent(started.json()["authorization_url"])

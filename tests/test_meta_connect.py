@@ -27,7 +27,7 @@ from kipu.store.engine import session_scope
 from kipu.store.models import Connection
 from sqlalchemy import select
 
-from tests.api_helpers import SECRETS, assert_no_secret, oauth_app_env, recorded_bodies
+from tests.api_helpers import SECRETS, assert_no_secret, oauth_app_env, recorded_bodies, signed_in
 from tests.conftest import REPO
 from tests.fakes.meta_server import LONG_LIVED, MetaServer
 
@@ -61,6 +61,7 @@ def client(api: TestClient, roles: dict, fake: MetaServer) -> Iterator[TestClien
 
 def authorize(api: TestClient, roles: dict, platform: str) -> dict[str, str]:
     """Start connecting as the team's owner and let the user consent: the state and code Meta redirects with."""
+    signed_in(api)  # the owner's own browser, signed in to Airflow
     started = api.post(f"{API}/connections/oauth/{platform}?team=demo", headers=roles["owner"])
     assert started.status_code == 200, started.text
     url = started.json()["authorization_url"]

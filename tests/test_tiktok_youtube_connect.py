@@ -32,7 +32,7 @@ from kipu.store.engine import session_scope
 from kipu.store.models import Connection
 from sqlalchemy import select
 
-from tests.api_helpers import SECRETS, assert_no_secret, oauth_app_env, recorded_bodies
+from tests.api_helpers import SECRETS, assert_no_secret, oauth_app_env, recorded_bodies, signed_in
 from tests.fakes.tiktok_server import TikTokServer
 from tests.fakes.youtube_server import AUTHORIZE, TOKEN, YouTubeServer
 from tests.videos import make_video, video_request
@@ -102,6 +102,7 @@ def client(api: TestClient, roles: dict, fakes: dict[str, Any]) -> Iterator[Test
 def authorize(api: TestClient, roles: dict, platform: str) -> dict[str, str]:
     """Start connecting as the team's owner and let the user consent: the state and code the platform redirects
     with. Checks the authorization URL has what each platform documents."""
+    signed_in(api)  # the owner's own browser, signed in to Airflow
     started = api.post(f"{API}/connections/oauth/{platform}?team=demo", headers=roles["owner"])
     assert started.status_code == 200, started.text
     url = started.json()["authorization_url"]

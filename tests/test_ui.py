@@ -9,18 +9,12 @@ from typing import Any
 import pytest
 from kipu.store.accounts import get_or_create_profile
 from kipu.store.engine import session_scope
-from kipu.store.models import Workflow
+from kipu.store.models import Profile, Workflow
 from kipu.store.workflows import save_workflow
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from tests.api_helpers import session_cookie
 from tests.helpers import demo_doc
-
-
-def session_cookie(username: str) -> str:
-    from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-
-    return get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=username, role="admin"))
 
 
 @pytest.fixture
@@ -214,6 +208,54 @@ def test_connect_is_bound_to_the_session_that_started_it(
             assert s.scalars(select(Connection).where(Connection.platform == "x")).one().team_id is not None
         again = get(api, callback, "admin", people)  # the state is single use
         assert again.status_code == 400 and "unknown or already used" in again.text
+
+
+def test_an_api_started_connect_is_bound_to_the_callers_own_session(
+    api: Any, people: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Team other's admin starts connecting X through the API and hands the link to someone else: whoever opens
+    it, signed in as anyone else or not at all, connects nothing; only the admin's own signed-in browser does. A
+    caller whose profile has no Airflow user cannot start (409): nothing could bind the flow."""
+    from urllib.parse import urlparse
+
+    import httpx
+    from kipu.store.accounts import find_team
+    from kipu.store.models import Connection
+
+    from tests.api_helpers import token_for
+    from tests.fakes.x_server import XServer
+
+    def landed() -> int:
+        with session_scope() as s:
+            where = (Connection.platform == "x", Connection.team_id == find_team(s, "other").id)
+            return len(s.scalars(select(Connection).where(*where)).all())
+
+    with XServer() as x:
+        monkeypatch.setenv("AIRFLOW_CONN_KIPU_X_APP", x_app_env(x.url, "http://testserver"))
+        started = api.post(
+            "/kipu/api/connections/oauth/x", params={"team": "other"}, headers=token_for("boss@other.test")
+        )
+        assert started.status_code == 200, started.text
+        consent = httpx.get(started.json()["authorization_url"], follow_redirects=False)  # someone else consents
+        back = urlparse(consent.headers["location"])
+        callback = f"{back.path}?{back.query}"
+        for who in ("admin", "viewer", None):
+            victim = get(api, callback, who, people)
+            assert victim.status_code == 400 and "another person's signed-in session" in victim.text, victim.text
+        assert landed() == 0
+        done = get(api, callback, "boss", people)
+        assert done.status_code == 200 and landed() == 1, done.text
+        set_user = update(Profile).where(Profile.email == "boss@other.test")
+        with session_scope() as s:
+            s.execute(set_user.values(airflow_username=None))
+        try:
+            unbound = api.post(
+                "/kipu/api/connections/oauth/x", params={"team": "other"}, headers=token_for("boss@other.test")
+            )
+        finally:
+            with session_scope() as s:
+                s.execute(set_user.values(airflow_username="boss"))
+        assert unbound.status_code == 409 and "Airflow user" in unbound.text
 
 
 def test_the_bluesky_form_names_what_is_wrong(

@@ -269,10 +269,11 @@ def begin(
     return f"{app.authorize_url}?{urlencode(params)}"
 
 
-def binding(session: Session, state: str) -> tuple[str | None, str | None]:
-    """``(session_user, return_to)`` of a pending authorization; ``(None, None)`` when unknown or not bound."""
+def binding(session: Session, state: str) -> tuple[bool, str | None, str | None]:
+    """``(pending, session_user, return_to)`` of an authorization: whether it is pending, the Airflow user whose
+    session must complete it (None: started by ``kipu connect start``) and the page to return to."""
     pending = session.get(OAuthState, _hash(state))
-    return (pending.session_user, pending.return_to) if pending is not None else (None, None)
+    return (True, pending.session_user, pending.return_to) if pending is not None else (False, None, None)
 
 
 def _token_request(app: OAuthApp, data: dict[str, str], client: httpx.Client | None) -> TokenSet:

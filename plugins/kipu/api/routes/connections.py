@@ -160,15 +160,29 @@ def start_oauth(
     instance: str | None = Query(None, max_length=253, description="a federated platform's instance (Mastodon)"),
 ) -> dict[str, str]:
     """The URL to send the user to; the platform redirects back to ``/kipu/api/auth/callback/{platform}``. A federated
-    platform needs ``instance``: Kipu registers itself there the first time (through the egress guard)."""
+    platform needs ``instance``: Kipu registers itself there the first time (through the egress guard).
+
+    The authorization completes only in the caller's own signed-in Airflow session: otherwise an admin could send
+    the link to someone else and land that person's account in their team."""
     from kipu.auth import oauth
     from kipu.egress import EgressRefused
+    from kipu.store.models import Profile
 
     team_id = caller.team(team, "admin")
+    with session_scope() as s:
+        profile = s.get(Profile, caller.profile_id)
+        airflow_user = profile.airflow_username if profile else None
+    if not airflow_user:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            "connecting an account completes in your own signed-in Airflow session, and your Kipu profile has no "
+            "Airflow user: ask an operator to link one, or connect from Kipu's Connections page",
+        )
     try:
         with session_scope() as s:
             app = oauth.app_for(platform, instance, s)
-            return {"authorization_url": oauth.begin(s, app, s.get(Team, team_id), caller.profile_id)}  # type: ignore[arg-type]
+            url = oauth.begin(s, app, s.get(Team, team_id), caller.profile_id, session_user=airflow_user)  # type: ignore[arg-type]
+            return {"authorization_url": url}
     except EgressRefused as exc:
         raise unprocessable(str(exc), ("query", "instance")) from None
     except (Transient, RateLimited) as exc:
@@ -191,20 +205,26 @@ async def oauth_callback(
     request: Request, platform: OAuthPlatformName, state: str, code: str | None = None, error: str | None = None
 ) -> Any:
     """The OAuth redirect target. The single-use ``state`` (and PKCE verifier) authenticates it, not a token.
-    Every account the authorization connects is stored (Facebook: one connection per Page). One started on Kipu's
-    pages completes only in the same person's signed-in session (a link crafted by one team cannot land a victim's
-    account in it), and returns to the page."""
+    Every account the authorization connects is stored (Facebook: one connection per Page). It completes only in
+    the signed-in Airflow session of the person who started it (a link crafted by one team cannot land a victim's
+    account in it); one started on Kipu's pages returns to the page."""
     from starlette.concurrency import run_in_threadpool
 
     from kipu.auth import oauth
     from kipu.ui.session import COOKIE, airflow_user
 
-    def bound() -> tuple[str | None, str | None]:
+    def bound() -> tuple[bool, str | None, str | None]:
         with session_scope() as s:
             return oauth.binding(s, state)
 
-    session_user, return_to = await run_in_threadpool(bound)
-    if session_user is not None and await airflow_user(request.cookies.get(COOKIE)) != session_user:
+    pending, session_user, return_to = await run_in_threadpool(bound)
+    if pending and session_user is None:  # the operator's `kipu connect start`, on the server itself
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            "this authorization was started with `kipu connect start`: finish it with `kipu connect finish` and "
+            "the state and code of this address",
+        )
+    if pending and await airflow_user(request.cookies.get(COOKIE)) != session_user:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST,
             "this authorization was started in another person's signed-in session; start connecting again from yours",
