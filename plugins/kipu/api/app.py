@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from kipu.api.guard import RequestGuard
@@ -32,6 +33,16 @@ def create_app() -> FastAPI:
     )
 
     app.add_middleware(RequestGuard)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes each refused input: one JSON cannot carry (an infinite number, a lone
+        # surrogate) turned the 422 into a 500, and an echo could repeat a secret sent in the wrong field.
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(PlanLimitReached)
     async def _plan_limit(_request: Request, exc: PlanLimitReached) -> JSONResponse:

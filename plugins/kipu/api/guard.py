@@ -200,6 +200,13 @@ def _text_problem(body: bytes) -> tuple[list[str | int], str] | None:
     """Where the body holds text no database can store, and why; None when it is fine."""
     if b"\x00" in body or b"\\u0000" in body:
         return ["body", *(_locate(body, lambda s: "\x00" in s) or [])], "NUL characters are not allowed"
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:  # JSON is UTF-8; a surrogate encoded raw is not UTF-8 either
+        where = _locate(body, _has_lone_surrogate)  # Python's JSON reader lets raw surrogates through
+        if where is not None:
+            return ["body", *where], "unpaired UTF-16 surrogates are not allowed"
+        return ["body"], f"the body is not UTF-8 text (byte 0x{body[exc.start]:02x} at offset {exc.start})"
     if _SURROGATE_ESCAPE.search(body):  # rare: only then is the body parsed here
         where = _locate(body, _has_lone_surrogate)
         if where is not None:

@@ -7,6 +7,8 @@ hostile file fails in bounded time and memory with an error that names the limit
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 import yaml
@@ -65,6 +67,47 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_mapping)
 
+# JSON's types only, as a workflow is stored as JSON. YAML 1.1's timestamps stay strings (the spec parses its own
+# dates), its base-60 numbers are not numbers (they cost quadratic time to read), and the tags that make bytes, sets
+# or dates (``!!binary``, ``!!set``, ``!!timestamp``, ...) are refused as unknown tags.
+_INT, _FLOAT, _TIMESTAMP = (f"tag:yaml.org,2002:{t}" for t in ("int", "float", "timestamp"))
+_BASE_60 = {
+    _INT: r"|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+",
+    _FLOAT: r"|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*",
+}
+_Loader.yaml_implicit_resolvers = {
+    first: [
+        (tag, re.compile(regexp.pattern.replace(_BASE_60[tag], ""), regexp.flags) if tag in _BASE_60 else regexp)
+        for tag, regexp in resolvers
+        if tag != _TIMESTAMP
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _tag in ("binary", "timestamp", "omap", "pairs", "set"):
+    del _Loader.yaml_constructors[f"tag:yaml.org,2002:{_tag}"]
+MAX_NUMBER_CHARS = 40
+
+
+def _short_number(node: Node) -> None:
+    if len(node.value) > MAX_NUMBER_CHARS:
+        raise DocumentError(
+            [f"{_line(node)}: a number of {len(node.value)} characters, over the limit of {MAX_NUMBER_CHARS}"]
+        )
+
+
+def _construct_int(loader: _Loader, node: Node) -> int:
+    _short_number(node)
+    return loader.construct_yaml_int(node)  # type: ignore[no-untyped-call,no-any-return]
+
+
+def _construct_float(loader: _Loader, node: Node) -> float:
+    _short_number(node)
+    return loader.construct_yaml_float(node)  # type: ignore[no-untyped-call,no-any-return]
+
+
+_Loader.add_constructor(_INT, _construct_int)
+_Loader.add_constructor(_FLOAT, _construct_float)
+
 
 def _expanded_size(root: Node) -> int:
     """How many values the node graph stands for once every alias is expanded: linear in the number of nodes
@@ -108,6 +151,15 @@ def short_value(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…'"
 
 
+def _json_number(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        if len(text) > MAX_NUMBER_CHARS:
+            raise DocumentError([f"a number of {len(text)} characters, over the limit of {MAX_NUMBER_CHARS}"])
+        return kind(text)
+
+    return parse
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -128,11 +180,18 @@ def load_document(raw: bytes, name: str = "document") -> Any:
     text = text.removeprefix("\ufeff")
     if name.endswith(".json"):
         try:
-            data = json.loads(text, object_pairs_hook=_no_duplicates)
+            data = json.loads(
+                text,
+                object_pairs_hook=_no_duplicates,
+                parse_int=_json_number(int),
+                parse_float=_json_number(float),
+            )
         except RecursionError:
             raise DocumentError([f"{name}: nested deeper than the limit of {MAX_DEPTH} levels"]) from None
         except json.JSONDecodeError as exc:
             raise DocumentError([f"{name}: not valid JSON: {exc}"]) from None
+        except DocumentError as exc:
+            raise DocumentError([f"{name}: {e}" for e in exc.errors]) from None
     else:
         try:  # the reader refuses control characters as soon as it is built
             loader = _Loader(text)
@@ -181,6 +240,9 @@ def check_document_limits(data: Any) -> None:
         values += 1
         if values > MAX_VALUES:
             errors.append(f"the document has more than {MAX_VALUES} values")
+            break
+        if isinstance(value, float) and not math.isfinite(value):  # .nan, .inf, 1e999: JSON has no such number
+            errors.append(f"{path or 'document'}: {value} is not a finite number")
             break
         if not isinstance(value, dict | list):
             continue

@@ -14,7 +14,7 @@ ContentType = Literal["video", "image", "text", "carousel"]
 class MediaRef(BaseModel):
     """A media file of an item, by URL or local path."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # stored as JSON, which has no such number
 
     url: CleanText = Field(min_length=1)
     mime_type: CleanText | None = None
@@ -32,7 +32,7 @@ class MediaRef(BaseModel):
 class ContentItem(BaseModel):
     """A post on the source platform; ``platform_post_id`` is its stable identity there."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # stored as JSON, which has no such number
 
     platform: CleanText = Field(min_length=1)
     platform_post_id: CleanText = Field(min_length=1, max_length=512)
@@ -56,7 +56,7 @@ class ManualItem(BaseModel):
     retried request never runs it twice. A full content item (naming its ``platform`` and ``platform_post_id``) is
     accepted too."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # stored as JSON, which has no such number
 
     caption: CleanText = ""
     title: CleanText | None = None

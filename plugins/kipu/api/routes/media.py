@@ -194,7 +194,7 @@ async def upload(caller: CallerDep, team: str, file: UploadFile, folder_id: uuid
     if mismatch is not None:  # an executable or a page declared as an image is refused, whatever it is named
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, mismatch)
     await file.seek(0)
-    name = "".join(ch for ch in Path(file.filename or "upload").name if ch.isprintable())[:200] or "upload"
+    name = _bounded("".join(ch for ch in Path(file.filename or "upload").name if ch.isprintable())) or "upload"
     media_id = uuid.uuid4()
     bucket = s3_bucket()
     if bucket is not None:
@@ -227,6 +227,16 @@ async def upload(caller: CallerDep, team: str, file: UploadFile, folder_id: uuid
         Path(tmp).unlink(missing_ok=True)  # nothing partial is kept
         raise
     return _record(media_id, team_id, folder_id, name, str(final), mime, size)
+
+
+def _bounded(name: str, limit: int = 200) -> str:
+    """``name`` within ``limit`` UTF-8 bytes, its suffix kept: it is part of a file name on disk, whose limit is 255
+    bytes, not characters."""
+    if len(name.encode()) <= limit:
+        return name
+    suffix = Path(name).suffix[:16]
+    stem = name[: len(name) - len(suffix)] if suffix else name
+    return stem.encode()[: limit - len(suffix.encode())].decode("utf-8", "ignore") + suffix
 
 
 def _record(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urljoin, urlparse
 
 import feedparser
@@ -17,6 +20,9 @@ from kipu.hooks.base import PlatformError, RateLimited, Rejected, SourceHook, Tr
 from kipu.hooks.client import Call, Flow, HttpHook, classify, run
 from kipu.hooks.times import utc_time
 from kipu.specs.items import ContentItem, ContentType, MediaRef
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_FEED_BYTES = 20 * 1024 * 1024
 ACCEPT = {"Accept": "application/feed+json, application/atom+xml, application/rss+xml, */*"}
@@ -37,7 +43,32 @@ def _parse_duration(value: Any) -> float | None:
     seconds = 0.0
     for part in parts:
         seconds = seconds * 60 + part
-    return seconds if seconds >= 0 else None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def small_int(value: Any) -> int | None:
+    """A non-negative count written in ASCII digits (``"²"`` passes ``isdigit``), or None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 <= value < 10**15 else None
+    text = str(value or "")
+    return int(text) if text.isascii() and text.isdecimal() and len(text) <= 15 else None
+
+
+def each_entry(entries: Iterable[Any], build: Callable[[Any], T | None]) -> list[T]:
+    """Every entry that makes an item; one malformed entry is skipped (and logged), never the whole feed."""
+    items: list[T] = []
+    skipped = 0
+    for entry in entries:
+        try:
+            item = build(entry)
+        except (ValueError, TypeError, KeyError, AttributeError):  # pydantic's ValidationError is a ValueError
+            skipped += 1
+            continue
+        if item is not None:
+            items.append(item)
+    if skipped:
+        log.warning("feed: %d malformed entries skipped", skipped)
+    return items
 
 
 def _content_type(media: list[MediaRef]) -> ContentType:
@@ -88,53 +119,52 @@ def parse_xml_feed(data: bytes) -> list[ContentItem]:
     parsed = feedparser.parse(data)
     if parsed.bozo and not parsed.entries:
         raise FeedError(f"not a readable RSS or Atom feed: {parsed.get('bozo_exception')}")
-    items = []
-    for entry in parsed.entries:
-        media: list[MediaRef] = []
-        seen: set[str] = set()
-        duration = _parse_duration(entry.get("itunes_duration"))
-        for link in entry.get("enclosures", []):
-            href = link.get("href")
-            if href and href not in seen:
-                seen.add(href)
-                size = link.get("length")
-                media.append(
-                    MediaRef(
-                        url=href,
-                        mime_type=link.get("type"),
-                        size_bytes=int(size) if str(size or "").isdigit() else None,
-                        duration_seconds=duration if (link.get("type") or "").startswith(("video", "audio")) else None,
-                    )
+    return each_entry(parsed.entries, _xml_item)
+
+
+def _xml_item(entry: Any) -> ContentItem | None:
+    media: list[MediaRef] = []
+    seen: set[str] = set()
+    duration = _parse_duration(entry.get("itunes_duration"))
+    for link in entry.get("enclosures", []):
+        href = link.get("href")
+        if href and href not in seen:
+            seen.add(href)
+            size = link.get("length")
+            media.append(
+                MediaRef(
+                    url=href,
+                    mime_type=link.get("type"),
+                    size_bytes=small_int(size),
+                    duration_seconds=duration if (link.get("type") or "").startswith(("video", "audio")) else None,
                 )
-        for content in entry.get("media_content", []):
-            href = content.get("url")
-            if href and href not in seen:
-                seen.add(href)
-                media.append(
-                    MediaRef(
-                        url=href,
-                        mime_type=content.get("type") or (f"{content['medium']}/*" if content.get("medium") else None),
-                        duration_seconds=_parse_duration(content.get("duration")),
-                        width=int(content["width"]) if str(content.get("width", "")).isdigit() else None,
-                        height=int(content["height"]) if str(content.get("height", "")).isdigit() else None,
-                    )
-                )
-        post_id = entry.get("id") or entry.get("link") or entry.get("title")
-        if not post_id:
-            continue
-        body = entry.get("summary") or entry.get("description") or ""
-        items.append(
-            _item(
-                str(post_id),
-                _strip_html(body),
-                entry.get("title"),
-                entry.get("link"),
-                media,
-                struct_time_utc(entry.get("published_parsed") or entry.get("updated_parsed")),
-                entry.get("author"),
             )
-        )
-    return items
+    for content in entry.get("media_content", []):
+        href = content.get("url")
+        if href and href not in seen:
+            seen.add(href)
+            media.append(
+                MediaRef(
+                    url=href,
+                    mime_type=content.get("type") or (f"{content['medium']}/*" if content.get("medium") else None),
+                    duration_seconds=_parse_duration(content.get("duration")),
+                    width=small_int(content.get("width")),
+                    height=small_int(content.get("height")),
+                )
+            )
+    post_id = entry.get("id") or entry.get("link") or entry.get("title")
+    if not post_id:
+        return None
+    body = entry.get("summary") or entry.get("description") or ""
+    return _item(
+        str(post_id),
+        _strip_html(body),
+        entry.get("title"),
+        entry.get("link"),
+        media,
+        struct_time_utc(entry.get("published_parsed") or entry.get("updated_parsed")),
+        entry.get("author"),
+    )
 
 
 def _strip_html(text: str) -> str:
@@ -155,38 +185,40 @@ def parse_json_feed(data: bytes) -> list[ContentItem]:
         raise FeedError(f"JSON Feed is not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or not str(doc.get("version", "")).startswith("https://jsonfeed.org/version/"):
         raise FeedError("JSON document has no JSON Feed 'version' field")
-    items = []
-    for raw in doc.get("items", []):
-        if not isinstance(raw, dict) or raw.get("id") in (None, ""):
-            continue
-        media = [
-            MediaRef(
-                url=a["url"],
-                mime_type=a.get("mime_type"),
-                size_bytes=a.get("size_in_bytes"),
-                duration_seconds=a.get("duration_in_seconds"),
-            )
-            for a in raw.get("attachments", [])
-            if isinstance(a, dict) and a.get("url")
-        ]
-        if raw.get("image") and all(m.url != raw["image"] for m in media):
-            media.append(MediaRef(url=raw["image"], mime_type="image/*"))
-        published = raw.get("date_published")
-        when = utc_time(published)
-        authors = raw.get("authors") or ([raw["author"]] if raw.get("author") else [])
-        text = raw.get("content_text") or _strip_html(raw.get("content_html") or raw.get("summary") or "")
-        items.append(
-            _item(
-                str(raw["id"]),
-                text,
-                raw.get("title"),
-                raw.get("url"),
-                media,
-                when,
-                authors[0].get("name") if authors and isinstance(authors[0], dict) else None,
-            )
+    entries = doc.get("items", [])
+    if not isinstance(entries, list):
+        raise FeedError(f"JSON Feed 'items' is a {type(entries).__name__}, not a list")
+    return each_entry(entries, _json_item)
+
+
+def _json_item(raw: Any) -> ContentItem | None:
+    if not isinstance(raw, dict) or raw.get("id") in (None, ""):
+        return None
+    media = [
+        MediaRef(
+            url=a["url"],
+            mime_type=a.get("mime_type"),
+            size_bytes=small_int(a.get("size_in_bytes")),
+            duration_seconds=_parse_duration(a.get("duration_in_seconds")),
         )
-    return items
+        for a in raw.get("attachments", [])
+        if isinstance(a, dict) and a.get("url")
+    ]
+    if raw.get("image") and all(m.url != raw["image"] for m in media):
+        media.append(MediaRef(url=raw["image"], mime_type="image/*"))
+    published = raw.get("date_published")
+    when = utc_time(published)
+    authors = raw.get("authors") or ([raw["author"]] if raw.get("author") else [])
+    text = raw.get("content_text") or _strip_html(raw.get("content_html") or raw.get("summary") or "")
+    return _item(
+        str(raw["id"]),
+        text,
+        raw.get("title"),
+        raw.get("url"),
+        media,
+        when,
+        authors[0].get("name") if authors and isinstance(authors[0], dict) else None,
+    )
 
 
 def parse_feed(data: bytes) -> list[ContentItem]:

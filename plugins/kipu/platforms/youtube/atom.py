@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import feedparser
 
 from kipu.captions.hashtags import extract_hashtags
-from kipu.platforms.feed.hook import FeedError, struct_time_utc
+from kipu.platforms.feed.hook import FeedError, each_entry, small_int, struct_time_utc
 from kipu.specs.items import ContentItem, MediaRef
 
 WATCH_URL = "https://www.youtube.com/watch?v={}"
@@ -21,37 +22,39 @@ def feed_entries(data: bytes) -> list[tuple[str | None, ContentItem]]:
     parsed = feedparser.parse(data)
     if parsed.bozo and not parsed.entries:
         raise FeedError(f"youtube: not a readable channel feed: {parsed.get('bozo_exception')}")
-    out = []
-    for entry in parsed.entries:
-        video_id = entry.get("yt_videoid") or str(entry.get("id", "")).removeprefix("yt:video:")
-        if not video_id:
-            continue
-        title = entry.get("title") or ""
-        description = entry.get("summary") or ""
-        media = [
-            MediaRef(
-                url=t["url"],
-                mime_type="image/jpeg",
-                width=int(t["width"]) if str(t.get("width", "")).isdigit() else None,
-                height=int(t["height"]) if str(t.get("height", "")).isdigit() else None,
-            )
-            for t in entry.get("media_thumbnail") or []
-            if t.get("url")
-        ]
-        item = ContentItem(
-            platform="youtube",
-            platform_post_id=video_id,
-            content_type="video",
-            title=title,
-            caption=description,
-            url=entry.get("link") or WATCH_URL.format(video_id),
-            media=media,
-            hashtags=extract_hashtags(f"{title} {description}"),
-            published_at=struct_time_utc(entry.get("published_parsed") or entry.get("updated_parsed")),
-            author=entry.get("author"),
-        )
-        out.append((entry.get("yt_channelid"), item))
+    out = each_entry(parsed.entries, _entry)
     return sorted(out, key=lambda pair: pair[1].published_at or datetime.min.replace(tzinfo=UTC))
+
+
+def _entry(entry: Any) -> tuple[str | None, ContentItem] | None:
+    video_id = entry.get("yt_videoid") or str(entry.get("id", "")).removeprefix("yt:video:")
+    if not video_id:
+        return None
+    title = entry.get("title") or ""
+    description = entry.get("summary") or ""
+    media = [
+        MediaRef(
+            url=t["url"],
+            mime_type="image/jpeg",
+            width=small_int(t.get("width")),
+            height=small_int(t.get("height")),
+        )
+        for t in entry.get("media_thumbnail") or []
+        if t.get("url")
+    ]
+    item = ContentItem(
+        platform="youtube",
+        platform_post_id=video_id,
+        content_type="video",
+        title=title,
+        caption=description,
+        url=entry.get("link") or WATCH_URL.format(video_id),
+        media=media,
+        hashtags=extract_hashtags(f"{title} {description}"),
+        published_at=struct_time_utc(entry.get("published_parsed") or entry.get("updated_parsed")),
+        author=entry.get("author"),
+    )
+    return entry.get("yt_channelid"), item
 
 
 def items_from_feed(data: bytes) -> list[ContentItem]:
