@@ -79,3 +79,32 @@ def test_an_approver_approves_through_the_api_and_the_item_is_published(api: Tes
         assert review.output_data["decision"] == "Approve" and review.output_data["comment"] == "Looks great"
         (post,) = s.scalars(select(Post).where(Post.workflow_run_id == run.id)).all()
         assert post.status == "published"
+
+
+def test_an_approval_comment_lands_on_its_own_workflows_run_only(pg_demo_team: dict) -> None:
+    """Run ids are not unique across workflows (a run triggered in Airflow may choose its id): the comment goes to
+    the step run of the workflow whose approval was answered, never to another workflow's run of that id."""
+    from kipu.api.routes.approvals import _record_comment
+
+    store(demo_doc())
+    store(demo_doc(slug="demo_second", name="Second"))
+    with session_scope() as s:
+        mine, other = (
+            s.scalar(select(Workflow).where(Workflow.slug == slug)) for slug in ("demo_crosspost", "demo_second")
+        )
+        mine_run = s.get(WorkflowRun, enter(s, mine, [ITEMS["ana-002"]])[0].workflow_run_id)
+        other_run = s.get(WorkflowRun, enter(s, other, [ITEMS["ana-002"]])[0].workflow_run_id)
+        other_run.dag_run_id = mine_run.dag_run_id
+        mine_id, dag_run_id = mine.id, mine_run.dag_run_id
+        runs = {"mine": mine_run.id, "other": other_run.id}
+    _record_comment(mine_id, dag_run_id, "team_review", "Looks great", "Ana")
+    with session_scope() as s:
+        comments = {
+            who: [
+                r.output_data.get("comment")
+                for r in s.scalars(select(WorkflowStepRun).where(WorkflowStepRun.run_id == run_id))
+                if r.output_data
+            ]
+            for who, run_id in runs.items()
+        }
+    assert comments == {"mine": ["Looks great"], "other": []}, comments

@@ -143,7 +143,7 @@ def answer(dag_id: str, dag_run_id: str, task_id: str, body: Decision, caller: C
 
     with session_scope() as s:
         wf = s.scalar(select(Workflow).where(or_(Workflow.dag_id == dag_id, Workflow.legacy_dag_id == dag_id)))
-        team_id = wf.team_id if wf else None
+        team_id, workflow_id = (wf.team_id, wf.id) if wf else (None, None)
         profile = s.get(Profile, caller.profile_id)
         mine = {x for x in (profile.airflow_username, profile.email, str(profile.id)) if x} if profile else set()
         name = (profile.name or profile.email or "") if profile else ""
@@ -172,17 +172,23 @@ def answer(dag_id: str, dag_run_id: str, task_id: str, body: Decision, caller: C
         user = _Approver(match[0] if match else next(iter(mine), str(caller.profile_id)), name)
         payload = UpdateHITLDetailPayload(chosen_options=[body.decision], params_input={})
         update_hitl_detail(dag_id, dag_run_id, task_id, payload, user, session)
-    if body.comment:
-        _record_comment(dag_run_id, task_id, body.comment, name)
+    if body.comment and workflow_id is not None:
+        _record_comment(workflow_id, dag_run_id, task_id, body.comment, name)
     return {"dag_id": dag_id, "dag_run_id": dag_run_id, "task_id": task_id, "decision": body.decision}
 
 
-def _record_comment(dag_run_id: str, task_id: str, comment: str, who: str) -> None:
+def _record_comment(workflow_id: uuid.UUID, dag_run_id: str, task_id: str, comment: str, who: str) -> None:
+    """The comment on the step's run of this workflow only: a run id alone could be another team's, if someone
+    triggered a run in Airflow with a chosen id."""
     with session_scope() as s:
         row = s.execute(
             select(WorkflowRun.id, WorkflowStep.id)
             .join(WorkflowStep, WorkflowStep.workflow_id == WorkflowRun.workflow_id)
-            .where(WorkflowRun.dag_run_id == dag_run_id, WorkflowStep.step_key == task_id)
+            .where(
+                WorkflowRun.workflow_id == workflow_id,
+                WorkflowRun.dag_run_id == dag_run_id,
+                WorkflowStep.step_key == task_id,
+            )
         ).first()
         if row is None:
             return
