@@ -74,3 +74,17 @@ def test_transient_errors_are_retried_once_then_raised() -> None:
         with pytest.raises(Transient, match="HTTP 500"):
             asyncio.run(main(host.feed_url("down")))
         assert host.source("down").hits == 2
+
+
+def test_a_platform_echoing_the_requests_credentials_never_leaks_them() -> None:
+    """The refusal's words are kept short for messages (``last_error``, XCom, logs); a bearer token or a secret query
+    parameter the platform echoes back is masked whole, even across the cut."""
+    bearer, query = "tok_" + "B" * 60, "qtok_" + "Q" * 60
+    request = httpx.Request(
+        "GET", f"https://api.example/me?access_token={query}", headers={"Authorization": f"Bearer {bearer}"}
+    )
+    for body in ("x" * 190 + bearer, f"bad token {bearer} and {query}", "y" * 195 + query):
+        error = classify(httpx.Response(400, text=body, request=request), "example")
+        assert error is not None and "tok_BB" not in str(error) and "qtok_QQ" not in str(error), str(error)
+        assert "***" in str(error)
+    assert "plain words" in str(classify(httpx.Response(403, text="plain words"), "example"))  # no request: as before

@@ -32,16 +32,13 @@ from sqlalchemy.orm import Session
 from kipu import egress, platforms
 from kipu.auth.apps import OAuthApp
 from kipu.hooks.base import NeedsReconnect, Rejected, Transient
-from kipu.hooks.client import classify
+from kipu.hooks.client import SECRET_PARAMS, classify, scrub
 from kipu.hooks.platform import TokenSet
 from kipu.store.accounts import upsert_connection
 from kipu.store.crypto import get_cipher
 from kipu.store.models import Connection, OAuthState, Team
 
 STATE_TTL = timedelta(minutes=15)
-# Query parameters that carry a secret: Meta's long-lived token exchanges are GETs with the app secret and the token
-# in the query string (as documented), and httpx logs every request's URL at INFO.
-SECRET_PARAMS = frozenset({"client_secret", "access_token", "fb_exchange_token", "refresh_token", "code"})
 
 
 class RedactSecretParams(logging.Filter):
@@ -178,15 +175,6 @@ class ConnectedAccount:
 
     def __repr__(self) -> str:
         return f"ConnectedAccount({self.platform_user_id!r}, {self.username!r})"
-
-
-def scrub(text: str, *secrets: SecretStr | str | None) -> str:
-    """``text`` with every secret value in it masked: a platform echoing a parameter back must not leak it."""
-    for secret in secrets:
-        value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
 
 
 def response_message(resp: httpx.Response, *secrets: SecretStr | str | None) -> str:

@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import httpx
+from pydantic import SecretStr
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 
 from kipu.hooks.errors import AuthExpired, NeedsReconnect, PlatformError, RateLimited, Rejected, Transient
@@ -168,12 +169,41 @@ def reset_time(value: str | None) -> float | None:
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
+# Query parameters that carry a secret: Meta's long-lived token exchanges are GETs with the app secret and the token
+# in the query string (as documented), and httpx logs every request's URL at INFO.
+SECRET_PARAMS = frozenset({"client_secret", "access_token", "fb_exchange_token", "refresh_token", "code"})
+
+
+def scrub(text: str, *secrets: SecretStr | str | None) -> str:
+    """``text`` with every secret value in it masked: a platform echoing a parameter back must not leak it."""
+    for secret in secrets:
+        value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+def sent_secrets(response: httpx.Response) -> list[str]:
+    """The credentials the request carried: its ``Authorization`` value and its secret query parameters."""
+    try:
+        request = response.request
+    except RuntimeError:  # a response built by hand has no request
+        return []
+    auth = request.headers.get("authorization", "").partition(" ")[2]
+    params = [v for k, v in request.url.params.multi_items() if k in SECRET_PARAMS]
+    return [v for v in (auth, *params) if v]
+
+
 def classify(response: httpx.Response, platform: str) -> PlatformError | None:
-    """None for a success; otherwise the taxonomy error for this status, keeping the platform's words short."""
+    """None for a success; otherwise the taxonomy error for this status, keeping the platform's words short and
+    without any credential the request carried (a platform may echo its token back)."""
     code = response.status_code
     if code < 400:
         return None
-    detail = response.text[:200].strip() if response.content else ""
+    secrets = sent_secrets(response)
+    # Masked before it is cut: every secret that starts within the kept 200 characters is whole in the window.
+    window = response.text[: 200 + max((len(v) for v in secrets), default=0)] if response.content else ""
+    detail = scrub(window, *secrets)[:200].strip()
     where = f"{platform}: HTTP {code}" + (f": {detail}" if detail else "")
     if code == 429:
         return RateLimited(where, parse_retry_after(response.headers.get("Retry-After")))
