@@ -45,7 +45,10 @@ class KipuPollSensor(BaseSensorOperator):
         start_from_trigger: bool = True,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("timeout", timedelta(minutes=10).total_seconds())
+        # Bounds how long one cycle holds kipu_poll (one active run): a cycle whose end Airflow lost (the triggerer
+        # reported it as the database went down) waited out 10 minutes. A cycle cut short loses nothing: each source
+        # commits its items and cursor together, and what was not fetched stays due for the next cycle.
+        kwargs.setdefault("timeout", timedelta(minutes=4).total_seconds())
         super().__init__(**kwargs)
         self.max_sources = max_sources
         self.global_concurrency = global_concurrency
