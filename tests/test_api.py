@@ -366,9 +366,9 @@ def test_a_revoked_token_stops_working(api: TestClient, roles: dict, monkeypatch
 def test_members_and_team_settings_follow_the_roles(api: TestClient, roles: dict) -> None:
     base = f"{API}/teams/demo"
     assert {m["email"] for m in api.get(f"{base}/members", headers=roles["viewer"]).json()} >= {"viewer@demo.test"}
-    new = {"email": "new@demo.test", "role": "member"}
-    assert api.put(f"{base}/members", json=new, headers=roles["member"]).status_code == 403  # admins manage
-    assert api.put(f"{base}/members", json=new, headers=roles["owner"]).json()["role"] == "member"
+    promote = {"email": "viewer@demo.test", "role": "member"}
+    assert api.put(f"{base}/members", json=promote, headers=roles["member"]).status_code == 403  # admins manage
+    assert api.put(f"{base}/members", json=promote, headers=roles["owner"]).json()["role"] == "member"
     assert (
         api.put(f"{base}/members", json={"email": "x@demo.test", "role": "god"}, headers=roles["owner"]).status_code
         == 422
@@ -377,7 +377,8 @@ def test_members_and_team_settings_follow_the_roles(api: TestClient, roles: dict
     assert api.patch(base, json={"plan": "pro", "name": "Demo Kitchen"}, headers=roles["owner"]).json()["plan"] == "pro"
     last_owner = api.put(f"{base}/members", json={"email": "owner@demo.test", "role": "admin"}, headers=roles["owner"])
     assert last_owner.status_code == 409
-    assert api.delete(f"{base}/members/new@demo.test", headers=roles["owner"]).status_code == 204
+    assert api.delete(f"{base}/members/viewer@demo.test", headers=roles["owner"]).status_code == 204
+    assert api.delete(f"{base}/members/viewer@demo.test", headers=roles["owner"]).status_code == 404
     assert api.get(f"{API}/teams/demo/members", headers=roles["outsider"]).status_code == 404
     big = api.post(
         f"{API}/workflows",

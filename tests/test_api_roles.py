@@ -92,8 +92,8 @@ ROUTES: list[tuple[str, str, Call]] = [
     (
         "manage members",
         "admin",
-        lambda api, h, r: api.put(
-            f"{API}/teams/demo/members", json={"email": f"new-{r}@demo.test", "role": "viewer"}, headers=h
+        lambda api, h, r: api.post(
+            f"{API}/teams/demo/invitations", json={"email": f"new-{r}@demo.test", "role": "viewer"}, headers=h
         ),
     ),
     ("read plan usage", "viewer", lambda api, h, r: api.get(f"{API}/teams/demo/usage", headers=h)),

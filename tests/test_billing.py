@@ -74,9 +74,9 @@ def test_the_free_plan_limits_are_enforced_with_402_naming_limit_and_use(
     again = api.post(f"{API}/workflows/{paused.json()['id']}/activate", headers=roles["member"])
     assert again.status_code == 402 and again.json()["limit"] == "active_workflows"
 
-    # free: 2 members, the team has 3 (seeded before billing); adding one more is refused
-    member = api.put(
-        f"{API}/teams/demo/members", json={"email": "new@demo.test", "role": "viewer"}, headers=roles["owner"]
+    # free: 2 members, the team has 3 (seeded before billing); inviting one more is refused
+    member = api.post(
+        f"{API}/teams/demo/invitations", json={"email": "new@demo.test", "role": "viewer"}, headers=roles["owner"]
     )
     assert member.status_code == 402 and member.json()["used"] == 3 and member.json()["allowed"] == 2
     with session_scope() as s, pytest.raises(PlanLimitReached, match="allows 3 connected accounts and the team has"):

@@ -83,8 +83,8 @@ SUR = b"\xed\xa0\x80"  # a lone surrogate, UTF-8 encoded (not the \\ud800 escape
     "method,path,raw",
     [
         ("PATCH", "/teams/demo", b'{"name": "Demo' + SUR + b'"}'),
-        ("PUT", "/teams/demo/members", b'{"email": "n@demo.test", "role": "viewer", "name": "N' + SUR + b'"}'),
-        ("PUT", "/teams/demo/members", b'{"email": "n' + SUR + b'@demo.test", "role": "viewer"}'),
+        ("POST", "/teams/demo/invitations", b'{"email": "n@demo.test", "role": "viewer", "x": "N' + SUR + b'"}'),
+        ("POST", "/teams/demo/invitations", b'{"email": "n' + SUR + b'@demo.test", "role": "viewer"}'),
         (
             "POST",
             "/teams/demo/notifications/channels",

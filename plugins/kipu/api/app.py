@@ -12,6 +12,7 @@ from kipu.api.routes import (
     approvals,
     billing,
     connections,
+    invitations,
     media,
     notifications,
     plans,
@@ -54,6 +55,7 @@ def create_app() -> FastAPI:
 
     for router in (
         teams.router,
+        invitations.router,
         plans.router,
         notifications.router,
         billing.router,

@@ -18,13 +18,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
 from kipu.config import env_number
-from kipu.store.accounts import find_team
+from kipu.store.accounts import ROLE_RANK, find_team
 from kipu.store.engine import session_scope
 from kipu.store.models import TeamMember
 from kipu.store.tokens import profile_for_token
 
 T = TypeVar("T")
-ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
 bearer = HTTPBearer(auto_error=False, description="A Kipu API token: `kipu tokens create --user EMAIL`")
 
 

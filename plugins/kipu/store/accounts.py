@@ -16,6 +16,7 @@ from kipu.store.crypto import get_cipher
 from kipu.store.models import Connection, Profile, Team, TeamMember, Workflow
 
 ROLES = ("owner", "admin", "member", "viewer")
+ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
 
 
 def get_or_create_profile(

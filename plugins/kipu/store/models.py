@@ -102,6 +102,22 @@ class TeamMember(Base):
     profile: Mapped[Profile] = relationship()
 
 
+class TeamInvitation(Base):
+    """An admin's offer of a role to an e-mail: a membership only once that person accepts it (tells no one
+    whether the e-mail has a profile)."""
+
+    __tablename__ = "team_invitations"
+    __table_args__ = (UniqueConstraint("team_id", "email"), Index("ix_team_invitations_email", "email"))
+
+    id: Mapped[uuid.UUID] = _id()
+    team_id: Mapped[uuid.UUID] = mapped_column(GUID(), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False)
+    email: Mapped[str] = mapped_column(Text, nullable=False)  # lower case
+    role: Mapped[str] = mapped_column(Text, nullable=False)
+    invited_by: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("profiles.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = _created()
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
 class Connection(Base):
     """A connected account; tokens are MultiFernet ciphertext, never plaintext."""
 

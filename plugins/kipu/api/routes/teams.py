@@ -1,18 +1,20 @@
-"""``/api/teams``: my teams; members (admins manage them, only owners grant or remove ownership); the team and its
-plan (owners)."""
+"""``/api/teams``: my teams; members and invitations (admins manage them, only owners grant or remove ownership);
+the team and its plan (owners). Nobody joins a team without accepting its invitation (``/api/invitations``)."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from kipu.api.auth import CallerDep
+from kipu.api.auth import Caller, CallerDep
 from kipu.billing.plans import billing_enabled, effective_plan
-from kipu.store.accounts import add_member, get_or_create_profile
+from kipu.store import invitations
+from kipu.store.accounts import add_member
 from kipu.store.engine import session_scope
 from kipu.store.models import Profile, Team, TeamMember
 
@@ -42,7 +44,12 @@ class MemberBody(BaseModel):
 
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)
     role: Role
-    name: str | None = Field(default=None, max_length=200)
+
+
+class InvitationOut(BaseModel):
+    email: str
+    role: str
+    expires_at: datetime
 
 
 class TeamPatch(BaseModel):
@@ -115,27 +122,89 @@ def _owners(s, team_id: uuid.UUID) -> int:  # type: ignore[no-untyped-def]
     return len(s.scalars(select(TeamMember).where(TeamMember.team_id == team_id, TeamMember.role == "owner")).all())
 
 
-@router.put("/{team}/members", response_model=MemberOut)
+def _profile_id(s, email: str) -> uuid.UUID | None:  # type: ignore[no-untyped-def]
+    return s.scalar(select(Profile.id).where(func.lower(Profile.email) == invitations.normal_email(email)))
+
+
+def _may_grant(caller: Caller, team_id: uuid.UUID, role: str, current: str | None) -> None:
+    if (role == "owner" or current == "owner") and caller.roles.get(team_id) != "owner":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only an owner grants or removes ownership")
+
+
+@router.put(
+    "/{team}/members",
+    response_model=MemberOut,
+    responses={404: {"description": "not a member: invite them with POST /teams/{team}/invitations"}},
+)
 def put_member(team: str, body: MemberBody, caller: CallerDep) -> MemberOut:
+    """Change a member's role. Someone not in the team is invited instead, and joins by accepting."""
     team_id = caller.team(team, "admin")
     with session_scope() as s:
-        profile = get_or_create_profile(s, str(body.email), body.name)
-        current = s.get(TeamMember, (team_id, profile.id))
-        touches_owner = body.role == "owner" or (current is not None and current.role == "owner")
-        if touches_owner and caller.roles.get(team_id) != "owner":
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "only an owner grants or removes ownership")
-        if current is not None and current.role == "owner" and body.role != "owner" and _owners(s, team_id) == 1:
+        profile_id = _profile_id(s, body.email)
+        current = s.get(TeamMember, (team_id, profile_id)) if profile_id else None
+        if current is None:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND,
+                f"{body.email!r} is not a member of this team; invite them: POST /kipu/api/teams/{team}/invitations",
+            )
+        _may_grant(caller, team_id, body.role, current.role)
+        if current.role == "owner" and body.role != "owner" and _owners(s, team_id) == 1:
             raise HTTPException(status.HTTP_409_CONFLICT, "a team keeps at least one owner")
+        profile = s.get(Profile, profile_id)
         add_member(s, s.get(Team, team_id), profile, body.role)  # type: ignore[arg-type]
-        return MemberOut(email=profile.email, name=profile.name, role=body.role)
+        return MemberOut(email=profile.email, name=profile.name, role=body.role)  # type: ignore[union-attr]
+
+
+@router.post(
+    "/{team}/invitations",
+    response_model=InvitationOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"description": "already a member, or too many pending invitations"}},
+)
+def invite(team: str, body: MemberBody, caller: CallerDep) -> InvitationOut:
+    """Invite an e-mail to the team with a role; asking again renews it. The answer is the same whether or not
+    anyone with that e-mail uses Kipu; they see it in ``GET /invitations`` and accept it there."""
+    team_id = caller.team(team, "admin")
+    _may_grant(caller, team_id, body.role, None)
+    with session_scope() as s:
+        profile_id = _profile_id(s, body.email)
+        if profile_id is not None and s.get(TeamMember, (team_id, profile_id)) is not None:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"{body.email!r} is already a member; change the role with PUT /kipu/api/teams/{team}/members",
+            )
+        try:
+            row = invitations.invite(s, team_id, body.email, body.role, caller.profile_id)
+        except invitations.InvitationRefused as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        return InvitationOut(email=row.email, role=row.role, expires_at=row.expires_at)
+
+
+@router.get("/{team}/invitations", response_model=list[InvitationOut])
+def pending_invitations(team: str, caller: CallerDep) -> list[InvitationOut]:
+    team_id = caller.team(team, "admin")
+    with session_scope() as s:
+        return [
+            InvitationOut(email=i.email, role=i.role, expires_at=i.expires_at)
+            for i in invitations.team_pending(s, team_id)
+        ]
+
+
+@router.delete("/{team}/invitations/{email}", status_code=status.HTTP_204_NO_CONTENT)
+def revoke_invitation(team: str, email: str, caller: CallerDep) -> None:
+    team_id = caller.team(team, "admin")
+    with session_scope() as s:
+        done = invitations.revoke(s, team_id, email)
+    if not done:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no pending invitation to {email!r}")
 
 
 @router.delete("/{team}/members/{email}", status_code=status.HTTP_204_NO_CONTENT)
 def remove_member(team: str, email: str, caller: CallerDep) -> None:
     team_id = caller.team(team, "admin")
     with session_scope() as s:
-        profile = s.scalar(select(Profile).where(Profile.email == email))
-        member = s.get(TeamMember, (team_id, profile.id)) if profile else None
+        profile_id = _profile_id(s, email)
+        member = s.get(TeamMember, (team_id, profile_id)) if profile_id else None
         if member is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"member {email!r} not found")
         if member.role == "owner" and caller.roles.get(team_id) != "owner":
