@@ -162,3 +162,22 @@ def test_every_command_has_help_with_an_example_and_no_markup() -> None:
         for markup in ("``", ":class:", ":func:", ":meth:", ".. "):
             assert markup not in text, f"{path} --help shows {markup!r}"
         assert parser.description, f"{path} --help has no description"
+
+
+def test_user_add_creates_or_links_a_profile_and_one_airflow_login_is_one_person(sqlite_url: str) -> None:
+    env = {"KIPU_DATABASE_URL": sqlite_url}
+    first = kipu("user", "add", "bo@acme.test", "--name", "Bo", env=env)
+    assert first.returncode == 0, first.stderr
+    again = kipu("user", "add", "bo@acme.test", "--airflow-user", "bo", env=env)
+    assert again.returncode == 0 and again.stdout == first.stdout  # the same profile, now with its login
+    taken = kipu("user", "add", "eve@evil.test", "--airflow-user", "bo", env=env)
+    assert taken.returncode != 0 and "Airflow user 'bo' is already the login of 'bo@acme.test'" in taken.stderr
+
+    from kipu.store.engine import reset_engines, session_scope
+    from kipu.store.models import Profile
+    from sqlalchemy import select
+
+    reset_engines()
+    with session_scope() as s:
+        rows = s.execute(select(Profile.email, Profile.name, Profile.airflow_username)).all()
+    assert [tuple(r) for r in rows] == [("bo@acme.test", "Bo", "bo")]

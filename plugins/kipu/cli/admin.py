@@ -132,6 +132,32 @@ def cmd_team_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_user_add(args: argparse.Namespace) -> int:
+    """Create a person's profile, or update its name and Airflow login; it joins teams by accepting invitations."""
+    from sqlalchemy import func, select
+
+    from kipu.store.accounts import get_or_create_profile
+    from kipu.store.engine import session_scope
+    from kipu.store.models import Profile
+
+    with session_scope() as session:
+        if args.airflow_user:
+            taken = session.scalar(
+                select(Profile.email).where(
+                    Profile.airflow_username == args.airflow_user, func.lower(Profile.email) != args.email.lower()
+                )
+            )
+            if taken is not None:
+                raise SystemExit(f"Airflow user {args.airflow_user!r} is already the login of {taken!r}")
+        profile = get_or_create_profile(session, args.email, args.name, airflow_username=args.airflow_user)
+        if args.name:
+            profile.name = args.name
+        if args.airflow_user:
+            profile.airflow_username = args.airflow_user
+        print(profile.id)
+    return 0
+
+
 def cmd_connection_add(args: argparse.Namespace) -> int:
     from kipu.store.accounts import find_team, upsert_connection
     from kipu.store.engine import session_scope
@@ -351,6 +377,13 @@ def register(sub: argparse._SubParsersAction, wf: argparse._SubParsersAction, co
     t.add_argument("--owner-airflow-user", help="the owner's Airflow username (answers approvals)")
     t.add_argument("--member", action="append", help="EMAIL[:ROLE], repeatable")
     t.set_defaults(fn=cmd_team_create)
+
+    user = sub.add_parser("user", help="people (profiles)").add_subparsers(dest="sub", required=True)
+    ua = user.add_parser("add", help="create or update a profile and print its id; teams invite it by e-mail")
+    ua.add_argument("email")
+    ua.add_argument("--name")
+    ua.add_argument("--airflow-user", help="their Airflow username: Kipu's pages and approvals use it")
+    ua.set_defaults(fn=cmd_user_add)
 
     c = conn.add_parser("add", help="add or update a connection and print its id")
     c.add_argument("--team", required=True)

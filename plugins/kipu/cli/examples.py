@@ -26,6 +26,7 @@ EXAMPLES: dict[str, str] = {
     "keys generate": "kipu keys generate >> .env   # then ENCRYPTION_KEY=<the key>",
     "keys rotate": 'ENCRYPTION_KEY="$NEW,$OLD" kipu keys rotate',
     "team create": "kipu team create Acme --slug acme --owner ana@acme.test --member bo@acme.test:admin",
+    "user add": "kipu user add bo@acme.test --name Bo --airflow-user bo",
     "connect bluesky": "BLUESKY_APP_PASSWORD=xxxx-xxxx kipu connect bluesky --team acme --handle ana.bsky.social",
     "connect start": "kipu connect start mastodon --team acme --instance mastodon.social",
     "connect finish": "kipu connect finish tiktok --state STATE --code CODE",
