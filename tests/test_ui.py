@@ -309,3 +309,73 @@ def test_a_media_preview_is_served_to_its_team_only(api: Any, people: dict[str, 
     assert get(api, f"/kipu/ui/media/{media_id}/content", "boss", people).status_code == 404
     page = get(api, "/kipu/ui/media?team=demo", "viewer", people)
     assert "p.png" in page.text and "24 bytes" in page.text and 'id="upload"' not in page.text  # a viewer cannot upload
+
+
+def test_an_invited_person_joins_from_the_page_and_nobody_else_can(api: Any, people: dict[str, str]) -> None:
+    from tests.api_helpers import token_for
+
+    owner = token_for("owner@demo.test")
+    made = api.post(
+        "/kipu/api/teams/demo/invitations", json={"email": "boss@other.test", "role": "viewer"}, headers=owner
+    )
+    assert made.status_code == 201, made.text
+    stranger = get(api, "/kipu/ui/workflows", "viewer", people)
+    assert "Invitations" not in stranger.text  # someone else's invitation is not shown
+    page = get(api, "/kipu/ui/workflows", "boss", people)
+    assert "Invitations" in page.text and ">Join</button>" in page.text and "Demo" in page.text
+    accept = page.text.split('action="/kipu/ui/invitations/')[1].split('"')[0]
+    token = page.text.split('name="csrf" value="')[1].split('"')[0]
+    # Another signed-in person posting the same answer with their own session's form token: the API refuses it.
+    from kipu.ui.session import csrf_token
+
+    theirs = csrf_token(people["viewer"])
+    api.cookies.set("_token", people["viewer"])
+    other = api.post(f"/kipu/ui/invitations/{accept}", data={"csrf": theirs}, follow_redirects=False)
+    assert other.status_code == 303 and "not+found" in other.headers["location"], other.headers
+    api.cookies.set("_token", people["boss"])
+    forged = api.post(f"/kipu/ui/invitations/{accept}", data={"csrf": "0" * 40}, follow_redirects=False)
+    assert forged.status_code == 403
+    done = api.post(f"/kipu/ui/invitations/{accept}", data={"csrf": token}, follow_redirects=False)
+    assert done.status_code == 303 and "team=demo" in done.headers["location"], done.headers
+    joined = get(api, "/kipu/ui/workflows?team=demo", "boss", people)
+    assert "kipu.demo.demo_crosspost" in joined.text and "Invitations" not in joined.text
+
+
+def test_the_team_page_invites_changes_roles_and_removes_through_the_api(api: Any, people: dict[str, str]) -> None:
+    from urllib.parse import unquote_plus
+
+    from kipu.ui.session import csrf_token
+
+    page = get(api, "/kipu/ui/team", "admin", people)
+    assert page.status_code == 200 and "viewer@demo.test" in page.text and ">Invite</button>" in page.text
+    csrf = csrf_token(people["admin"])
+
+    def post(path: str, **form: str) -> str:
+        resp = api.post(f"/kipu/ui/team/{path}?team=demo", data={"csrf": csrf, **form}, follow_redirects=False)
+        assert resp.status_code == 303, resp.text
+        return unquote_plus(resp.headers["location"])
+
+    assert "Invited new@demo.test" in post("invite", email="new@demo.test", role="member")
+    assert "new@demo.test" in get(api, "/kipu/ui/team", "admin", people).text.split("Pending invitations")[1]
+    assert "role: Input should be" in post("invite", email="x@demo.test", role="god")  # the API's words, on the page
+    assert "Revoked the invitation to new@demo.test" in post("invitations/revoke", email="new@demo.test")
+    assert "No pending invitations." in get(api, "/kipu/ui/team", "admin", people).text
+    assert "Role changed for viewer@demo.test" in post("members", email="viewer@demo.test", role="admin")
+    assert "keeps at least one owner" in post(
+        "members", email="owner@demo.test", role="viewer"
+    )  # a team keeps one owner
+    assert "Removed editor@demo.test" in post("members/remove", email="editor@demo.test")
+    members = get(api, "/kipu/ui/team", "viewer", people)  # now an admin
+    assert "editor@demo.test" not in members.text and ">Invite</button>" in members.text
+    with session_scope() as s:
+        from kipu.store.accounts import add_member, find_team
+
+        add_member(s, find_team(s, "demo"), get_or_create_profile(s, "boss@other.test"), "viewer")
+    seen = get(api, "/kipu/ui/team?team=demo", "boss", people)
+    assert "owner@demo.test" in seen.text and "<button" not in seen.text.replace("<button>Go</button>", "")
+    refused = api.post(
+        "/kipu/ui/team/invite?team=demo",
+        data={"csrf": csrf_token(people["boss"]), "email": "a@b.c", "role": "viewer"},
+        follow_redirects=False,
+    )
+    assert "needs the admin role" in unquote_plus(refused.headers["location"])

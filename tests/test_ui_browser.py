@@ -23,12 +23,13 @@ from tests.tenant.conftest import Server, free_port, served_store, start, stop  
 pytestmark = pytest.mark.slow
 # Where screenshots go: tests/.artifacts/ui (ignored by git); KIPU_UI_SHOTS=docs/ui refreshes the ones docs/ui.md shows.
 SHOTS = Path(os.environ.get("KIPU_UI_SHOTS") or REPO / "tests" / ".artifacts" / "ui")
-PASSWORDS = {"admin": "admin-pass-1", "viewer": "viewer-pass-1"}
+PASSWORDS = {"admin": "admin-pass-1", "viewer": "viewer-pass-1", "newbie": "newbie-pass-1"}
 
 
 @pytest.fixture(scope="module")
 def ui_server(airflow_db: Path, served_store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:  # noqa: F811
-    """``airflow api-server`` with two Airflow users: admin (demo's owner) and viewer (demo's viewer)."""
+    """``airflow api-server`` with three Airflow users: admin (demo's owner), viewer (demo's viewer) and newbie (in
+    no team yet)."""
     from kipu.store.accounts import find_team, get_or_create_profile
     from kipu.store.engine import session_scope
     from kipu.store.models import Post, Workflow
@@ -38,6 +39,7 @@ def ui_server(airflow_db: Path, served_store: str, tmp_path_factory: pytest.Temp
 
     with session_scope() as s:
         get_or_create_profile(s, "viewer@demo.test").airflow_username = "viewer"
+        get_or_create_profile(s, "newbie@demo.test", "Newbie").airflow_username = "newbie"
         wf = save_workflow(s, demo_doc())
         other = find_team(s, "other")
         s.add(
@@ -105,7 +107,7 @@ def ui_server(airflow_db: Path, served_store: str, tmp_path_factory: pytest.Temp
         "KIPU_MASTODON_REDIRECT_URI": f"{base}/kipu/api/auth/callback/mastodon",
         **os.environ,
         "KIPU_DATABASE_URL": served_store,
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer,newbie:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
     }
     cmd = [sys.executable, "-m", "airflow", "api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1"]
@@ -232,6 +234,42 @@ def test_an_owner_signs_in_once_and_works_in_kipus_pages(ui_server: Server) -> N
         driver.quit()
 
 
+def test_an_owner_invites_and_the_invitee_joins_on_their_own_page(ui_server: Server) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    owner, newbie = browser(), browser()
+    try:
+        sign_in(newbie, ui_server, "newbie")
+        assert "is in no Kipu team yet" in newbie.page_source and "Invitations" not in newbie.page_source
+        sign_in(owner, ui_server, "admin", "/kipu/ui/team")
+        owner.find_element(By.ID, "invite-email").send_keys("newbie@demo.test")
+        Select(owner.find_element(By.ID, "invite-role")).select_by_value("member")
+        owner.find_element(By.XPATH, "//button[text()='Invite']").click()
+        wait_for(owner, lambda d: "Invited newbie@demo.test." in d.page_source, "the invitation to be confirmed")
+        assert (
+            "newbie@demo.test"
+            in owner.find_element(By.XPATH, "//h2[text()='Pending invitations']/following::table").text
+        )
+        shot(owner, "team")
+
+        newbie.get(ui_server.url + "/kipu/ui/workflows")
+        assert "Invitations" in newbie.page_source and "kipu.demo.demo_crosspost" not in newbie.page_source
+        newbie.find_element(By.XPATH, "//button[text()='Join']").click()
+        wait_for(newbie, lambda d: "You joined demo as member." in d.page_source, "joining to be confirmed")
+        assert "kipu.demo.demo_crosspost" in newbie.page_source and "Invitations" not in newbie.page_source
+
+        owner.get(ui_server.url + "/kipu/ui/team?team=demo")
+        assert "No pending invitations." in owner.page_source
+        row = owner.find_element(By.XPATH, "//td[text()='newbie@demo.test']/..")
+        assert "member" in row.text
+        row.find_element(By.XPATH, ".//button[text()='Remove']").click()
+        wait_for(owner, lambda d: "Removed newbie@demo.test." in d.page_source, "the removal to be confirmed")
+    finally:
+        owner.quit()
+        newbie.quit()
+
+
 def test_a_viewer_sees_no_edit_controls(ui_server: Server) -> None:
     from selenium.webdriver.common.by import By
 
@@ -239,7 +277,7 @@ def test_a_viewer_sees_no_edit_controls(ui_server: Server) -> None:
     try:
         sign_in(driver, ui_server, "viewer")
         assert "kipu.demo.demo_crosspost" in driver.page_source
-        for page in ("workflows", "posts", "connections"):
+        for page in ("workflows", "posts", "connections", "team"):
             driver.get(f"{ui_server.url}/kipu/ui/{page}?team=demo")
             buttons = [b.text for b in driver.find_elements(By.TAG_NAME, "button") if b.text not in ("Filter", "Go")]
             assert buttons == [], (page, buttons)
@@ -255,7 +293,7 @@ def test_pages_fit_a_phones_width_with_labels_and_visible_focus(ui_server: Serve
     driver = browser(390, 844)
     try:
         sign_in(driver, ui_server, "admin", "/kipu/ui/posts")
-        for page in ("workflows", "posts", "calendar", "approvals", "connections", "media"):
+        for page in ("workflows", "posts", "calendar", "approvals", "connections", "media", "team"):
             driver.get(f"{ui_server.url}/kipu/ui/{page}?team=demo")
             overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 1, f"{page} is {overflow}px wider than a phone's screen"

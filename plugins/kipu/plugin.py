@@ -9,6 +9,7 @@ from typing import Any
 from airflow.plugins_manager import AirflowPlugin
 
 from kipu.api.access_log import RedactTokensInQuery
+from kipu.ui.layout import PAGES
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +74,7 @@ class KipuPlugin(AirflowPlugin):
     external_views = [
         *(
             {"name": label, "href": f"/kipu/ui/{key}", "url_route": f"kipu-{key}", "category": "Kipu"}
-            for key, label in (
-                ("workflows", "Workflows"),
-                ("posts", "Posts"),
-                ("approvals", "Approvals"),
-                ("connections", "Connections"),
-                ("media", "Media"),
-            )
+            for key, label in PAGES
         ),
         {"name": "Kipu", "href": "/kipu/ui/dag?dag_id={DAG_ID}", "destination": "dag", "url_route": "kipu"},
         {

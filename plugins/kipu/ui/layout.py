@@ -13,8 +13,10 @@ PAGES = (
     ("approvals", "Approvals"),
     ("connections", "Connections"),
     ("media", "Media"),
+    ("team", "Team"),
 )
 CSS = """
+.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%);white-space:nowrap}
 *{box-sizing:border-box}body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1b1f24;background:#fff}
 header{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:center;padding:.6rem 1rem;border-bottom:1px solid #d0d7de}
 header strong{margin-right:.5rem}nav a{margin-right:.8rem;color:#0b5cad;text-decoration:none}

@@ -169,11 +169,13 @@ async def workflows(request: Request) -> Response:
     ctx = await context(request)
     if isinstance(ctx, Response):
         return ctx
+    invited = await _invitations(ctx)
     if ctx.team is None:
-        return ctx.render("Workflows", f"<p>Your Airflow user <b>{e(ctx.user)}</b> is in no Kipu team yet.</p>")
+        alone = f"<p>Your Airflow user <b>{e(ctx.user)}</b> is in no Kipu team yet.</p>"
+        return ctx.render("Workflows", invited + alone)
     code, rows = await ctx.api("GET", "/workflows", params={"team": ctx.team})
     if code != 200:
-        return ctx.render("Workflows", "", "workflows")
+        return ctx.render("Workflows", invited, "workflows")
     _, acts = await ctx.api("GET", "/workflows/activity", params={"team": ctx.team})
     activity = {a["workflow_id"]: a for a in acts or []}
     edit = ctx.may("member")
@@ -214,10 +216,47 @@ async def workflows(request: Request) -> Response:
         "File",
         "Actions" if edit else "",
     ]
-    body = table(headers, lines, "No workflows yet.")
+    body = invited + table(headers, lines, "No workflows yet.")
     if edit:
         body += f'<p><a href="/kipu/ui/workflows/new?team={e(ctx.team)}">Import a workflow…</a></p>'
     return ctx.render("Workflows", body, "workflows")
+
+
+async def _invitations(ctx: Ctx) -> str:
+    """The teams inviting this person, each with Join and Decline; nothing when there are none."""
+    code, rows = await ctx.api("GET", "/invitations")
+    if code != 200 or not rows:
+        return ""
+    lines = [
+        [
+            f"{e(i['team_name'])} <span class=muted>({e(i['team'])})</span>",
+            e(i["role"]),
+            e(i["expires_at"][:16].replace("T", " ")),
+            button_form(f"/kipu/ui/invitations/{i['id']}/accept", "Join", ctx.csrf)
+            + button_form(f"/kipu/ui/invitations/{i['id']}/decline", "Decline", ctx.csrf, danger=True),
+        ]
+        for i in rows
+    ]
+    return "<h2>Invitations</h2>" + table(["Team", "Role", "Expires (UTC)", ""], lines, "")
+
+
+@router.post("/invitations/{invitation_id}/{answer}")
+async def answer_invitation(request: Request, invitation_id: uuid.UUID, answer: str) -> Response:
+    got = await posted(request)
+    if isinstance(got, Response):
+        return got
+    ctx, _ = got
+    if answer not in ("accept", "decline"):
+        return HTMLResponse(f"unknown answer {answer!r}", status_code=404)
+    if answer == "decline":
+        code, body = await ctx.api("DELETE", f"/invitations/{invitation_id}")
+        return _back(
+            "workflows", ctx.team, **({"msg": "Invitation declined."} if code < 300 else {"err": _detail(body)})
+        )
+    code, body = await ctx.api("POST", f"/invitations/{invitation_id}/accept")
+    if code >= 300:
+        return _back("workflows", ctx.team, err=_detail(body))
+    return _back("workflows", body["team"], msg=f"You joined {body['team']} as {body['role']}.")
 
 
 EDITOR_JS = """
@@ -389,6 +428,108 @@ async def workflow_action(request: Request, workflow_id: uuid.UUID, action: str)
     code, body = await ctx.api("POST", f"/workflows/{workflow_id}/{action}")
     done = {"activate": "activated", "pause": "paused", "duplicate": "duplicated"}[action]
     return _back("workflows", ctx.team, **({"msg": f"Workflow {done}."} if code < 300 else {"err": _detail(body)}))
+
+
+# -- team ---------------------------------------------------------------------------------------------------------
+ROLE_CHOICES = ("viewer", "member", "admin", "owner")
+
+
+def _role_select(field_id: str, chosen: str, owner: bool) -> str:
+    """A role picker; only an owner is offered ownership to grant."""
+    options = "".join(
+        f'<option value="{r}"{" selected" if r == chosen else ""}>{r}</option>'
+        for r in ROLE_CHOICES
+        if owner or r != "owner" or chosen == "owner"
+    )
+    return f'<select id="{e(field_id)}" name="role">{options}</select>'
+
+
+@router.get("/team")
+async def team_page(request: Request) -> Response:
+    """The team's members; admins change roles, remove members, invite by e-mail and revoke invitations."""
+    ctx = await team_context(request, "Team", "team")
+    if isinstance(ctx, Response):
+        return ctx
+    _, members = await ctx.api("GET", f"/teams/{ctx.team}/members")
+    admin, owner = ctx.may("admin"), ctx.may("owner")
+    lines = []
+    for n, m in enumerate(members or []):
+        act = ""
+        if admin:
+            act = (
+                f'<form method="post" action="/kipu/ui/team/members?team={e(ctx.team)}" class="inline">'
+                f'<input type="hidden" name="csrf" value="{e(ctx.csrf)}">'
+                f'<input type="hidden" name="email" value="{e(m["email"])}">'
+                f'<label for="role-{n}" class="sr">Role of {e(m["email"])}</label>'
+                f"{_role_select(f'role-{n}', m['role'], owner)} <button>Change role</button></form> "
+                + button_form(
+                    f"/kipu/ui/team/members/remove?team={ctx.team}",
+                    "Remove",
+                    ctx.csrf,
+                    danger=True,
+                    fields={"email": m["email"] or ""},
+                )
+            )
+        lines.append([e(m["email"]), e(m["name"] or ""), e(m["role"]), act])
+    body = table(["E-mail", "Name", "Role", ""], lines, "No members.")
+    if admin:
+        _, pending = await ctx.api("GET", f"/teams/{ctx.team}/invitations")
+        rows = [
+            [
+                e(i["email"]),
+                e(i["role"]),
+                e(i["expires_at"][:16].replace("T", " ")),
+                button_form(
+                    f"/kipu/ui/team/invitations/revoke?team={ctx.team}",
+                    "Revoke",
+                    ctx.csrf,
+                    danger=True,
+                    fields={"email": i["email"]},
+                ),
+            ]
+            for i in pending or []
+        ]
+        body += "<h2>Pending invitations</h2>" + table(
+            ["E-mail", "Role", "Expires (UTC)", ""], rows, "No pending invitations."
+        )
+        body += (
+            f'<h2>Invite someone</h2><form method="post" action="/kipu/ui/team/invite?team={e(ctx.team)}"'
+            f' class="filters"><input type="hidden" name="csrf" value="{e(ctx.csrf)}">'
+            '<div><label for="invite-email">E-mail</label><input id="invite-email" name="email" type="email" required'
+            ' maxlength="320"></div>'
+            f'<div><label for="invite-role">Role</label>{_role_select("invite-role", "member", owner)}</div>'
+            "<div><button>Invite</button></div></form>"
+            "<p class=muted>They join when they accept: on their Workflows page, or with the API.</p>"
+        )
+    return ctx.render("Team", body, "team")
+
+
+@router.post("/team/{action}")
+@router.post("/team/{action}/{what}")
+async def team_action(request: Request, action: str, what: str = "") -> Response:
+    got = await posted(request)
+    if isinstance(got, Response):
+        return got
+    ctx, form = got
+    email, role = form.get("email", ""), form.get("role", "")
+    quoted = quote(email, safe="")
+    calls = {
+        ("invite", ""): ("POST", f"/teams/{ctx.team}/invitations", {"email": email, "role": role}, "Invited"),
+        ("members", ""): ("PUT", f"/teams/{ctx.team}/members", {"email": email, "role": role}, "Role changed for"),
+        ("members", "remove"): ("DELETE", f"/teams/{ctx.team}/members/{quoted}", None, "Removed"),
+        ("invitations", "revoke"): (
+            "DELETE",
+            f"/teams/{ctx.team}/invitations/{quoted}",
+            None,
+            "Revoked the invitation to",
+        ),
+    }
+    call = calls.get((action, what))
+    if call is None or ctx.team is None:
+        return HTMLResponse("unknown team action", status_code=404)
+    method, path, body, done = call
+    code, answer = await ctx.api(method, path, **({"json": body} if body is not None else {}))
+    return _back("team", ctx.team, **({"msg": f"{done} {email}."} if code < 300 else {"err": _detail(answer)}))
 
 
 # -- posts ----------------------------------------------------------------------------------------------------------
