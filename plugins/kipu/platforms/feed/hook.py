@@ -54,7 +54,7 @@ def small_int(value: Any) -> int | None:
     return int(text) if text.isascii() and text.isdecimal() and len(text) <= 15 else None
 
 
-def each_entry(entries: Iterable[Any], build: Callable[[Any], T | None]) -> list[T]:
+def each_entry(entries: Iterable[Any], build: Callable[[Any], T | None], source: str = "feed") -> list[T]:
     """Every entry that makes an item; one malformed entry is skipped (and logged), never the whole feed."""
     items: list[T] = []
     skipped = 0
@@ -67,7 +67,7 @@ def each_entry(entries: Iterable[Any], build: Callable[[Any], T | None]) -> list
         if item is not None:
             items.append(item)
     if skipped:
-        log.warning("feed: %d malformed entries skipped", skipped)
+        log.warning("%s: %d malformed entries skipped", source, skipped)
     return items
 
 

@@ -22,7 +22,7 @@ def feed_entries(data: bytes) -> list[tuple[str | None, ContentItem]]:
     parsed = feedparser.parse(data)
     if parsed.bozo and not parsed.entries:
         raise FeedError(f"youtube: not a readable channel feed: {parsed.get('bozo_exception')}")
-    out = each_entry(parsed.entries, _entry)
+    out = each_entry(parsed.entries, _entry, "youtube")
     return sorted(out, key=lambda pair: pair[1].published_at or datetime.min.replace(tzinfo=UTC))
 
 
