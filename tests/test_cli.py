@@ -181,3 +181,25 @@ def test_user_add_creates_or_links_a_profile_and_one_airflow_login_is_one_person
     with session_scope() as s:
         rows = s.execute(select(Profile.email, Profile.name, Profile.airflow_username)).all()
     assert [tuple(r) for r in rows] == [("bo@acme.test", "Bo", "bo")]
+
+
+def test_user_add_treats_emails_in_any_case_as_one_person_and_lists_their_teams(sqlite_url: str) -> None:
+    env = {"KIPU_DATABASE_URL": sqlite_url}
+    assert kipu("user", "add", "Bo@acme.test", "--airflow-user", "bo", env=env).returncode == 0
+    again = kipu("user", "add", "bo@acme.test", "--airflow-user", "bo", "--name", "Bo", env=env)
+    assert again.returncode == 0, again.stderr
+    made = kipu(
+        "team", "create", "Acme", "--slug", "acme", "--owner", "ana@acme.test", "--member", "Bo@acme.test", env=env
+    )
+    assert made.returncode == 0, made.stderr
+    listed = kipu("user", "add", "BO@ACME.TEST", env=env)
+    assert listed.returncode == 0 and "Bo@acme.test is a member of: acme (member)" in listed.stderr
+
+    from kipu.store.engine import reset_engines, session_scope
+    from kipu.store.models import Profile
+    from sqlalchemy import select
+
+    reset_engines()
+    with session_scope() as s:
+        rows = s.execute(select(Profile.email, Profile.name, Profile.airflow_username).order_by(Profile.email)).all()
+    assert [tuple(r) for r in rows] == [("Bo@acme.test", "Bo", "bo"), ("ana@acme.test", "ana", None)]

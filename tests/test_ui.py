@@ -379,3 +379,23 @@ def test_the_team_page_invites_changes_roles_and_removes_through_the_api(api: An
         follow_redirects=False,
     )
     assert "needs the admin role" in unquote_plus(refused.headers["location"])
+
+
+def test_a_page_action_never_falls_back_to_another_team(api: Any, people: dict[str, str]) -> None:
+    from kipu.store.accounts import add_member, find_team
+    from kipu.ui.session import csrf_token
+
+    with session_scope() as s:  # viewer is also a member of boss's team
+        add_member(s, find_team(s, "other"), get_or_create_profile(s, "viewer@demo.test"), "member")
+    api.cookies.clear()
+    api.cookies.set("_token", people["boss"])
+    form = {"csrf": csrf_token(people["boss"]), "email": "viewer@demo.test"}
+    refused = api.post("/kipu/ui/team/members/remove?team=demo", data=form, follow_redirects=False)
+    assert refused.status_code == 404 and "not in team 'demo'" in refused.text
+    unnamed = api.post("/kipu/ui/team/members/remove", data=form, follow_redirects=False)
+    assert unnamed.status_code == 404
+    with session_scope() as s:
+        from kipu.store.models import TeamMember
+
+        team_id = find_team(s, "other").id
+        assert len(s.scalars(select(TeamMember).where(TeamMember.team_id == team_id)).all()) == 2

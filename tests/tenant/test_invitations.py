@@ -153,3 +153,57 @@ def test_a_team_holds_a_bounded_number_of_pending_invitations(api, roles: dict) 
         f"{API}/teams/demo/invitations", json={"email": "p0@x.test", "role": "member"}, headers=roles["owner"]
     )
     assert renew.status_code == 201 and renew.json()["role"] == "member"  # renewing is not a new one
+
+
+def test_two_invitations_at_once_to_one_email_make_one_and_no_500(pg_demo_team: dict, monkeypatch) -> None:
+    import threading
+    import time
+
+    from fastapi.testclient import TestClient
+    from kipu.api.app import create_app
+    from kipu.store import invitations
+
+    real = invitations.check
+    monkeypatch.setattr(invitations, "check", lambda *a, **k: (time.sleep(0.5), real(*a, **k))[1])
+    app, owner, codes = create_app(), token_for("owner@demo.test"), []
+
+    def invite() -> None:
+        with TestClient(app, raise_server_exceptions=False) as c:
+            body = {"email": "new@x.test", "role": "viewer"}
+            codes.append(c.post("/api/teams/demo/invitations", json=body, headers=owner).status_code)
+
+    threads = [threading.Thread(target=invite) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codes == [201, 201]
+    with session_scope() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(TeamInvitation)) == 1
+
+
+def test_members_with_non_ascii_emails_are_found_in_any_case(api, roles: dict) -> None:
+    with session_scope() as s:
+        team = find_team(s, "demo")
+        add_member(s, team, get_or_create_profile(s, "İnci@demo.test"), "viewer")
+        add_member(s, team, get_or_create_profile(s, "Élise@demo.test"), "viewer")
+    for email in ("İnci@demo.test", "élise@demo.test"):
+        put = api.put(f"{API}/teams/demo/members", json={"email": email, "role": "member"}, headers=roles["owner"])
+        assert put.status_code == 200, (email, put.text)
+        again = api.post(
+            f"{API}/teams/demo/invitations", json={"email": email, "role": "member"}, headers=roles["owner"]
+        )
+        assert again.status_code == 409, email
+    assert api.delete(f"{API}/teams/demo/members/ÉLISE@demo.test", headers=roles["owner"]).status_code == 204
+    assert "Élise@demo.test" not in _members(api, roles)
+
+
+def test_a_member_is_found_by_email_in_python_on_both_stores(store_url: str) -> None:
+    from kipu.store.accounts import get_or_create_team
+    from kipu.store.invitations import member_by_email
+
+    with session_scope() as s:
+        owner = get_or_create_profile(s, "Élise@x.test")
+        team = get_or_create_team(s, "X", owner, "x")
+        assert member_by_email(s, team.id, "élise@X.test") is not None  # SQLite's lower() knows ASCII only
+        assert member_by_email(s, team.id, "elise@x.test") is None

@@ -134,26 +134,40 @@ def cmd_team_create(args: argparse.Namespace) -> int:
 
 def cmd_user_add(args: argparse.Namespace) -> int:
     """Create a person's profile, or update its name and Airflow login; it joins teams by accepting invitations."""
-    from sqlalchemy import func, select
+    from sqlalchemy import select
 
     from kipu.store.accounts import get_or_create_profile
     from kipu.store.engine import session_scope
-    from kipu.store.models import Profile
+    from kipu.store.invitations import normal_email
+    from kipu.store.models import Profile, Team, TeamMember
 
+    wanted = normal_email(args.email)
     with session_scope() as session:
+        # E-mails compare as invitations compare them: Bo@x and bo@x are one person.
+        same = [p for p in session.scalars(select(Profile)) if p.email and normal_email(p.email) == wanted]
+        if len(same) > 1:
+            raise SystemExit(f"{len(same)} profiles have the e-mail {wanted!r}: {', '.join(p.email for p in same)}")
         if args.airflow_user:
             taken = session.scalar(
-                select(Profile.email).where(
-                    Profile.airflow_username == args.airflow_user, func.lower(Profile.email) != args.email.lower()
-                )
+                select(Profile.email)
+                .where(Profile.airflow_username == args.airflow_user)
+                .where(Profile.id != (same[0].id if same else None))
             )
             if taken is not None:
                 raise SystemExit(f"Airflow user {args.airflow_user!r} is already the login of {taken!r}")
-        profile = get_or_create_profile(session, args.email, args.name, airflow_username=args.airflow_user)
+        profile = same[0] if same else get_or_create_profile(session, args.email, args.name)
         if args.name:
             profile.name = args.name
         if args.airflow_user:
             profile.airflow_username = args.airflow_user
+        teams = session.execute(
+            select(Team.slug, TeamMember.role)
+            .join(TeamMember, TeamMember.team_id == Team.id)
+            .where(TeamMember.user_id == profile.id)
+        ).all()
+        if teams:  # an existing profile may have been put in teams before invitations existed: say which
+            listed = ", ".join(f"{slug} ({role})" for slug, role in sorted(teams))
+            print(f"{profile.email} is a member of: {listed}", file=sys.stderr)
         print(profile.id)
     return 0
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from kipu.billing.plans import check
 from kipu.config import env_number
 from kipu.store.accounts import ROLE_RANK, ROLES, add_member
-from kipu.store.models import Team, TeamInvitation, TeamMember
+from kipu.store.models import Profile, Team, TeamInvitation, TeamMember
 
 MAX_PENDING = 50  # per team: a team cannot fill strangers' invitation lists
 
@@ -29,10 +29,24 @@ def normal_email(email: str) -> str:
     return email.strip().lower()
 
 
+def member_by_email(session: Session, team_id: uuid.UUID, email: str) -> TeamMember | None:
+    """The team's member with this e-mail, compared in Python as invitations are (a database's ``lower`` is not
+    Python's, and SQLite's knows ASCII only); a team's members are few."""
+    wanted = normal_email(email)
+    rows = session.execute(
+        select(TeamMember, Profile.email)
+        .join(Profile, Profile.id == TeamMember.user_id)
+        .where(TeamMember.team_id == team_id)
+    )
+    return next((m for m, e in rows if e and normal_email(e) == wanted), None)
+
+
 def invite(session: Session, team_id: uuid.UUID, email: str, role: str, invited_by: uuid.UUID) -> TeamInvitation:
-    """Create or renew (new role, new expiry) the team's invitation to ``email``."""
+    """Create or renew (new role, new expiry) the team's invitation to ``email``. The team's row is locked first, so
+    two invitations at once neither collide nor pass the limits together."""
     if role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    session.execute(select(Team.id).where(Team.id == team_id).with_for_update())
     now = datetime.now(UTC)
     session.execute(delete(TeamInvitation).where(TeamInvitation.team_id == team_id, TeamInvitation.expires_at <= now))
     email = normal_email(email)
@@ -100,8 +114,6 @@ def mine(session: Session, invitation_id: uuid.UUID, email: str | None) -> TeamI
 
 def accept(session: Session, inv: TeamInvitation, profile_id: uuid.UUID) -> TeamMember | None:
     """Make the invitation a membership (an existing one keeps the higher role); None if it no longer holds."""
-    from kipu.store.models import Profile
-
     team = session.get(Team, inv.team_id)
     profile = session.get(Profile, profile_id)
     offered = _still_offered(session, inv)

@@ -142,6 +142,9 @@ async def posted(request: Request) -> tuple[Ctx, dict[str, str]] | Response:
     form = await _form(request)
     if form is None:
         return HTMLResponse("refused: the form is stale or not from this session", status_code=403)
+    named = request.query_params.get("team")
+    if named is not None and named != ctx.team:  # a page shows a fallback team; an action never falls back
+        return HTMLResponse(f"refused: you are not in team {named!r} (any more)", status_code=404)
     return ctx, form
 
 
@@ -525,7 +528,7 @@ async def team_action(request: Request, action: str, what: str = "") -> Response
         ),
     }
     call = calls.get((action, what))
-    if call is None or ctx.team is None:
+    if call is None or request.query_params.get("team") is None:
         return HTMLResponse("unknown team action", status_code=404)
     method, path, body, done = call
     code, answer = await ctx.api(method, path, **({"json": body} if body is not None else {}))

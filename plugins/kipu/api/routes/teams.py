@@ -9,7 +9,7 @@ from typing import Literal
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from kipu.api.auth import Caller, CallerDep
 from kipu.billing.plans import billing_enabled, effective_plan
@@ -122,8 +122,10 @@ def _owners(s, team_id: uuid.UUID) -> int:  # type: ignore[no-untyped-def]
     return len(s.scalars(select(TeamMember).where(TeamMember.team_id == team_id, TeamMember.role == "owner")).all())
 
 
-def _profile_id(s, email: str) -> uuid.UUID | None:  # type: ignore[no-untyped-def]
-    return s.scalar(select(Profile.id).where(func.lower(Profile.email) == invitations.normal_email(email)))
+def _member(s, team_id: uuid.UUID, email: str) -> TeamMember | None:  # type: ignore[no-untyped-def]
+    """The team's member with this e-mail, compared as invitations compare it (in Python: a database's ``lower``
+    differs from Python's, and SQLite's knows ASCII only)."""
+    return invitations.member_by_email(s, team_id, email)
 
 
 def _may_grant(caller: Caller, team_id: uuid.UUID, role: str, current: str | None) -> None:
@@ -140,8 +142,7 @@ def put_member(team: str, body: MemberBody, caller: CallerDep) -> MemberOut:
     """Change a member's role. Someone not in the team is invited instead, and joins by accepting."""
     team_id = caller.team(team, "admin")
     with session_scope() as s:
-        profile_id = _profile_id(s, body.email)
-        current = s.get(TeamMember, (team_id, profile_id)) if profile_id else None
+        current = _member(s, team_id, body.email)
         if current is None:
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND,
@@ -150,7 +151,7 @@ def put_member(team: str, body: MemberBody, caller: CallerDep) -> MemberOut:
         _may_grant(caller, team_id, body.role, current.role)
         if current.role == "owner" and body.role != "owner" and _owners(s, team_id) == 1:
             raise HTTPException(status.HTTP_409_CONFLICT, "a team keeps at least one owner")
-        profile = s.get(Profile, profile_id)
+        profile = s.get(Profile, current.user_id)
         add_member(s, s.get(Team, team_id), profile, body.role)  # type: ignore[arg-type]
         return MemberOut(email=profile.email, name=profile.name, role=body.role)  # type: ignore[union-attr]
 
@@ -167,8 +168,7 @@ def invite(team: str, body: MemberBody, caller: CallerDep) -> InvitationOut:
     team_id = caller.team(team, "admin")
     _may_grant(caller, team_id, body.role, None)
     with session_scope() as s:
-        profile_id = _profile_id(s, body.email)
-        if profile_id is not None and s.get(TeamMember, (team_id, profile_id)) is not None:
+        if _member(s, team_id, body.email) is not None:
             raise HTTPException(
                 status.HTTP_409_CONFLICT,
                 f"{body.email!r} is already a member; change the role with PUT /kipu/api/teams/{team}/members",
@@ -203,8 +203,7 @@ def revoke_invitation(team: str, email: str, caller: CallerDep) -> None:
 def remove_member(team: str, email: str, caller: CallerDep) -> None:
     team_id = caller.team(team, "admin")
     with session_scope() as s:
-        profile_id = _profile_id(s, email)
-        member = s.get(TeamMember, (team_id, profile_id)) if profile_id else None
+        member = _member(s, team_id, email)
         if member is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"member {email!r} not found")
         if member.role == "owner" and caller.roles.get(team_id) != "owner":
