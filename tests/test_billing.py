@@ -3,6 +3,7 @@ local fake of Stripe's API and webhooks signed the way Stripe signs them."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,8 +12,9 @@ import pytest
 from kipu.billing.plans import PlanLimitReached, effective_plan
 from kipu.store.accounts import find_team, upsert_connection
 from kipu.store.engine import session_scope
-from kipu.store.models import BillingEvent, NotificationEvent, Team
-from sqlalchemy import select
+from kipu.store.models import BillingEvent, NotificationEvent, Team, Workflow
+from kipu.store.workflows import save_workflow
+from sqlalchemy import func, select
 
 from tests.fakes.stripe_server import StripeServer, event, signed, subscription
 from tests.helpers import demo_doc
@@ -184,3 +186,104 @@ def test_stripe_refusals_are_named_not_5xx_crashes(
     assert unset.status_code == 409 and "STRIPE_PRICE_BUSINESS is not set" in unset.json()["detail"]
     no_customer = api.post(f"{API}/teams/demo/billing/portal", headers=roles["owner"])
     assert no_customer.status_code == 409
+
+
+def test_two_activations_at_once_cannot_both_take_the_last_active_workflow(
+    api: Any, roles: dict, stripe_fake: StripeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kipu.billing import plans
+
+    with session_scope() as s:
+        find_team(s, "demo").plan_limits = {"active_workflows": 1}
+        ids = [save_workflow(s, demo_doc(slug=f"race-{i}", status="paused")).id for i in range(2)]
+    barrier = threading.Barrier(2, timeout=3)
+    real_used = plans.used
+
+    def used(session: Any, team_id: Any, limit: str, now: Any = None) -> int:
+        n = real_used(session, team_id, limit, now)
+        if limit == "active_workflows":
+            try:
+                barrier.wait()  # both requests have counted before either commits
+            except threading.BrokenBarrierError:
+                pass  # one waited on a lock instead: fine
+        return n
+
+    monkeypatch.setattr(plans, "used", used)
+    codes: list[int] = []
+
+    def activate(wf_id: Any) -> None:
+        codes.append(api.post(f"{API}/workflows/{wf_id}/activate", headers=roles["member"]).status_code)
+
+    threads = [threading.Thread(target=activate, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    with session_scope() as s:
+        active = s.scalar(
+            select(func.count()).where(Workflow.team_id == find_team(s, "demo").id, Workflow.status == "active")
+        )
+    assert sorted(codes) == [200, 402], codes
+    assert active == 1
+
+
+def test_a_paying_team_cannot_check_out_twice_and_an_old_subscription_never_ends_the_new_one(
+    api: Any, roles: dict, stripe_fake: StripeServer
+) -> None:
+    # Two checkouts started in two tabs before either is paid: both complete, so two live subscriptions.
+    pro = api.post(f"{API}/teams/demo/billing/checkout", json={"plan": "pro"}, headers=roles["owner"])
+    business = api.post(f"{API}/teams/demo/billing/checkout", json={"plan": "business"}, headers=roles["owner"])
+    assert pro.status_code == business.status_code == 200
+    assert hook(api, stripe_fake.complete(pro.json()["id"], created=1_000)).json()["outcome"] == "applied"
+    old_sub = team_row().billing_subscription_id
+    assert hook(api, stripe_fake.complete(business.json()["id"], created=2_000)).json()["outcome"] == "applied"
+    team = team_row()
+    assert team.plan == "business" and team.billing_subscription_id != old_sub  # the newer checkout's
+    # Cancelling the old one in the portal, or its failed invoice, must not take the paid business plan away.
+    old = subscription(old_sub, team.billing_customer_id, "price_pro", "canceled", str(team.id))
+    assert hook(api, event("customer.subscription.deleted", old, 3_000)).json()["outcome"] == "ignored"
+    invoice = {"id": "in_old", "customer": team.billing_customer_id, "subscription": old_sub}
+    assert hook(api, event("invoice.payment_failed", invoice, 3_100)).json()["outcome"] == "ignored"
+    team = team_row()
+    assert (team.plan, team.billing_status) == ("business", "active")
+    # Now paying: a third checkout is refused, and the portal is the way to change plans.
+    third = api.post(f"{API}/teams/demo/billing/checkout", json={"plan": "pro"}, headers=roles["owner"])
+    assert third.status_code == 409 and "billing portal" in third.json()["detail"]
+
+
+def test_an_unpaid_checkout_does_not_grant_the_paid_plan(api: Any, roles: dict, stripe_fake: StripeServer) -> None:
+    """A delayed payment method completes the Checkout Session with payment_status "unpaid"; the plan must wait for
+    the payment (async_payment_succeeded / the subscription becoming active)."""
+    made = api.post(f"{API}/teams/demo/billing/checkout", json={"plan": "business"}, headers=roles["owner"])
+    done = stripe_fake.complete(made.json()["id"], created=1_000)
+    done["data"]["object"]["payment_status"] = "unpaid"
+    hook(api, done)
+    assert team_row().plan != "business" and team_row().billing_subscription_id is not None
+    paid = event(
+        "checkout.session.async_payment_succeeded", {**done["data"]["object"], "payment_status": "paid"}, 2_000
+    )
+    assert hook(api, paid).json()["outcome"] == "applied"
+    assert (team_row().plan, team_row().billing_status) == ("business", "active")
+
+
+def test_checkout_return_urls_stay_on_kipu(api: Any, roles: dict, stripe_fake: StripeServer) -> None:
+    """success_url / cancel_url (and the portal's return_url) take any http(s) host: a checkout.stripe.com link that
+    lands on any site."""
+    out = api.post(
+        f"{API}/teams/demo/billing/checkout",
+        json={"plan": "pro", "success_url": "https://evil.example/login", "cancel_url": "http://evil.example/"},
+        headers=roles["owner"],
+    )
+    assert out.status_code == 422, out.text
+    assert {d["loc"][-1] for d in out.json()["detail"]} == {"success_url", "cancel_url"}
+    assert "must be a page of this Kipu" in out.text
+    ours = api.post(
+        f"{API}/teams/demo/billing/checkout",
+        json={"plan": "pro", "success_url": "http://localhost:8080/kipu/ui/workflows?upgraded=1"},
+        headers=roles["owner"],
+    )
+    assert ours.status_code == 200, ours.text
+    portal = api.post(
+        f"{API}/teams/demo/billing/portal", json={"return_url": "https://evil.example/"}, headers=roles["owner"]
+    )
+    assert portal.status_code == 422, portal.text

@@ -133,7 +133,8 @@ def check(session: Session, team_id: uuid.UUID | None, limit: LimitName, adding:
     """Raise ``PlanLimitReached`` if adding ``adding`` would pass the limit (whoever catches it calls ``tell``)."""
     if team_id is None or not billing_enabled():
         return
-    team = session.get(Team, team_id)
+    # Locked: two requests at once count one after the other, so they cannot both take the last place.
+    team = session.get(Team, team_id, with_for_update=True)
     if team is None:
         return
     now = datetime.now(UTC)

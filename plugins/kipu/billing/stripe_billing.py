@@ -18,6 +18,7 @@ from kipu.store.models import BillingEvent, Team
 
 HANDLED = (
     "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
     "customer.subscription.updated",
     "customer.subscription.deleted",
     "invoice.payment_failed",
@@ -170,8 +171,27 @@ def _subscription(team: Team, sub: dict[str, Any], now: datetime) -> None:
         team.plan, team.billing_status, team.billing_grace_until = "free", "canceled", None
 
 
+PAID_CHECKOUT = ("paid", "no_payment_required")
+
+
+def _subscription_named(kind: str, obj: dict[str, Any]) -> str | None:
+    """The subscription an event is about, if it names one."""
+    if kind.startswith("customer.subscription."):
+        sub = obj.get("id")
+    elif kind.startswith("invoice."):
+        parent = (
+            ((obj.get("parent") or {}).get("subscription_details") or {}) if isinstance(obj.get("parent"), dict) else {}
+        )
+        sub = obj.get("subscription") or parent.get("subscription")
+    else:
+        return None
+    return sub if isinstance(sub, str) and sub else None
+
+
 def _apply(team: Team, kind: str, obj: dict[str, Any], now: datetime) -> None:
-    if kind == "checkout.session.completed":
+    if kind.startswith("checkout.session."):
+        if obj.get("payment_status") not in PAID_CHECKOUT:  # a delayed payment: granted when it succeeds
+            return
         plan = (obj.get("metadata") or {}).get("plan")
         team.plan = plan if plan in PAID else team.plan
         team.billing_status, team.billing_grace_until = "active", None
@@ -198,10 +218,15 @@ def apply_event(session: Session, event: dict[str, Any], now: datetime | None = 
     if team is None:
         outcome = "ignored"
     else:
-        if kind == "checkout.session.completed":  # ids are facts whatever the order
+        newer = team.billing_event_at is None or created >= team.billing_event_at
+        if kind.startswith("checkout.session."):  # ids are facts whatever the order; a newer checkout's wins
             team.billing_customer_id = team.billing_customer_id or obj.get("customer")
-            team.billing_subscription_id = team.billing_subscription_id or obj.get("subscription")
-        if team.billing_event_at is not None and created < team.billing_event_at:
+            if obj.get("subscription") and (newer or not team.billing_subscription_id):
+                team.billing_subscription_id = str(obj["subscription"])
+        named = _subscription_named(kind, obj)
+        if named is not None and team.billing_subscription_id not in (None, named):
+            outcome = "ignored"  # about a subscription the team no longer uses: it must not end the current one
+        elif not newer:
             outcome = "stale"
         else:
             _apply(team, kind, obj, now)

@@ -1109,16 +1109,32 @@ async def upload_media(request: Request) -> Response:
     ctx = await context(request, csrf_header=True)
     if isinstance(ctx, Response):
         return ctx
-    form = await request.form()
-    file = form.get("file")
-    if file is None or isinstance(file, str):
-        return JSONResponse({"detail": "file: required"}, status_code=422)
-    params = {
-        "team": ctx.team,
-        **({"folder_id": request.query_params["folder_id"]} if request.query_params.get("folder_id") else {}),
-    }
-    files = {"file": (file.filename or "upload", file.file, file.content_type or "application/octet-stream")}
-    code, body = await ctx.api("POST", "/media/upload", params=params, files=files)
+    named = request.query_params.get("team")
+    if named is None or named != ctx.team:  # an action never falls back to another team
+        return JSONResponse({"detail": f"you are not in team {named!r}"}, status_code=404)
+    if not ctx.may("member"):  # refused before the body is read, as the API would
+        return JSONResponse({"detail": "uploading needs the member role in the team"}, status_code=403)
+    from fastapi import HTTPException
+    from starlette.datastructures import UploadFile
+
+    from kipu.api.routes.media import one_file_form
+
+    try:
+        form = await one_file_form(request)
+    except HTTPException as exc:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+    try:
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            return JSONResponse({"detail": "file: required"}, status_code=422)
+        params = {
+            "team": ctx.team,
+            **({"folder_id": request.query_params["folder_id"]} if request.query_params.get("folder_id") else {}),
+        }
+        files = {"file": (file.filename or "upload", file.file, file.content_type or "application/octet-stream")}
+        code, body = await ctx.api("POST", "/media/upload", params=params, files=files)
+    finally:
+        await form.close()
     return JSONResponse(body, status_code=code)
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Request, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -19,7 +19,12 @@ from kipu.store.engine import session_scope
 from kipu.store.models import Team, Workflow, WorkflowRun
 
 router = APIRouter(tags=["plans and billing"])
-UNAVAILABLE = {409: {"description": "billing is off (self-hosted) or the team has no Stripe customer yet"}}
+UNAVAILABLE = {
+    409: {
+        "description": "billing is off (self-hosted), the team has no Stripe customer yet, or (checkout) it pays"
+        " already (the portal changes plans)"
+    }
+}
 UPSTREAM = {502: {"description": "Stripe refused or could not be reached; Stripe's message is passed on"}}
 
 
@@ -36,18 +41,36 @@ class UsageOut(BaseModel):
     held_release: str
 
 
+def own_page(url: str | None) -> str | None:
+    """A return address from Stripe must be a page of this Kipu: Stripe's page is no open redirect to elsewhere."""
+    if url is None:
+        return None
+    from urllib.parse import urlsplit
+
+    mine, given = urlsplit(airflow_url()), urlsplit(url)
+    if (given.scheme, given.netloc.lower()) != (mine.scheme, mine.netloc.lower()):
+        raise ValueError(f"must be a page of this Kipu, under {mine.scheme}://{mine.netloc}/")
+    return url
+
+
 class CheckoutIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     plan: Literal["pro", "business"]
-    success_url: str | None = Field(None, max_length=2048, pattern=r"^https?://", description="default: Kipu's UI")
-    cancel_url: str | None = Field(None, max_length=2048, pattern=r"^https?://")
+    success_url: str | None = Field(
+        None, max_length=2048, pattern=r"^https?://", description="default: Kipu's UI; a page of this Kipu"
+    )
+    cancel_url: str | None = Field(None, max_length=2048, pattern=r"^https?://", description="a page of this Kipu")
+
+    _own = field_validator("success_url", "cancel_url")(own_page)
 
 
 class PortalIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    return_url: str | None = Field(None, max_length=2048, pattern=r"^https?://")
+    return_url: str | None = Field(None, max_length=2048, pattern=r"^https?://", description="a page of this Kipu")
+
+    _own = field_validator("return_url")(own_page)
 
 
 class RedirectOut(BaseModel):
@@ -103,6 +126,12 @@ def checkout(team: str, body: CheckoutIn, caller: CallerDep) -> RedirectOut:
         with session_scope() as s:
             row = s.get(Team, team_id)
             assert row is not None
+            if row.billing_subscription_id and row.billing_status in ("active", "trialing", "past_due"):
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT,
+                    f"the team already pays for {row.plan}: change or cancel it in the billing portal "
+                    f"(POST /kipu/api/teams/{team}/billing/portal); a second checkout would bill twice",
+                )
             made = stripe_billing.checkout(
                 s, row, body.plan, body.success_url or f"{back}?upgraded=1", body.cancel_url or back, caller.email
             )

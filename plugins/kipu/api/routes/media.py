@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
 
-from fastapi import APIRouter, HTTPException, UploadFile, status
+from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 
 from kipu.api.auth import CallerDep, load_owned
 from kipu.api.errors import unprocessable
@@ -174,11 +177,55 @@ def create_folder(body: FolderBody, caller: CallerDep) -> FolderOut:
         return FolderOut(id=folder.id, name=folder.name, parent_id=folder.parent_id)
 
 
-@router.post("/upload", response_model=MediaOut, status_code=status.HTTP_201_CREATED)
-async def upload(caller: CallerDep, team: str, file: UploadFile, folder_id: uuid.UUID | None = None) -> MediaOut:
-    """Multipart upload of one file (field ``file``). 415 for a type outside the allow-list, 413 beyond the limit."""
-    team_id = caller.team(team, "member")
-    _folder(team_id, folder_id)
+UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+                "additionalProperties": False,
+            }
+        }
+    },
+}
+
+
+@router.post(
+    "/upload",
+    response_model=MediaOut,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={"requestBody": UPLOAD_BODY},
+)
+async def upload(request: Request, caller: CallerDep, team: str, folder_id: uuid.UUID | None = None) -> MediaOut:
+    """Multipart upload of one file (field ``file``). 415 for a type outside the allow-list, 413 beyond the limit.
+    The role, the team and the folder are checked before a byte of the body is read."""
+    team_id = await run_in_threadpool(caller.team, team, "member")
+    await run_in_threadpool(_folder, team_id, folder_id)
+    form = await one_file_form(request)
+    try:
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            raise unprocessable("a file part named 'file' is required", ("body", "file"))
+        return await _store(file, team_id, folder_id)
+    finally:
+        await form.close()
+
+
+async def one_file_form(request: Request) -> FormData:
+    """The multipart body as one file part and no other field (Starlette keeps each part in memory up to 1 MiB, and
+    would allow 1,000); anything else is a 422 at ``body.file``."""
+    try:
+        return await request.form(max_files=1, max_fields=0)
+    except (MultiPartException, StarletteHTTPException) as exc:  # Starlette turns its own into a 400
+        if isinstance(exc, StarletteHTTPException) and exc.status_code != 400:
+            raise
+        why = exc.message if isinstance(exc, MultiPartException) else exc.detail
+        raise unprocessable(f"one file part named 'file' and nothing else ({why})", ("body", "file")) from None
+
+
+async def _store(file: UploadFile, team_id: uuid.UUID, folder_id: uuid.UUID | None) -> MediaOut:
     limit = max_bytes()  # the door (api/guard.py) refused a body over it, with its multipart headers, already
     mime = (file.content_type or "").split(";")[0].strip().lower()
     if mime not in ALLOWED:
