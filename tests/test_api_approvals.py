@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from kipu.ingest import enter
 from kipu.store.engine import session_scope
 from kipu.store.models import Post, Workflow, WorkflowRun, WorkflowStep, WorkflowStepRun
+from kipu.store.runs import finish_step
 from sqlalchemy import select
 
 from tests.conftest import REPO
@@ -97,13 +98,18 @@ def test_an_approval_comment_lands_on_its_own_workflows_run_only(pg_demo_team: d
         other_run.dag_run_id = mine_run.dag_run_id
         mine_id, dag_run_id = mine.id, mine_run.dag_run_id
         runs = {"mine": mine_run.id, "other": other_run.id}
+        for wf, run in ((mine, mine_run), (other, other_run)):  # both steps parked, waiting for an answer
+            step = s.scalar(
+                select(WorkflowStep).where(WorkflowStep.workflow_id == wf.id, WorkflowStep.step_key == "team_review")
+            )
+            finish_step(s, run.id, step.id, "running", {"awaiting": ["admin"]})
     _record_comment(mine_id, dag_run_id, "team_review", "Looks great", "Ana")
     with session_scope() as s:
         comments = {
             who: [
                 r.output_data.get("comment")
                 for r in s.scalars(select(WorkflowStepRun).where(WorkflowStepRun.run_id == run_id))
-                if r.output_data
+                if r.output_data and "comment" in r.output_data
             ]
             for who, run_id in runs.items()
         }

@@ -129,10 +129,23 @@ def get_run(session: Session, run_id: uuid.UUID | str) -> WorkflowRun | None:
     return session.get(WorkflowRun, uuid.UUID(str(run_id)))
 
 
-def step_run(session: Session, run_id: uuid.UUID, step_id: uuid.UUID) -> WorkflowStepRun | None:
-    return session.scalar(
-        select(WorkflowStepRun).where(WorkflowStepRun.run_id == run_id, WorkflowStepRun.step_id == step_id)
-    )
+def step_run(session: Session, run_id: uuid.UUID, step_id: uuid.UUID, *, lock: bool = False) -> WorkflowStepRun | None:
+    """A step's run; with ``lock``, read fresh under a row lock, for a read-modify-write that another writer (an
+    approval's comment, the task itself) may race."""
+    query = select(WorkflowStepRun).where(WorkflowStepRun.run_id == run_id, WorkflowStepRun.step_id == step_id)
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return session.scalar(query)
+
+
+def add_step_output(session: Session, run_id: uuid.UUID, step_id: uuid.UUID, output: dict[str, Any]) -> bool:
+    """Add keys to a step run's output and change nothing else (its status is the task's to set)."""
+    row = step_run(session, run_id, step_id, lock=True)
+    if row is None:
+        return False
+    row.output_data = {**(row.output_data or {}), **output}
+    session.flush()
+    return True
 
 
 def start_step(
@@ -165,7 +178,7 @@ def finish_step(
     output: dict[str, Any] | None = None,
     error: str | None = None,
 ) -> None:
-    row = step_run(session, run_id, step_id)
+    row = step_run(session, run_id, step_id, lock=True)
     if row is None:
         row = WorkflowStepRun(id=uuid.uuid4(), run_id=run_id, step_id=step_id, started_at=utcnow())
         session.add(row)

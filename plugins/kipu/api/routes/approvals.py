@@ -15,7 +15,7 @@ from sqlalchemy import or_, select
 from kipu.api.auth import Caller, CallerDep
 from kipu.store.engine import session_scope
 from kipu.store.models import Profile, Workflow, WorkflowRun, WorkflowStep, WorkflowStepRun
-from kipu.store.runs import finish_step
+from kipu.store.runs import add_step_output
 
 router = APIRouter(prefix="/approvals", tags=["approvals"])
 
@@ -149,15 +149,37 @@ def answer(dag_id: str, dag_run_id: str, task_id: str, body: Decision, caller: C
         name = (profile.name or profile.email or "") if profile else ""
     caller.require(team_id, "member", f"approval {dag_id}/{dag_run_id}/{task_id}")
     with create_session() as session:
-        found = session.execute(
-            select(HITLDetail, TaskInstance.state)
-            .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
-            .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == dag_run_id, TaskInstance.task_id == task_id)
-        ).first()
-        if found is None:
+        # Airflow's handler locks TI then HITL row but checks objects it loaded before the lock: lock and load
+        # fresh first, in the same order, so a second answer waits here and then sees the first.
+        ti = session.scalar(
+            select(TaskInstance)
+            .where(
+                TaskInstance.dag_id == dag_id,
+                TaskInstance.run_id == dag_run_id,
+                TaskInstance.task_id == task_id,
+                TaskInstance.map_index == -1,
+            )
+            .with_for_update(of=TaskInstance)
+            .execution_options(populate_existing=True)
+        )
+        detail = (
+            session.scalar(
+                select(HITLDetail)
+                .where(HITLDetail.ti_id == ti.id)
+                .with_for_update(of=HITLDetail)
+                .execution_options(populate_existing=True)
+            )
+            if ti is not None
+            else None
+        )
+        if detail is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"approval {dag_id}/{dag_run_id}/{task_id} not found")
-        detail, ti_state = found
-        if detail.responded_at is None and ti_state != TaskInstanceState.AWAITING_INPUT:
+        ti_state = ti.state
+        if detail.responded_at is not None:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"approval {dag_id}/{dag_run_id}/{task_id} is already answered"
+            )
+        if ti_state != TaskInstanceState.AWAITING_INPUT:
             # Airflow's handler would accept it, and the task's park would then overwrite the answer.
             raise HTTPException(
                 status.HTTP_409_CONFLICT,
@@ -193,9 +215,5 @@ def _record_comment(workflow_id: uuid.UUID, dag_run_id: str, task_id: str, comme
         if row is None:
             return
         run_id, step_id = row
-        current = s.scalar(
-            select(WorkflowStepRun).where(WorkflowStepRun.run_id == run_id, WorkflowStepRun.step_id == step_id)
-        )
-        finish_step(
-            s, run_id, step_id, current.status if current else "running", {"comment": comment, "comment_by": who}
-        )
+        # Under the row's lock, and the output only: the resumed task may be recording the decision right now.
+        add_step_output(s, run_id, step_id, {"comment": comment, "comment_by": who})
