@@ -4,10 +4,11 @@ publish task, so a slow receiver cannot hold up a post."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +23,7 @@ from kipu.notify import render
 from kipu.notify.channels import signing_secrets, target_url
 from kipu.notify.events import emit
 from kipu.notify.signing import HEADER, header_value
+from kipu.store.crypto import TokenDecryptError
 from kipu.store.engine import session_scope
 from kipu.store.models import NotificationAttempt, NotificationChannel, NotificationDelivery, NotificationEvent
 
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 MAX_EVENTS_PER_DELIVERY = 500
 MAX_EVENTS_PER_PASS = 5000  # per team; the rest waits for the next pass
 CLAIM_LIMIT = 100  # deliveries per pass
+CLAIM_PER_TEAM = 10  # per team per pass, teams taken in turn: one team's backlog never holds up another's
 LEASE = timedelta(minutes=5)  # a claimed delivery is due again after this if the sender died mid-send
 SMTP_CONN_ID = "kipu_smtp"
 
@@ -43,7 +46,13 @@ def max_attempts() -> int:
 
 
 def timeout() -> float:
+    """Each connect, write and read of a send: ``KIPU_NOTIFY_TIMEOUT_SECONDS``, 10."""
     return env_number("KIPU_NOTIFY_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+
+
+def deadline() -> float:
+    """A whole HTTP send, wall clock: a receiver that answers one byte at a time passes every read timeout."""
+    return 3 * timeout()
 
 
 def backoff(attempt: int) -> timedelta:
@@ -102,8 +111,24 @@ def _delivery(team_id: uuid.UUID, channel_id: uuid.UUID, event_ids: list[str], n
     )
 
 
+class PendingTest(Exception):
+    """The channel's last test is not sent yet."""
+
+
 def queue_test(session: Session, channel: NotificationChannel, now: datetime | None = None) -> NotificationDelivery:
-    """A test event for one channel, due at once (no digest window)."""
+    """A test event for one channel, due at once (no digest window); one at a time per channel, so tests cannot
+    flood a receiver, fill the queue or mail recipients without end."""
+    session.execute(select(NotificationChannel.id).where(NotificationChannel.id == channel.id).with_for_update())
+    waiting = session.scalars(
+        select(NotificationDelivery.event_ids).where(
+            NotificationDelivery.channel_id == channel.id, NotificationDelivery.status == "pending"
+        )
+    ).all()
+    ids = [uuid.UUID(i) for event_ids in waiting for i in event_ids or []]
+    if ids and session.scalar(
+        select(func.count()).where(NotificationEvent.id.in_(ids), NotificationEvent.kind == "test")
+    ):
+        raise PendingTest(f"the channel's last test is not delivered yet (retried up to {max_attempts()} times)")
     now = now or datetime.now(UTC)
     key = f"test:{channel.id}:{uuid.uuid4()}"
     emit(session, channel.team_id, "test", {"message": f"A test notification for channel '{channel.name}'"}, key)
@@ -140,18 +165,29 @@ class Result:
 def claim(now: datetime, limit: int = CLAIM_LIMIT) -> list[Job]:
     """Due deliveries, leased in a short transaction (sending happens outside it)."""
     jobs: list[Job] = []
+    nd = NotificationDelivery
+    is_due = (nd.status == "pending") & (nd.next_attempt_at <= now)
+    # Each team's oldest first, then the teams in turn: rank within the team, then time (a window function cannot
+    # take row locks, so the lock is on the outer select).
+    rank = func.row_number().over(partition_by=nd.team_id, order_by=(nd.next_attempt_at, nd.id)).label("rank")
+    ranked = select(nd.id, nd.next_attempt_at, rank).where(is_due).subquery()
+    fair = select(ranked.c.id).where(ranked.c.rank <= CLAIM_PER_TEAM).order_by(ranked.c.rank, ranked.c.next_attempt_at)
     with session_scope() as s:
+        ids = list(s.scalars(fair.limit(limit)))
         due = s.scalars(
-            select(NotificationDelivery)
-            .where(NotificationDelivery.status == "pending", NotificationDelivery.next_attempt_at <= now)
-            .order_by(NotificationDelivery.next_attempt_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+            select(nd).where(nd.id.in_(ids), is_due).order_by(nd.next_attempt_at).with_for_update(skip_locked=True)
         ).all()
         for d in due:
             ch = s.get(NotificationChannel, d.channel_id)
             if ch is None or not ch.enabled:
                 d.status, d.last_error, d.next_attempt_at = "failed", "the channel was disabled", None
+                continue
+            try:
+                url, secrets = target_url(ch), signing_secrets(ch, now) if ch.kind == "webhook" else []
+            except TokenDecryptError:  # one channel's settings never stop the others' deliveries
+                d.status, d.next_attempt_at = "failed", None
+                d.last_error = "the channel's settings cannot be decrypted with ENCRYPTION_KEY: save the channel again"
+                log.error("notification channel %s: %s", ch.id, d.last_error)
                 continue
             d.next_attempt_at = now + LEASE
             ids = [uuid.UUID(i) for i in d.event_ids]
@@ -164,9 +200,9 @@ def claim(now: datetime, limit: int = CLAIM_LIMIT) -> list[Job]:
                     team_id=str(d.team_id),
                     attempt=d.attempts + 1,
                     kind=ch.kind,
-                    url=target_url(ch),
+                    url=url,
                     recipients=list(ch.recipients or []),
-                    secrets=signing_secrets(ch, now) if ch.kind == "webhook" else [],
+                    secrets=secrets,
                     events=[event_json(e) for e in events],
                 )
             )
@@ -189,10 +225,11 @@ def _send_email(job: Job) -> Result:
     return Result(ok=True)
 
 
-def _send_http(job: Job, http: httpx.Client) -> Result:
+async def _send_http(job: Job, http: httpx.AsyncClient) -> Result:
     assert job.url is not None
     if job.kind == "slack":
-        response = http.post(job.url, json={"text": render.text(job.events)})
+        body = json.dumps({"text": render.text(job.events)}).encode()
+        headers = {"Content-Type": "application/json"}
     else:
         body = render.webhook_body(job.delivery_id, job.team_id, job.events)
         headers = {
@@ -201,22 +238,30 @@ def _send_http(job: Job, http: httpx.Client) -> Result:
             "Kipu-Delivery": job.delivery_id,
             HEADER: header_value(job.secrets, body),
         }
-        response = http.post(job.url, content=body, headers=headers)
-    if response.is_success:
-        return Result(ok=True, status_code=response.status_code)
-    # Only the status: a receiver's body is not ours to store.
-    return Result(ok=False, status_code=response.status_code, error=f"HTTP {response.status_code}")
+    # Only the status: a receiver's body is not ours to read (it could be endless) nor to store.
+    async with http.stream("POST", job.url, content=body, headers=headers) as response:
+        code = response.status_code
+    if 200 <= code < 300:
+        return Result(ok=True, status_code=code)
+    return Result(ok=False, status_code=code, error=f"HTTP {code}")
 
 
-def send(job: Job, http: httpx.Client) -> Result:
-    """Never raises: every outcome is a Result for the delivery log."""
+async def send(job: Job, http: httpx.AsyncClient) -> Result:
+    """Never raises: every outcome is a Result for the delivery log. An HTTP send ends by ``deadline()`` whatever
+    the receiver does; e-mail goes to the operator's own SMTP server."""
     started = time.monotonic()
     try:
-        result = _send_email(job) if job.kind == "email" else _send_http(job, http)
+        if job.kind == "email":
+            result = await asyncio.to_thread(_send_email, job)
+        else:
+            async with asyncio.timeout(deadline()):
+                result = await _send_http(job, http)
     except EgressRefused as exc:
         result = Result(ok=False, error=str(exc), permanent=True)
     except httpx.TimeoutException:
         result = Result(ok=False, error=f"timed out after {timeout():g} s")
+    except TimeoutError:
+        result = Result(ok=False, error=f"no whole answer within {deadline():g} s")
     except httpx.HTTPError as exc:
         result = Result(ok=False, error=f"{type(exc).__name__}: {str(exc)[:200]}")
     except Exception as exc:  # SMTP and anything else: logged per attempt, retried
@@ -264,14 +309,20 @@ def dispatch(now: datetime | None = None, wait: timedelta | None = None, workers
     outcome: dict[str, int] = {"batched": made, "sent": len(jobs), "delivered": 0, "pending": 0, "failed": 0}
     if not jobs:
         return outcome
-    with (
-        egress.client(timeout=httpx.Timeout(timeout()), follow_redirects=False) as http,
-        ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool,
-    ):
-        results = list(pool.map(lambda j: send(j, http), jobs))
-    for job, result in zip(jobs, results, strict=True):
-        state = record(job, result, now)
-        outcome[state] = outcome.get(state, 0) + 1
-        if not result.ok:
-            log.warning("delivery %s (%s) attempt %d: %s", job.delivery_id, job.kind, job.attempt, result.error)
+
+    async def send_all() -> None:
+        gate = asyncio.Semaphore(max(1, workers))
+        async with egress.async_client(timeout=httpx.Timeout(timeout()), follow_redirects=False) as http:
+
+            async def one(job: Job) -> None:
+                async with gate:
+                    result = await send(job, http)
+                state = await asyncio.to_thread(record, job, result, now)  # as each ends: none waits for another
+                outcome[state] = outcome.get(state, 0) + 1
+                if not result.ok:
+                    log.warning("delivery %s (%s) attempt %d: %s", job.delivery_id, job.kind, job.attempt, result.error)
+
+            await asyncio.gather(*(one(job) for job in jobs))
+
+    asyncio.run(send_all())
     return outcome

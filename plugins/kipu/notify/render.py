@@ -52,8 +52,9 @@ def line(kind: str, d: dict[str, Any]) -> str:
 
 
 def subject(events: list[dict[str, Any]]) -> str:
+    """One line: a platform's error may hold line breaks, and a header must not (the e-mail would never build)."""
     if len(events) == 1:
-        text = line(events[0]["type"], events[0]["data"])
+        text = " ".join(line(events[0]["type"], events[0]["data"]).split())
         return "Kipu: " + (text if len(text) <= 120 else text[:119] + "…")
     counts = Counter(LABELS.get(e["type"], e["type"]) for e in events)
     return f"Kipu: {len(events)} events — " + ", ".join(f"{n} {label}" for label, n in counts.most_common())

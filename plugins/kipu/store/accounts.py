@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from kipu.billing.plans import check
 from kipu.naming import team_slug, valid_team_slug
 from kipu.store.crypto import get_cipher
-from kipu.store.models import Connection, Profile, Team, TeamMember, Workflow
+from kipu.store.models import Connection, NotificationChannel, Profile, Team, TeamMember, Workflow
 
 ROLES = ("owner", "admin", "member", "viewer")
 ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
@@ -119,7 +119,8 @@ def connection_tokens(conn: Connection) -> tuple[SecretStr | None, SecretStr | N
 
 
 def rotate_tokens(session: Session) -> int:
-    """Re-encrypt every stored token and webhook secret under the primary key; returns how many rows changed.
+    """Re-encrypt every stored token, webhook secret and notification channel under the primary key; returns how
+    many rows changed.
 
     Rows are locked as a refresh locks them, so a token refreshed during the rotation is never overwritten."""
     cipher = get_cipher()
@@ -133,6 +134,11 @@ def rotate_tokens(session: Session) -> int:
         sealed = (wf.trigger_config or {}).get("webhook_secret")
         if sealed:
             wf.trigger_config = {**wf.trigger_config, "webhook_secret": cipher.rotate(sealed)}
+            n += 1
+    for ch in session.scalars(select(NotificationChannel).with_for_update()):  # receiver URLs and signing secrets
+        if ch.url or ch.secret or ch.previous_secret:
+            ch.url, ch.secret = cipher.rotate(ch.url), cipher.rotate(ch.secret)
+            ch.previous_secret = cipher.rotate(ch.previous_secret)
             n += 1
     session.flush()
     return n

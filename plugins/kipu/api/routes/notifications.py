@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from kipu.api.auth import CallerDep
 from kipu.api.errors import unprocessable
 from kipu.notify import channels
-from kipu.notify.dispatch import queue_test
+from kipu.notify.dispatch import PendingTest, queue_test
 from kipu.store.engine import session_scope
 from kipu.store.models import NotificationAttempt, NotificationChannel, NotificationDelivery
 
@@ -137,13 +137,17 @@ def rotate_secret(
     "/{team}/notifications/channels/{channel_id}/test",
     response_model=DeliveryOut,
     status_code=status.HTTP_202_ACCEPTED,
+    responses={409: {"description": "the channel's last test is not delivered yet"}},
 )
 def test_channel(team: str, channel_id: uuid.UUID, caller: CallerDep) -> DeliveryOut:
     """Queue a test event for this channel alone, sent on the next ``kipu_notify`` pass (admins)."""
     team_id = caller.team(team, "admin")
     with session_scope() as s:
         row = _channel(team_id, channel_id, s)
-        delivery = queue_test(s, row)
+        try:
+            delivery = queue_test(s, row)
+        except PendingTest as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"{exc}; see its deliveries") from None
         return _delivery_out(delivery, [])
 
 
