@@ -263,6 +263,42 @@ def test_manual_run_refuses_media_on_the_server(api, roles: dict, guarded: None)
         assert out.status_code == 422 and "media[0].url" in out.text, out.text
 
 
+def test_a_manual_run_names_a_library_item_it_cannot_use_at_once(api, roles: dict, tmp_path) -> None:
+    """Another team's media, a missing one and a malformed reference are the same 422 naming the field, before the
+    item is recorded (they used to fail only at the publish step); the team's own is accepted."""
+    import uuid
+
+    from kipu.hooks.media import library_ref
+    from kipu.store.accounts import find_team
+    from kipu.store.engine import session_scope
+    from kipu.store.models import Media, WorkflowRun
+
+    from tests.helpers import demo_doc
+
+    with session_scope() as s:
+        ours, theirs = find_team(s, "demo").id, find_team(s, "other").id
+        mine, foreign = uuid.uuid4(), uuid.uuid4()
+        for media_id, team in ((mine, ours), (foreign, theirs)):
+            s.add(Media(id=media_id, team_id=team, filename="p.png", storage_path=str(tmp_path / "p.png")))
+    wf = api.post(f"{API}/workflows", json=demo_doc(status="active"), headers=roles["member"]).json()
+    answers = []
+    for ref in (library_ref(foreign), library_ref(uuid.uuid4()), "kipu-media:not-a-uuid"):
+        item = {"caption": "x", "media": [{"url": library_ref(mine)}, {"url": ref}]}
+        out = api.post(f"{API}/workflows/{wf['id']}/run", json={"item": item}, headers=roles["member"])
+        assert out.status_code == 422, out.text
+        assert out.json()["detail"][0]["loc"] == ["body", "item", "media", 1, "url"]
+        answers.append(out.json()["detail"][0]["msg"].replace(ref, "REF"))
+    assert len(set(answers)) == 1  # another team's media answers exactly like a missing one
+    with session_scope() as s:
+        assert s.query(WorkflowRun).filter(WorkflowRun.workflow_id == uuid.UUID(wf["id"])).count() == 0
+    ok = api.post(
+        f"{API}/workflows/{wf['id']}/run",
+        json={"item": {"caption": "x", "media": [{"url": library_ref(mine)}]}},
+        headers=roles["member"],
+    )
+    assert ok.status_code == 202, ok.text
+
+
 def test_a_bluesky_app_password_is_sent_over_https_only(
     api, roles: dict, guarded: None, canary: CanaryServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

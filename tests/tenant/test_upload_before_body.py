@@ -151,3 +151,32 @@ def test_one_file_and_nothing_else_is_a_clear_422(api: Any, roles: dict) -> None
         headers=roles["member"],
     )
     assert one.status_code == 201 and one.json()["filename"] == "a.png", one.text
+
+
+def test_the_library_lists_a_page_at_a_time(api: Any, roles: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A library grows without bound; a list answers at most ``limit`` (≤ 500) and names the next page."""
+    import uuid as _uuid
+
+    from kipu.store.models import Media as MediaRow
+
+    with session_scope() as s:
+        team_id = find_team(s, "demo").id
+        for n in range(7):
+            s.add(
+                MediaRow(
+                    id=_uuid.uuid4(),
+                    team_id=team_id,
+                    filename=f"f{n}.png",
+                    mime_type="image/png",
+                    size_bytes=1,
+                    storage_path=f"/nowhere/f{n}.png",
+                )
+            )
+    first = api.get(f"{API}/media", params={"team": "demo", "limit": 5}, headers=roles["viewer"])
+    assert first.status_code == 200 and len(first.json()) == 5
+    assert first.headers["X-Kipu-Next-Offset"] == "5"
+    rest = api.get(f"{API}/media", params={"team": "demo", "limit": 5, "offset": 5}, headers=roles["viewer"])
+    assert len(rest.json()) == 2 and "X-Kipu-Next-Offset" not in rest.headers
+    assert {m["id"] for m in first.json()}.isdisjoint(m["id"] for m in rest.json())
+    too_many = api.get(f"{API}/media", params={"team": "demo", "limit": 501}, headers=roles["viewer"])
+    assert too_many.status_code == 422 and too_many.json()["detail"][0]["loc"] == ["query", "limit"]

@@ -28,6 +28,7 @@ from kipu.specs.items import MediaRef
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from sqlalchemy.orm import Session
 
 CHUNK = 1 << 20
 PRESIGN_SECONDS = 3600
@@ -40,6 +41,25 @@ _TRUSTED: ContextVar[frozenset[str]] = ContextVar("kipu_trusted_media", default=
 def library_ref(media_id: uuid.UUID | str) -> str:
     """How an item names a media-library item: ``kipu-media:<id>``."""
     return f"{LIBRARY_SCHEME}:{media_id}"
+
+
+def not_in_library(session: Session, team_id: uuid.UUID | None, urls: list[str]) -> list[int]:
+    """The positions of the ``kipu-media:`` references among ``urls`` that are not media of this team's library
+    (another team's answers like a missing one): a manual item is refused at once, not at its publish step."""
+    from sqlalchemy import select
+
+    from kipu.store.models import Media
+
+    wanted: dict[int, uuid.UUID | None] = {}
+    for i, url in enumerate(urls):
+        if urlparse(url).scheme == LIBRARY_SCHEME:
+            try:
+                wanted[i] = uuid.UUID(url.split(":", 1)[1])
+            except ValueError:
+                wanted[i] = None
+    ids = {v for v in wanted.values() if v is not None}
+    have = set(session.scalars(select(Media.id).where(Media.id.in_(ids), Media.team_id == team_id))) if ids else set()
+    return [i for i, media_id in wanted.items() if media_id not in have]
 
 
 @contextmanager

@@ -1050,6 +1050,9 @@ def _preview(m: dict[str, Any]) -> str:
     return f'<a href="{e(src)}">{e(m["filename"])}</a>'
 
 
+MEDIA_PAGE = 100
+
+
 @router.get("/media")
 async def media(request: Request) -> Response:
     """The media library: folders, files with previews, and an upload with progress (members and up)."""
@@ -1057,10 +1060,13 @@ async def media(request: Request) -> Response:
     if isinstance(ctx, Response):
         return ctx
     folder = request.query_params.get("folder_id") or None
+    offset = request.query_params.get("offset") or "0"
     _, folders = await ctx.api("GET", "/media/folders", params={"team": ctx.team})
-    code, items = await ctx.api("GET", "/media", params={"team": ctx.team, **({"folder_id": folder} if folder else {})})
+    where = {"team": ctx.team, **({"folder_id": folder} if folder else {})}
+    code, items = await ctx.api("GET", "/media", params={**where, "limit": MEDIA_PAGE + 1, "offset": offset})
     if code != 200:
         return _back("media", ctx.team, err=_detail(items))
+    more, items = len(items) > MEDIA_PAGE, items[:MEDIA_PAGE]
     crumbs = [f'<a href="/kipu/ui/media?team={e(ctx.team)}">All (top level)</a>'] + [
         f'<a href="/kipu/ui/media?team={e(ctx.team)}&amp;folder_id={e(f["id"])}"'
         + (" aria-current=page" if f["id"] == folder else "")
@@ -1083,6 +1089,13 @@ async def media(request: Request) -> Response:
         + "</p>"
         + table(["Preview", "File", "Type", "Size", "Use in an item as"], rows, "No media here yet.")
     )
+    if more:  # the API's page: a library grows without bound, a page must not
+        try:
+            start = int(offset)
+        except ValueError:  # the API took it, so this is not reached; a page never fails on its query
+            start = 0
+        after = urlencode({**where, "offset": start + MEDIA_PAGE})
+        body += f'<p><a href="/kipu/ui/media?{e(after)}">Next {MEDIA_PAGE} files →</a></p>'
     if ctx.may("member"):
         q = f"team={e(ctx.team)}" + (f"&amp;folder_id={e(folder)}" if folder else "")
         body += (

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
@@ -143,13 +143,31 @@ def _folder(team_id: uuid.UUID, folder_id: uuid.UUID | None) -> None:
 
 
 @router.get("", response_model=list[MediaOut])
-def list_media(caller: CallerDep, team: str, folder_id: uuid.UUID | None = None) -> list[MediaOut]:
+def list_media(
+    caller: CallerDep,
+    response: Response,
+    team: str,
+    folder_id: uuid.UUID | None = None,
+    limit: int = Query(100, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=1_000_000),
+) -> list[MediaOut]:
+    """A folder's media, oldest first, a page at a time; ``X-Kipu-Next-Offset`` names the next page when there is
+    one (a library grows without bound, a response must not)."""
     team_id = caller.team(team, "viewer")
     _folder(team_id, folder_id)
     with session_scope() as s:
-        query = select(Media).where(Media.team_id == team_id, Media.folder_id == folder_id).order_by(Media.created_at)
+        query = (
+            select(Media)
+            .where(Media.team_id == team_id, Media.folder_id == folder_id)
+            .order_by(Media.created_at, Media.id)
+            .offset(offset)
+            .limit(limit + 1)
+        )
+        rows = list(s.scalars(query))
+        if len(rows) > limit:
+            response.headers["X-Kipu-Next-Offset"] = str(offset + limit)
         presign = _Presigner()
-        return [_out(m, presign) for m in s.scalars(query)]
+        return [_out(m, presign) for m in rows[:limit]]
 
 
 @router.get("/folders", response_model=list[FolderOut])

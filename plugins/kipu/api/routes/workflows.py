@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from kipu.api.auth import Caller, CallerDep, load_owned
 from kipu.api.errors import unprocessable
+from kipu.hooks.media import not_in_library
 from kipu.preview import Preview
 from kipu.specs.common import UtcDateTime, UtcQueryDateTime
 from kipu.specs.document import check_document_limits
@@ -308,6 +309,13 @@ def run_workflow(workflow_id: uuid.UUID, body: RunItem, caller: CallerDep) -> Ru
         assert wf is not None
         if wf.status != "active":
             raise HTTPException(status.HTTP_409_CONFLICT, f"workflow is {wf.status}; activate it first")
+        urls = [m.url for m in body.item.media]
+        missing = not_in_library(s, wf.team_id, urls)
+        if missing:
+            first = missing[0]
+            raise unprocessable(
+                f"{urls[first][:80]} is not in this team's media library", ("body", "item", "media", first, "url")
+            )
         (rec,) = enter(s, wf, [body.item.to_item(f"manual:{uuid.uuid4()}")], source="manual")
     detail = None
     try:
