@@ -299,6 +299,52 @@ def test_a_manual_run_names_a_library_item_it_cannot_use_at_once(api, roles: dic
     assert ok.status_code == 202, ok.text
 
 
+def test_a_media_server_that_dribbles_is_cut_off_at_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each read has its own timeout; a server sending a byte at a time passed every one and held the publish task
+    (a worker slot every team shares) for as long as it liked. Now the whole download has a wall clock."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from kipu.hooks.base import Transient
+    from kipu.hooks.media import open_media
+
+    stop = threading.Event()
+
+    class Dribble(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            ends = time.monotonic() + 8  # then it hangs up: without the deadline the test fails, not hangs
+            try:
+                while not stop.is_set() and time.monotonic() < ends:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    stop.wait(0.2)
+            except OSError:
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Dribble)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("KIPU_MEDIA_FETCH_SECONDS", "2")
+    started = time.monotonic()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/p.png"
+        with pytest.raises(Transient, match="not fetched within 2 s"), open_media(url, 10**6, "x"):
+            pass
+        assert time.monotonic() - started < 5
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_bluesky_app_password_is_sent_over_https_only(
     api, roles: dict, guarded: None, canary: CanaryServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from urllib.parse import urlparse
 import httpx
 
 from kipu import egress
+from kipu.config import env_number
 from kipu.hooks.base import Rejected, Transient
 from kipu.specs.items import MediaRef
 
@@ -181,7 +183,14 @@ def s3_hook() -> S3Hook:
     return S3Hook(aws_conn_id=os.environ.get("KIPU_MEDIA_S3_CONN_ID", "kipu_media_s3"))
 
 
-def _spool(chunks: Iterator[bytes], url: str, max_bytes: int, platform: str) -> Path:
+def fetch_seconds() -> float:
+    """A remote media file's whole download, wall clock: ``KIPU_MEDIA_FETCH_SECONDS``, 900. Each read has its own
+    timeout; a server that sends a byte at a time passes every one and would hold a worker slot, shared by all
+    teams, for as long as it likes."""
+    return env_number("KIPU_MEDIA_FETCH_SECONDS", 900.0, minimum=1.0)
+
+
+def _spool(chunks: Iterator[bytes], url: str, max_bytes: int, platform: str, deadline: float | None = None) -> Path:
     fd, name = tempfile.mkstemp(prefix="kipu-media-")
     size = 0
     try:
@@ -190,6 +199,11 @@ def _spool(chunks: Iterator[bytes], url: str, max_bytes: int, platform: str) -> 
                 size += len(chunk)
                 if size > max_bytes:
                     raise _too_big(platform, url, max_bytes)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise Transient(
+                        f"{platform}: media {_shown(url)} was not fetched within {fetch_seconds():g} s "
+                        f"({size} bytes so far)"
+                    )
                 out.write(chunk)
     except BaseException:
         os.unlink(name)
@@ -210,9 +224,11 @@ def open_media(url: str, max_bytes: int, platform: str, mime_type: str | None = 
     try:
         if parsed.scheme in ("http", "https"):
             try:
+                deadline = time.monotonic() + fetch_seconds()
                 with egress.client(timeout=60) as client, client.stream("GET", url) as resp:
                     resp.raise_for_status()
-                    spooled = _spool(resp.iter_bytes(CHUNK), url, max_bytes, platform)
+                    # As the bytes arrive (a chunk size would wait for 1 MiB), so the deadline is checked meanwhile.
+                    spooled = _spool(resp.iter_bytes(), url, max_bytes, platform, deadline)
             except httpx.HTTPStatusError as exc:
                 code = exc.response.status_code
                 # A missing or forbidden file stays so: retrying it would only delay the failure.
