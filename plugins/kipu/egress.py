@@ -13,6 +13,9 @@ import asyncio
 import ipaddress
 import os
 import socket
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlparse
@@ -32,6 +35,7 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 # Python 3.11 calls both global: site-local (deprecated, still routed inside older networks), documentation (RFC 9637).
 _IPV6_NOT_PUBLIC = (ipaddress.ip_network("fec0::/10"), ipaddress.ip_network("3fff::/20"))
 _TRUE = ("1", "true", "yes", "on")
+SMALL_ANSWER_SECONDS = 30.0  # the whole of a request whose answer is small (a login, a token, a registration)
 
 
 class EgressRefused(Rejected):
@@ -142,6 +146,65 @@ def pick_address(host: str, port: int, addresses: list[str] | None = None) -> st
     return answers[0]
 
 
+# When the request being sent (or its body being read) must be over: each read and write of its connection waits at
+# most until then. A per-read timeout alone lets a server that sends a byte at a time hold the caller for ever.
+_DEADLINE: ContextVar[float | None] = ContextVar("kipu_egress_deadline", default=None)
+
+
+def _left(timeout: float | None) -> float | None:
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("the exchange took longer than its deadline")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write also waits no longer than the current request's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _left(timeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBody(httpx.SyncByteStream):
+    """A response body read under its request's deadline."""
+
+    def __init__(self, inner: httpx.SyncByteStream, deadline: float) -> None:
+        self._inner, self._deadline = inner, deadline
+
+    def __iter__(self) -> Iterator[bytes]:
+        chunks = iter(self._inner)
+        while True:
+            token = _DEADLINE.set(self._deadline)
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                return
+            finally:
+                _DEADLINE.reset(token)
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 class _SyncBackend(httpcore.SyncBackend):
     def connect_tcp(
         self,
@@ -151,7 +214,8 @@ class _SyncBackend(httpcore.SyncBackend):
         local_address: str | None = None,
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
-        return super().connect_tcp(pick_address(host, port), port, timeout, local_address, socket_options)
+        stream = super().connect_tcp(pick_address(host, port), port, _left(timeout), local_address, socket_options)
+        return _DeadlineStream(stream)
 
     def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
         raise EgressRefused("a unix socket", "only TCP to public addresses is allowed")
@@ -196,12 +260,26 @@ async def _acheck_request(request: httpx.Request) -> None:
 
 
 class GuardedTransport(httpx.HTTPTransport):
-    """httpx's transport with a connect step that resolves, checks and pins the address."""
+    """httpx's transport with a connect step that resolves, checks and pins the address; with ``deadline``, each
+    request (its body read included) is over within that many seconds, wall clock."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, deadline: float | None = None, **kwargs: Any) -> None:
         super().__init__(trust_env=False, **kwargs)
         # httpcore takes a network backend per pool; httpx has no argument for it, so it is set on the pool.
         self._pool._network_backend = _SyncBackend()
+        self.deadline = deadline
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.deadline is None:
+            return super().handle_request(request)
+        deadline = time.monotonic() + self.deadline
+        token = _DEADLINE.set(deadline)
+        try:
+            response = super().handle_request(request)
+        finally:
+            _DEADLINE.reset(token)
+        response.stream = _DeadlineBody(response.stream, deadline)  # type: ignore[arg-type]
+        return response
 
 
 class AsyncGuardedTransport(httpx.AsyncHTTPTransport):
@@ -211,13 +289,17 @@ class AsyncGuardedTransport(httpx.AsyncHTTPTransport):
         self._pool._network_backend = _AsyncBackend()
 
 
-def client(timeout: float | httpx.Timeout = 20.0, follow_redirects: bool = True, **kwargs: Any) -> httpx.Client:
+def client(
+    timeout: float | httpx.Timeout = 20.0, follow_redirects: bool = True, deadline: float | None = None, **kwargs: Any
+) -> httpx.Client:
     """A guarded ``httpx.Client``: every request and every redirect hop is checked (scheme, literal host), and
-    every connection's address is checked after DNS. No proxy from the environment (it would resolve for us)."""
+    every connection's address is checked after DNS. No proxy from the environment (it would resolve for us).
+    ``deadline`` bounds each request, its body included, wall clock: for a server the user chose, whose answer
+    is small."""
     return httpx.Client(
         timeout=timeout,
         follow_redirects=follow_redirects,
-        transport=GuardedTransport(),
+        transport=GuardedTransport(deadline=deadline),
         trust_env=False,
         event_hooks={"request": [_check_request]},
         **kwargs,

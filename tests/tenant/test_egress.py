@@ -345,6 +345,70 @@ def test_a_media_server_that_dribbles_is_cut_off_at_the_deadline(monkeypatch: py
         server.server_close()
 
 
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_a_guarded_request_with_a_deadline_ends_on_time_whatever_the_server_does(where: str) -> None:
+    """Logins, tokens and registrations at servers a user names (a Bluesky PDS, a Mastodon instance) run in the
+    API's request threads, which every team shares: a server that answers a byte at a time no longer holds one."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    stop = threading.Event()
+
+    class Dribble(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if where == "headers":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            else:
+                self.send_response(200)
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+            ends = time.monotonic() + 8
+            try:
+                while not stop.is_set() and time.monotonic() < ends:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    stop.wait(0.2)
+            except OSError:
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Dribble)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(httpx.TimeoutException), egress.client(timeout=5, deadline=2) as http:
+            http.get(f"http://127.0.0.1:{server.server_address[1]}/").read()
+        assert time.monotonic() - started < 4
+        with egress.client(timeout=5, deadline=2) as http:  # a prompt answer is untouched
+            assert http.get(f"{_quick()}/").status_code == 204
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+
+def _quick() -> str:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quick(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Quick)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
 def test_a_bluesky_app_password_is_sent_over_https_only(
     api, roles: dict, guarded: None, canary: CanaryServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

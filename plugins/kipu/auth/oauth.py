@@ -273,7 +273,9 @@ def _token_request(app: OAuthApp, data: dict[str, str], client: httpx.Client | N
         else:
             data["client_secret"] = app.client_secret.get_secret_value()
     try:
-        resp = (client or egress.client(timeout=20)).post(app.token_url, data=data, auth=auth)
+        resp = (client or egress.client(timeout=20, deadline=egress.SMALL_ANSWER_SECONDS)).post(
+            app.token_url, data=data, auth=auth
+        )
     except httpx.HTTPError as exc:
         raise Transient(f"{app.platform}: token endpoint unreachable: {type(exc).__name__}") from None
     if resp.status_code in (400, 401) and data.get("grant_type") == "refresh_token":

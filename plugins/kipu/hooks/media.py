@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -190,7 +189,7 @@ def fetch_seconds() -> float:
     return env_number("KIPU_MEDIA_FETCH_SECONDS", 900.0, minimum=1.0)
 
 
-def _spool(chunks: Iterator[bytes], url: str, max_bytes: int, platform: str, deadline: float | None = None) -> Path:
+def _spool(chunks: Iterator[bytes], url: str, max_bytes: int, platform: str) -> Path:
     fd, name = tempfile.mkstemp(prefix="kipu-media-")
     size = 0
     try:
@@ -199,11 +198,6 @@ def _spool(chunks: Iterator[bytes], url: str, max_bytes: int, platform: str, dea
                 size += len(chunk)
                 if size > max_bytes:
                     raise _too_big(platform, url, max_bytes)
-                if deadline is not None and time.monotonic() > deadline:
-                    raise Transient(
-                        f"{platform}: media {_shown(url)} was not fetched within {fetch_seconds():g} s "
-                        f"({size} bytes so far)"
-                    )
                 out.write(chunk)
     except BaseException:
         os.unlink(name)
@@ -224,17 +218,22 @@ def open_media(url: str, max_bytes: int, platform: str, mime_type: str | None = 
     try:
         if parsed.scheme in ("http", "https"):
             try:
-                deadline = time.monotonic() + fetch_seconds()
-                with egress.client(timeout=60) as client, client.stream("GET", url) as resp:
+                with (
+                    egress.client(timeout=60, deadline=fetch_seconds()) as client,
+                    client.stream("GET", url) as resp,
+                ):
                     resp.raise_for_status()
-                    # As the bytes arrive (a chunk size would wait for 1 MiB), so the deadline is checked meanwhile.
-                    spooled = _spool(resp.iter_bytes(), url, max_bytes, platform, deadline)
+                    spooled = _spool(resp.iter_bytes(CHUNK), url, max_bytes, platform)
             except httpx.HTTPStatusError as exc:
                 code = exc.response.status_code
                 # A missing or forbidden file stays so: retrying it would only delay the failure.
                 if 400 <= code < 500 and code not in (408, 425, 429):
                     raise Rejected(f"{platform}: media {_shown(url)} cannot be fetched: HTTP {code}") from None
                 raise Transient(f"{platform}: media {_shown(url)} cannot be fetched now: HTTP {code}") from None
+            except httpx.TimeoutException:
+                raise Transient(
+                    f"{platform}: media {_shown(url)} was not fetched within {fetch_seconds():g} s"
+                ) from None
             except httpx.HTTPError as exc:
                 raise Transient(f"{platform}: media {_shown(url)} cannot be fetched: {type(exc).__name__}") from None
             path = spooled

@@ -27,7 +27,7 @@ class OAuthPlatformHook(PlatformHook):
     @classmethod
     def identify(cls, base_url: str, tokens: TokenSet) -> tuple[str, str | None]:
         """The user behind a new token, for the OAuth callback."""
-        with egress.client(timeout=20) as client:
+        with egress.client(timeout=20, deadline=egress.SMALL_ANSWER_SECONDS) as client:
             resp = client.get(
                 f"{base_url.rstrip('/')}{cls.me_path}",
                 headers={"Authorization": f"Bearer {tokens.access_token.get_secret_value()}"},

@@ -104,7 +104,7 @@ class BlueskyHook(PlatformHook):
         shown = egress.shown_url(service)
         url = f"{service}/xrpc/com.atproto.server.createSession"
         try:
-            with egress.client(timeout=20, follow_redirects=False) as client:
+            with egress.client(timeout=20, follow_redirects=False, deadline=egress.SMALL_ANSWER_SECONDS) as client:
                 resp = client.post(url, json={"identifier": identifier, "password": app_password.get_secret_value()})
         except httpx.HTTPError as exc:
             raise ServiceUnusable(f"bluesky: {shown} cannot be reached ({type(exc).__name__})") from None

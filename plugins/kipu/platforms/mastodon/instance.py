@@ -48,7 +48,10 @@ def read_json(response: httpx.Response, what: str) -> Any:
 def _post_or_get(method: str, url: str, what: str, **kwargs: Any) -> Any:
     shown = "the instance " + egress.shown_url(url)
     try:
-        with egress.client(timeout=20, follow_redirects=False) as client, client.stream(method, url, **kwargs) as resp:
+        with (
+            egress.client(timeout=20, follow_redirects=False, deadline=egress.SMALL_ANSWER_SECONDS) as client,
+            client.stream(method, url, **kwargs) as resp,
+        ):
             if resp.status_code == 429 or resp.status_code >= 500:
                 raise Transient(f"mastodon: {shown} answered HTTP {resp.status_code} to {what}; try again later")
             if resp.status_code >= 300:

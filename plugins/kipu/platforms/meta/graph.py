@@ -223,7 +223,7 @@ class GraphHook(OAuthPlatformHook):
         words, with every secret masked; the URL (which may carry the app secret) is never part of one."""
         headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else None
         try:
-            with egress.client(timeout=20) as client:
+            with egress.client(timeout=20, deadline=egress.SMALL_ANSWER_SECONDS) as client:
                 resp = client.get(f"{base_url.rstrip('/')}{path}", params=params, headers=headers)
         except httpx.HTTPError as exc:
             raise Transient(f"{cls.platform}: {what} failed: {type(exc).__name__}") from None

@@ -149,7 +149,7 @@ def subscribe(
         data["hub.verify_token"] = token
     try:
         if client is None:
-            with egress.client(timeout=20) as own:
+            with egress.client(timeout=20, deadline=egress.SMALL_ANSWER_SECONDS) as own:
                 resp = own.post(hub, data=data)
         else:
             resp = client.post(hub, data=data)
