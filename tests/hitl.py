@@ -105,3 +105,17 @@ class Responder(threading.Thread):
             if failed:
                 return
             time.sleep(1)
+
+
+def pending_approval(api: object, headers: dict[str, str], timeout: float = 240) -> dict:
+    """The one approval ``GET /kipu/api/approvals`` lists, once a ``dag.test()`` run has parked it; then a few
+    seconds more, since Airflow 3.3.2 races an answer that comes within the park's own beat."""
+    deadline = time.monotonic() + timeout
+    pending: list = []
+    while not pending:
+        assert time.monotonic() < deadline, "the approval never appeared"
+        time.sleep(0.5)
+        pending = api.get("/kipu/api/approvals", headers=headers).json()  # type: ignore[attr-defined]
+    (approval,) = pending
+    time.sleep(6)
+    return approval

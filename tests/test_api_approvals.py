@@ -4,7 +4,6 @@ answers it through Airflow's own HITL handler, for listed approvers only."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 
 import pytest
@@ -17,7 +16,7 @@ from sqlalchemy import select
 
 from tests.conftest import REPO
 from tests.helpers import demo_doc
-from tests.hitl import Responder
+from tests.hitl import Responder, pending_approval
 from tests.test_e2e import DAG_ID, ITEMS, store
 
 pytestmark = pytest.mark.slow
@@ -35,13 +34,7 @@ def test_an_approver_approves_through_the_api_and_the_item_is_published(api: Tes
     errors: list[BaseException] = []
 
     def approve_through_the_api() -> None:
-        deadline = time.monotonic() + 240
-        pending: list = []
-        while not pending:
-            assert time.monotonic() < deadline, "the approval never appeared"
-            time.sleep(0.5)
-            pending = api.get(f"{API}/approvals", headers=roles["viewer"]).json()
-        (approval,) = pending
+        approval = pending_approval(api, roles["viewer"])
         assert approval["task_id"] == "team_review" and approval["approvers"] == ["admin"]
         path = f"{API}/approvals/{approval['dag_id']}/{approval['dag_run_id']}/team_review"
         assert api.get(f"{API}/approvals", headers=roles["outsider"]).json() == []
@@ -50,7 +43,6 @@ def test_an_approver_approves_through_the_api_and_the_item_is_published(api: Tes
         not_listed = api.post(path, json={"decision": "Approve"}, headers=roles["member"])
         assert not_listed.status_code == 403 and "not one of this step's approvers" in not_listed.text
         assert api.post(path, json={"decision": "Maybe"}, headers=roles["owner"]).status_code == 422
-        time.sleep(6)  # a human takes seconds; Airflow 3.3.2 races an answer within the same beat as the park
         ok = api.post(path, json={"decision": "Approve", "comment": "Looks great"}, headers=roles["owner"])
         assert ok.status_code == 200, ok.text
         assert api.post(path, json={"decision": "Reject"}, headers=roles["owner"]).status_code == 409  # answered

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from tests.conftest import REPO
 from tests.helpers import demo_doc
-from tests.hitl import Responder
+from tests.hitl import Responder, pending_approval
 from tests.test_e2e import DAG_ID, ITEMS, store
 
 pytestmark = pytest.mark.slow
@@ -54,15 +54,8 @@ def test_two_concurrent_answers_to_one_approval_are_not_both_accepted(
     errors: list[BaseException] = []
 
     def answer_twice() -> None:
-        deadline = time.monotonic() + 240
-        pending: list = []
-        while not pending:
-            assert time.monotonic() < deadline, "the approval never appeared"
-            time.sleep(0.5)
-            pending = api.get(f"{API}/approvals", headers=roles["viewer"]).json()
-        (approval,) = pending
+        approval = pending_approval(api, roles["viewer"])
         path = f"{API}/approvals/{approval['dag_id']}/{approval['dag_run_id']}/team_review"
-        time.sleep(6)  # as in test_api_approvals: Airflow 3.3.2 races an answer within the park's beat
         threads = [
             threading.Thread(
                 target=lambda d=d: codes.append(

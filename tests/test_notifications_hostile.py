@@ -10,7 +10,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -22,60 +21,10 @@ from kipu.store.engine import session_scope
 from kipu.store.models import NotificationDelivery
 from sqlalchemy import select
 
+from tests.fakes.dribbler import Dribbler
 from tests.fakes.receivers import Receiver, SmtpServer
 
 API = "/kipu/api/teams"
-
-
-class Dribbler:
-    """A hostile receiver: answers 200 at once, then sends its (chunked) body one byte every 0.3 s (or, with
-    ``headers``, its headers), so no single read ever waits long enough for a read timeout."""
-
-    def __init__(self, seconds: float = 30, headers: bool = False) -> None:
-        self.stop_event = threading.Event()
-        stop, limit, slow_headers = self.stop_event, seconds, headers
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if slow_headers:  # the status line, then one header byte at a time
-                    self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-                    ends = time.monotonic() + limit
-                    try:
-                        while not stop.is_set() and time.monotonic() < ends:
-                            self.wfile.write(b"x")
-                            self.wfile.flush()
-                            stop.wait(0.3)
-                    except OSError:
-                        pass
-                    return
-                self.send_response(200)
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                ends = time.monotonic() + limit
-                try:
-                    while not stop.is_set() and time.monotonic() < ends:
-                        self.wfile.write(b"1\r\nx\r\n")
-                        self.wfile.flush()
-                        stop.wait(0.3)
-                    self.wfile.write(b"0\r\n\r\n")
-                except OSError:
-                    pass
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def _team(slug: str) -> uuid.UUID:
@@ -114,7 +63,7 @@ def test_a_dribbling_receiver_of_one_team_holds_up_no_one(
     the pass recorded nothing until every send was done (kipu_notify's execution_timeout then killed it, and every
     team's deliveries were sent again after the lease, forever)."""
     monkeypatch.setenv("KIPU_NOTIFY_TIMEOUT_SECONDS", "1")
-    hostile = Dribbler(seconds=30, headers=headers)
+    hostile = Dribbler("headers" if headers else "body", seconds=30, every=0.3)
     done = threading.Event()
     try:
         demo, other = _team("demo"), _team("other")

@@ -302,111 +302,41 @@ def test_a_manual_run_names_a_library_item_it_cannot_use_at_once(api, roles: dic
 def test_a_media_server_that_dribbles_is_cut_off_at_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each read has its own timeout; a server sending a byte at a time passed every one and held the publish task
     (a worker slot every team shares) for as long as it liked. Now the whole download has a wall clock."""
-    import threading
     import time
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from kipu.hooks.base import Transient
     from kipu.hooks.media import open_media
 
-    stop = threading.Event()
+    from tests.fakes.dribbler import Dribbler
 
-    class Dribble(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", "100000")
-            self.end_headers()
-            ends = time.monotonic() + 8  # then it hangs up: without the deadline the test fails, not hangs
-            try:
-                while not stop.is_set() and time.monotonic() < ends:
-                    self.wfile.write(b"x")
-                    self.wfile.flush()
-                    stop.wait(0.2)
-            except OSError:
-                pass
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Dribble)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("KIPU_MEDIA_FETCH_SECONDS", "2")
     started = time.monotonic()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/p.png"
-        with pytest.raises(Transient, match="not fetched within 2 s"), open_media(url, 10**6, "x"):
+    with Dribbler("body") as slow:
+        with pytest.raises(Transient, match="not fetched within 2 s"), open_media(slow.url, 10**6, "x"):
             pass
         assert time.monotonic() - started < 5
-    finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize("where", ["headers", "body"])
 def test_a_guarded_request_with_a_deadline_ends_on_time_whatever_the_server_does(where: str) -> None:
     """Logins, tokens and registrations at servers a user names (a Bluesky PDS, a Mastodon instance) run in the
     API's request threads, which every team shares: a server that answers a byte at a time no longer holds one."""
-    import threading
     import time
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    stop = threading.Event()
+    from tests.fakes.canary_server import CanaryServer
+    from tests.fakes.dribbler import Dribbler
 
-    class Dribble(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if where == "headers":
-                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-            else:
-                self.send_response(200)
-                self.send_header("Content-Length", "100000")
-                self.end_headers()
-            ends = time.monotonic() + 8
-            try:
-                while not stop.is_set() and time.monotonic() < ends:
-                    self.wfile.write(b"x")
-                    self.wfile.flush()
-                    stop.wait(0.2)
-            except OSError:
-                pass
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Dribble)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     started = time.monotonic()
-    try:
+    with Dribbler(where) as slow:  # type: ignore[arg-type]
         with pytest.raises(httpx.TimeoutException), egress.client(timeout=5, deadline=2) as http:
-            http.get(f"http://127.0.0.1:{server.server_address[1]}/").read()
+            http.get(slow.url).read()
         assert time.monotonic() - started < 4
+    prompt = CanaryServer()
+    try:
         with egress.client(timeout=5, deadline=2) as http:  # a prompt answer is untouched
-            assert http.get(f"{_quick()}/").status_code == 204
+            assert http.get(prompt.url + "/x").status_code == 200
     finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
-
-
-def _quick() -> str:
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Quick(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Quick)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}"
+        prompt.stop()
 
 
 def test_a_bluesky_app_password_is_sent_over_https_only(
