@@ -130,7 +130,7 @@ def test_refusals_and_empty_answers_fall_back_offline(
     assert f"used the offline rewriter: {why}" in result.notes and "#pasta" in result.caption.lower()
 
 
-@pytest.mark.parametrize("failure", ["429", "500", "invalid_json"])
+@pytest.mark.parametrize("failure", ["429", "500", "invalid_json", "off_schema"])
 def test_transient_failures_are_retried_within_the_budget(fake: OpenAIServer, team_id: uuid.UUID, failure: str) -> None:
     fake.then(Answer(kind=failure, retry_after="1"), Answer(caption="Second time lucky"))
     started = time.monotonic()
@@ -148,6 +148,33 @@ def test_a_server_that_keeps_failing_falls_back_within_the_time_budget(fake: Ope
     assert time.monotonic() - started < 4
     assert result.engine == "offline" and "server error (HTTP 500)" in (result.fallback or "")
     assert KEY not in (result.fallback or "")
+
+
+def test_answers_off_the_schema_fall_back_offline_and_their_tokens_are_counted(
+    fake: OpenAIServer, team_id: uuid.UUID
+) -> None:
+    """A server that ignores the schema ({"caption": 123}) crashed the step (a 500 in the API); and the tokens of
+    answers that could not be used were never recorded, so the daily budget never tripped for them."""
+    fake.then(*[Answer(kind="off_schema")] * 50)
+    result = rewrite_caption(req(), team_id=team_id, conn=conn_for(fake, time_budget=1.5))
+    assert result.engine == "offline" and "does not match the schema" in (result.fallback or "")
+    assert len(fake.requests) >= 2
+    rows = usage_rows()
+    assert len(rows) == 1 and rows[0].tokens_in > 0 and rows[0].tokens_out > 0
+    _, engine, why = generate_hashtags(
+        "Homemade pasta tonight", "instagram", 3, team_id=team_id, conn=conn_for(fake, time_budget=1.5)
+    )
+    assert engine == "offline" and "does not match the schema" in (why or "") and len(usage_rows()) == 2
+
+
+def test_a_text_over_the_models_limit_is_rewritten_offline_without_a_call(
+    fake: OpenAIServer, team_id: uuid.UUID
+) -> None:
+    from kipu.ai.service import MAX_MODEL_TEXT
+
+    result = rewrite_caption(req("word " * (MAX_MODEL_TEXT // 5 + 1)), team_id=team_id, conn=conn_for(fake))
+    assert result.engine == "offline" and "most sent to the model" in (result.fallback or "")
+    assert fake.requests == [] and usage_rows() == []
 
 
 def test_the_daily_token_budget_switches_to_offline(fake: OpenAIServer, team_id: uuid.UUID) -> None:

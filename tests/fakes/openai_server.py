@@ -2,7 +2,7 @@
 
 By default it answers a structured caption derived from the ``<source>`` block of the prompt. ``script`` queues
 answers for the next calls: ``structured``/``plain`` (with ``caption``/``hashtags``), ``overlong``, ``refusal``,
-``empty``, ``invalid_json``, ``429`` (with ``Retry-After``) and ``500``. ``structured_supported=False`` makes it reject
+``empty``, ``invalid_json``, ``off_schema``, ``429`` (with ``Retry-After``) and ``500``. ``structured_supported=False`` makes it reject
 ``response_format`` like servers without structured output; ``latency`` delays every answer.
 """
 
@@ -94,8 +94,12 @@ class OpenAIServer:
             content = ""
         elif answer.kind == "invalid_json":
             content = '{"caption": "cut off'
-        elif structured:
-            content = json.dumps({"caption": caption, "hashtags": answer.hashtags})
+        elif answer.kind == "off_schema":  # valid JSON the schema does not allow: a caption that is not a string
+            content = json.dumps({"caption": 123, "hashtags": ["a", 1]})
+        elif structured:  # exactly the properties of the schema asked for, as OpenAI's strict structured output
+            wanted = ((request.get("response_format") or {}).get("json_schema") or {}).get("name")
+            full = {"caption": caption, "hashtags": answer.hashtags}
+            content = json.dumps({"hashtags": answer.hashtags} if wanted == "hashtags" else full)
         else:
             content = caption + ("\n\n" + " ".join(f"#{t}" for t in answer.hashtags) if answer.hashtags else "")
         prompt_tokens = sum(len(m["content"] or "") for m in request["messages"]) // 4

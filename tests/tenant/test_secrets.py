@@ -130,3 +130,34 @@ def test_no_response_model_has_a_secret_field(api) -> None:
         if SECRETISH.search(field)
     }
     assert found - NOT_SECRETS == SHOWN_ONCE
+
+
+def test_a_viewer_cannot_test_guesses_of_a_webhook_secret_through_plan(api, roles: dict) -> None:
+    """``POST /teams/{team}/plan`` is open to viewers; it compared a file's secret with the stored one, so a wrong
+    and a right guess planned differently. Now a secret in a file is always a change."""
+    import json
+
+    from kipu.store.engine import session_scope
+    from kipu.store.workflows import save_workflow
+
+    from tests.helpers import demo_doc
+
+    doc = demo_doc(slug="hooked", status="inactive")
+    doc["trigger"] = {
+        "type": "webhook",
+        "connection_id": "feed:demo",
+        "platform": "feed",
+        "webhook_secret": "summer2026",
+    }
+    with session_scope() as s:
+        save_workflow(s, doc)
+
+    def changes_with(guess: str) -> list:
+        file = {**doc, "trigger": {**doc["trigger"], "webhook_secret": guess}}
+        out = api.post(
+            "/kipu/api/teams/demo/plan", json={"files": {"hooked.json": json.dumps(file)}}, headers=roles["viewer"]
+        )
+        assert out.status_code == 200, out.text
+        return [c for c in out.json()["changes"] if c["slug"] == "hooked"]
+
+    assert changes_with("winter2025") == changes_with("summer2026") != []

@@ -20,7 +20,12 @@ if TYPE_CHECKING:
 
 
 class AIUnavailable(Exception):
-    """No usable answer within the time budget; the caller falls back to the offline rewriter."""
+    """No usable answer within the time budget; the caller falls back to the offline rewriter. ``tokens_in`` and
+    ``tokens_out`` are what the failed attempts were billed: the ledger counts them too."""
+
+    def __init__(self, message: str, tokens_in: int = 0, tokens_out: int = 0) -> None:
+        super().__init__(message)
+        self.tokens_in, self.tokens_out = tokens_in, tokens_out
 
 
 @dataclass
@@ -56,7 +61,7 @@ class ChatClient:
                 return reply
             reply.problems.append(problem)
             if wait is None or time.monotonic() + wait > deadline:
-                raise AIUnavailable(f"{problem} (after {reply.attempts} attempt(s))")
+                raise AIUnavailable(f"{problem} (after {reply.attempts} attempt(s))", reply.tokens_in, reply.tokens_out)
             time.sleep(wait)
 
     def _attempt(
@@ -110,6 +115,12 @@ class ChatClient:
             return backoff(n), "an answer that is not valid JSON"
         if not isinstance(data, dict):
             return backoff(n), "an answer that is not a JSON object"
+        import jsonschema
+
+        try:  # a server may ignore the schema it was given: a caption that is not a string is no caption
+            jsonschema.validate(data, schema["schema"])
+        except jsonschema.ValidationError:
+            return backoff(n), "an answer that does not match the schema"
         reply.data = data
         return None, None
 

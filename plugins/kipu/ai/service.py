@@ -92,6 +92,9 @@ def _account(
     return cost
 
 
+MAX_MODEL_TEXT = 20_000  # characters of a caption sent to the model, as POST /ai/rewrite allows
+
+
 def rewrite_caption(
     req: RewriteRequest,
     *,
@@ -104,6 +107,8 @@ def rewrite_caption(
     conn = conn or ai_connection.load()
     if conn is None:
         return rewrite(req)
+    if len(req.text) > MAX_MODEL_TEXT:  # the model's cost grows with the text: past this, the offline rewriter
+        return _offline(req, f"the text is over {MAX_MODEL_TEXT:,} characters, the most sent to the model")
     now = now or datetime.now(UTC)
     rules = rules_for(req.target_platform)
     limit = min(rules.max_length, req.max_length) if req.max_length else rules.max_length
@@ -155,6 +160,7 @@ def rewrite_caption(
                 str(data.get("caption", "")), list(data.get("hashtags") or []), req, rules, limit, final=True
             )
     except AIUnavailable as exc:
+        tin, tout = tin + exc.tokens_in, tout + exc.tokens_out  # billed though unusable
         cost = _account(team_id, run_id, "rewrite", conn, tin, tout, cached=False) if tin or tout else 0.0
         return _offline(req, str(exc), model=conn.model, tokens_in=tin, tokens_out=tout, cost_usd=cost)
     with session_scope() as session:
@@ -285,6 +291,8 @@ def generate_hashtags(
             hashtag_messages(text, platform, count), HASHTAGS_SCHEMA, time.monotonic() + conn.time_budget
         )
     except AIUnavailable as exc:
+        if exc.tokens_in or exc.tokens_out:  # billed though unusable
+            _account(team_id, run_id, "hashtags", conn, exc.tokens_in, exc.tokens_out, cached=False)
         return offline_hashtags(text, count), "offline", str(exc)
     _account(team_id, run_id, "hashtags", conn, reply.tokens_in, reply.tokens_out, cached=False)
     tags = clean_tags(list((reply.data or {}).get("hashtags") or []))[:count]

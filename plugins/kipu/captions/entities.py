@@ -69,17 +69,19 @@ def _compiled(rules: EntityRules) -> _Compiled:
 def find(text: str, rules: EntityRules = DEFAULT) -> list[Entity]:
     """Every link, mention and hashtag of ``text``, in order, none overlapping and none inside a link."""
     out = [Entity("url", m.start(), m.end(), m.group(0)) for m in URL_RE.finditer(text)]
-    taken = [(e.start, e.end) for e in out]
-
-    def free(start: int, end: int) -> bool:
-        return all(end <= a or start >= b for a, b in taken)
+    # The offsets already taken, one byte each: checking a match costs its own length, not the entities found so
+    # far (that was quadratic in a caption full of tags).
+    taken = bytearray(len(text))
+    for e in out:
+        taken[e.start : e.end] = b"\x01" * (e.end - e.start)
 
     patterns = _compiled(rules)
     for kind, pattern in (("mention", patterns.mention), ("hashtag", patterns.tag)):
         for m in pattern.finditer(text):
-            if free(m.start(), m.end()):
-                out.append(Entity(kind, m.start(), m.end(), m.group(0)))  # type: ignore[arg-type]
-                taken.append((m.start(), m.end()))
+            start, end = m.start(), m.end()
+            if taken.find(1, start, end) == -1:
+                out.append(Entity(kind, start, end, m.group(0)))  # type: ignore[arg-type]
+                taken[start:end] = b"\x01" * (end - start)
     return sorted(out, key=lambda e: e.start)
 
 

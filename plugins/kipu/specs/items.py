@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,6 +50,9 @@ class ContentItem(BaseModel):
 MANUAL_PLATFORM = "manual"
 
 
+MAX_CAPTION = 65_536  # characters of a hand-made item's caption
+
+
 class ManualItem(BaseModel):
     """An item given by hand (the API, ``kipu workflow run``, Airflow's Trigger form): a caption and optional media
     are enough. Kipu assigns its identity; the same ``idempotency_key`` for the same workflow is the same item, so a
@@ -58,18 +61,20 @@ class ManualItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # stored as JSON, which has no such number
 
-    caption: CleanText = ""
-    title: CleanText | None = None
+    # Bounded (the longest platform caption is Facebook's 63,206 characters), so an item costs its steps in
+    # proportion to what a platform could publish, not to the request body's limit.
+    caption: CleanText = Field(default="", max_length=MAX_CAPTION)
+    title: CleanText | None = Field(default=None, max_length=2_000)
     content_type: ContentType | None = Field(default=None, description="default: from the media (video, image)")
     media: list[MediaRef] = Field(default_factory=list, max_length=20)
-    hashtags: list[CleanText] = Field(default_factory=list, max_length=100)
-    url: CleanText | None = None
+    hashtags: list[Annotated[CleanText, Field(max_length=140)]] = Field(default_factory=list, max_length=100)
+    url: CleanText | None = Field(default=None, max_length=2_048)
     duration_seconds: float | None = Field(default=None, ge=0)
     idempotency_key: CleanText | None = Field(default=None, min_length=1, max_length=200)
     platform: CleanText | None = Field(default=None, min_length=1)
     platform_post_id: CleanText | None = Field(default=None, min_length=1, max_length=512)
     published_at: UtcDateTime | None = None
-    author: CleanText | None = None
+    author: CleanText | None = Field(default=None, max_length=200)
 
     def to_item(self, fallback_id: str) -> ContentItem:
         """The content item: its own id, else one from the idempotency key, else ``fallback_id`` (per request)."""

@@ -125,6 +125,8 @@ def save_workflow(session: Session, data: Any, *, mode: str = "upsert", replacin
         slug, wf = replacing.slug or workflow_slug(spec.name), replacing
     else:
         slug = spec.slug or workflow_slug(spec.name)
+        # The team's row locked first: two creates of one slug at once are a 201 and a 409, never a unique-key 500.
+        session.execute(select(Team.id).where(Team.id == team.id).with_for_update())
         wf = session.scalar(select(Workflow).where(Workflow.team_id == team.id, Workflow.slug == slug))
         if wf is not None and mode == "create":
             field = "slug" if spec.slug else "name"
