@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from kipu.platforms.youtube.atom import topic_for
-from kipu.platforms.youtube.websub import renew_leases, subscribe, websub_secret
+from kipu.platforms.youtube.websub import renew_leases, subscribe, verify_token, websub_secret
 from kipu.store.accounts import find_team, upsert_connection
 from kipu.store.engine import session_scope
 from kipu.store.models import Connection, WorkflowRun
@@ -93,11 +93,13 @@ def lease() -> dict[str, Any]:
 
 
 def verification(mode: str = "subscribe", channel: str = CHANNEL, **extra: str) -> dict[str, str]:
+    """The hub's verification GET, with the token Kipu gave it when subscribing."""
     return {
         "hub.mode": mode,
         "hub.topic": topic_for(channel),
         "hub.challenge": uuid.uuid4().hex,
         "hub.lease_seconds": "432000",
+        "hub.verify_token": verify_token() or "",
         **extra,
     }
 
@@ -124,11 +126,23 @@ def test_unsubscribing_is_confirmed_only_for_channels_nobody_watches(client: Tes
     assert denied.status_code == 200 and lease()["status"] == "denied"
 
 
+def test_a_verification_without_kipus_token_is_refused_and_a_lease_is_never_longer_than_asked(
+    client: TestClient, channel: str
+) -> None:
+    """Anyone can send the hub's GET: without the token Kipu gave the hub, a forged one recorded a lease of its
+    choosing (366 days), so renewal stopped and the channel fell silent when the hub's real lease ended."""
+    forged = {**verification(**{"hub.lease_seconds": str(366 * 86400)}), "hub.verify_token": ""}
+    assert client.get(API, params=forged).status_code == 403
+    assert lease().get("status") != "subscribed"
+    long = client.get(API, params=verification(**{"hub.lease_seconds": str(366 * 86400)}))
+    assert long.status_code == 200 and lease()["lease_seconds"] == 10 * 86400  # what Kipu asked for, at most
+
+
 def test_a_configured_verify_token_must_match(
     client: TestClient, channel: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KIPU_YOUTUBE_VERIFY_TOKEN", "verify-me")
-    assert client.get(API, params=verification()).status_code == 403
+    assert client.get(API, params={**verification(), "hub.verify_token": ""}).status_code == 403
     assert client.get(API, params=verification(**{"hub.verify_token": "nope"})).status_code == 403
     assert client.get(API, params=verification(**{"hub.verify_token": "verify-me"})).status_code == 200
 
@@ -195,6 +209,7 @@ def test_subscribing_and_renewing_leases_at_the_hub(client: TestClient, channel:
             "hub.verify": "async",
             "hub.lease_seconds": "3600",
             "hub.secret": websub_secret(),
+            "hub.verify_token": verify_token(),
         }
         assert sent["hub.secret"] != APP_SECRET and lease()["status"] == "subscribe_requested"
         assert renew_leases(hub=hub) == [CHANNEL]  # not verified yet: asked again

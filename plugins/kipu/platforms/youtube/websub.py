@@ -47,6 +47,17 @@ def websub_secret() -> str | None:
     return hmac.new(base.encode(), b"kipu youtube websub", hashlib.sha256).hexdigest() if base else None
 
 
+def verify_token() -> str | None:
+    """``hub.verify_token``: the configured one, else one derived from the YouTube app secret. Kipu sends it with
+    every request to the hub and refuses a verification without it: anyone can send the hub's GET, and a forged one
+    would record a lease the hub never granted (and stop its renewal)."""
+    explicit = app_setting("youtube", "verify_token")
+    if explicit:
+        return explicit
+    base = app_setting("youtube", "secret")
+    return hmac.new(base.encode(), b"kipu youtube websub verify", hashlib.sha256).hexdigest() if base else None
+
+
 def _record(session: Any, channel: str, **lease: Any) -> None:
     """The subscription's state on every connection to the channel (any team)."""
     rows = session.scalars(
@@ -82,25 +93,25 @@ class YouTubeWebSub:
         channel = topic_channel(q.topic)
         if channel is None:
             raise WebhookRefused(404, "not a YouTube channel feed topic")
-        expected = app_setting("youtube", "verify_token")
-        if expected and not same_token(q.verify_token, expected):
-            raise WebhookRefused(403, "the verify token does not match")
         now = datetime.now(UTC)
+        if q.mode == "denied":  # the hub refused the subscription (no token in a denial): renew_leases asks again
+            with session_scope() as s:
+                _record(s, channel, status="denied", reason=q.reason, checked_at=now.isoformat())
+            return ""
+        expected = verify_token()
+        if not expected or not same_token(q.verify_token, expected):
+            raise WebhookRefused(403, "the verify token does not match")
         with session_scope() as s:
             watched = bool(watchers(s, "youtube", [channel]).get(channel))
-            if q.mode == "denied":  # the hub refused the subscription; renew_leases asks again
-                _record(s, channel, status="denied", reason=q.reason, checked_at=now.isoformat())
-                return ""
             # WebSub: a subscriber that does not want the change answers 404. An unsubscription is confirmed only
             # for a channel nobody watches, so a forged unsubscribe request at the hub cannot silence a watched one.
             if (q.mode == "subscribe") != watched:
                 raise WebhookRefused(404, f"Kipu does not want to {q.mode} {channel}")
             lease: dict[str, Any] = {"status": f"{q.mode}d", "topic": q.topic, "verified_at": now.isoformat()}
-            if q.mode == "subscribe":
-                lease["lease_seconds"] = q.lease_seconds
-                lease["expires_at"] = (
-                    (now + timedelta(seconds=q.lease_seconds)).isoformat() if q.lease_seconds else None
-                )
+            if q.mode == "subscribe":  # never longer than Kipu asks for: renewal must come before the hub's end
+                seconds = min(q.lease_seconds or LEASE_SECONDS, LEASE_SECONDS)
+                lease["lease_seconds"] = seconds
+                lease["expires_at"] = (now + timedelta(seconds=seconds)).isoformat()
             _record(s, channel, **lease)
         return q.challenge
 
@@ -144,7 +155,7 @@ def subscribe(
     }
     if secret:
         data["hub.secret"] = secret
-    token = app_setting("youtube", "verify_token")
+    token = verify_token()
     if token:
         data["hub.verify_token"] = token
     try:
