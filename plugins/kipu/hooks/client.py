@@ -12,6 +12,7 @@ import asyncio
 import random
 import threading
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -296,6 +297,38 @@ def send(caller: Caller, call: Call, client: httpx.Client, max_wait: float = MAX
     raise AssertionError("tenacity re-raises the last error")  # pragma: no cover
 
 
+MAX_POLL_RESPONSE = 20 * 1024 * 1024  # bytes of a poll's answer, decoded: the triggerer is every team's
+_DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+async def _bounded_body(response: httpx.Response, platform: str, limit: int = MAX_POLL_RESPONSE) -> bytes:
+    """The answer's body, decoded, refused past ``limit`` bytes before they are held: a 200 KiB gzip of zeros is
+    400 MiB once decoded. Only gzip and deflate are asked for (``Accept-Encoding``), so every answer is bounded."""
+    too_big = Rejected(f"{platform}: the answer is over {limit} bytes")
+    declared = response.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "", *_DECODERS):
+        raise Rejected(f"{platform}: the answer is encoded as {encoding[:40]!r}, which Kipu did not ask for")
+    inflate = zlib.decompressobj(_DECODERS[encoding]) if encoding in _DECODERS else None
+    out = bytearray()
+    try:
+        async for raw in response.aiter_raw():
+            data = raw
+            while data:
+                piece = inflate.decompress(data, limit + 1 - len(out)) if inflate else data
+                data = inflate.unconsumed_tail if inflate else b""
+                out += piece
+                if len(out) > limit:
+                    raise too_big
+                if inflate and not piece and data:  # no room left though input remains
+                    raise too_big
+    except zlib.error:
+        raise Transient(f"{platform}: the answer's {encoding} encoding is broken") from None
+    return bytes(out)
+
+
 async def asend(
     caller: Caller,
     call: Call,
@@ -314,10 +347,18 @@ async def asend(
             if wait:
                 await asyncio.sleep(wait)
             url, kwargs = _request_args(caller, call)
+            kwargs["headers"] = {"Accept-Encoding": "gzip, deflate", **kwargs["headers"]}
             try:
                 async with asyncio.timeout(timeout):
-                    response = await client.request(call.method, url, **kwargs)
-                    await response.aread()
+                    request = client.build_request(call.method, url, **kwargs)
+                    streamed = await client.send(request, stream=True)
+                    try:
+                        body = await _bounded_body(streamed, caller.platform)
+                    finally:
+                        await streamed.aclose()
+                    dropped = ("content-encoding", "content-length")  # the body is decoded now
+                    headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() not in dropped]
+                    response = httpx.Response(streamed.status_code, headers=headers, content=body, request=request)
             except (httpx.TimeoutException, TimeoutError):
                 raise Transient(f"{caller.platform}: no answer within {timeout or DEFAULT_TIMEOUT.read:g}s") from None
             except httpx.HTTPError as exc:
@@ -352,8 +393,24 @@ def run(flow: Flow, sender: Callable[[Call], httpx.Response]) -> Any:
         return done.value
 
 
+OFFLOAD_BYTES = 256 * 1024  # an answer this large is parsed in a thread: the event loop is every team's triggers
+
+
+@dataclass
+class _Done:
+    value: Any
+
+
+def _advance(flow: Flow, response: httpx.Response) -> Call | _Done:
+    try:
+        return flow.send(response)
+    except StopIteration as done:  # a Future cannot carry StopIteration
+        return _Done(done.value)
+
+
 async def arun(flow: Flow, sender: Callable[[Call], Awaitable[httpx.Response]]) -> Any:
-    """Drive ``flow`` on the event loop, like ``run``."""
+    """Drive ``flow`` on the event loop, like ``run``; a large answer (a feed of thousands of entries) is parsed in a
+    thread, so no other trigger waits for it."""
     try:
         call = next(flow)
         while True:
@@ -361,8 +418,15 @@ async def arun(flow: Flow, sender: Callable[[Call], Awaitable[httpx.Response]]) 
                 response = await sender(call)
             except PlatformError as exc:
                 call = flow.throw(exc)
-            else:
-                call = flow.send(response)
+                continue
+            nxt = (
+                await asyncio.to_thread(_advance, flow, response)
+                if len(response.content) > OFFLOAD_BYTES
+                else _advance(flow, response)
+            )
+            if isinstance(nxt, _Done):
+                return nxt.value
+            call = nxt
     except StopIteration as done:
         return done.value
 
