@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 MAX_EVENTS_PER_DELIVERY = 500
 MAX_EVENTS_PER_PASS = 5000  # per team; the rest waits for the next pass
 CLAIM_LIMIT = 100  # deliveries per pass
-CLAIM_PER_TEAM = 10  # per team per pass, teams taken in turn: one team's backlog never holds up another's
 LEASE = timedelta(minutes=5)  # a claimed delivery is due again after this if the sender died mid-send
 SMTP_CONN_ID = "kipu_smtp"
 
@@ -167,11 +166,11 @@ def claim(now: datetime, limit: int = CLAIM_LIMIT) -> list[Job]:
     jobs: list[Job] = []
     nd = NotificationDelivery
     is_due = (nd.status == "pending") & (nd.next_attempt_at <= now)
-    # Each team's oldest first, then the teams in turn: rank within the team, then time (a window function cannot
-    # take row locks, so the lock is on the outer select).
+    # The teams in turn: each team's oldest, then each one's second, ...; a team alone still gets the whole pass, and
+    # one team's backlog never holds up another's (a window function takes no row locks: the outer select does).
     rank = func.row_number().over(partition_by=nd.team_id, order_by=(nd.next_attempt_at, nd.id)).label("rank")
     ranked = select(nd.id, nd.next_attempt_at, rank).where(is_due).subquery()
-    fair = select(ranked.c.id).where(ranked.c.rank <= CLAIM_PER_TEAM).order_by(ranked.c.rank, ranked.c.next_attempt_at)
+    fair = select(ranked.c.id).order_by(ranked.c.rank, ranked.c.next_attempt_at)
     with session_scope() as s:
         ids = list(s.scalars(fair.limit(limit)))
         due = s.scalars(

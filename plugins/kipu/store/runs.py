@@ -7,11 +7,11 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from kipu.naming import run_id_for
-from kipu.store.models import WorkflowRun, WorkflowStepRun
+from kipu.store.models import Workflow, WorkflowRun, WorkflowStepRun
 from kipu.store.types import utcnow
 
 TERMINAL_RUN = ("completed", "failed", "skipped", "partially_published")
@@ -92,18 +92,21 @@ def claim_starts(
     A run asked for less than ``grace`` ago is left alone (it is probably queued); an older one is asked for again,
     which is a no-op if its DAG run exists, because the Airflow run id is deterministic.
     """
-    query = (
-        select(WorkflowRun)
-        .where(
-            WorkflowRun.status == "pending",
-            WorkflowRun.dag_id.is_not(None),
-            or_(WorkflowRun.start_requested_at.is_(None), WorkflowRun.start_requested_at < now - grace),
-        )
-        .order_by(WorkflowRun.started_at)
-        .limit(limit)
+    wr = WorkflowRun
+    startable = and_(
+        wr.status == "pending",
+        wr.dag_id.is_not(None),
+        or_(wr.start_requested_at.is_(None), wr.start_requested_at < now - grace),
+        *([wr.id.in_(run_ids)] if run_ids is not None else []),
     )
-    if run_ids is not None:
-        query = query.where(WorkflowRun.id.in_(run_ids))
+    # The teams in turn: each team's oldest run, then each one's second, ...; a team alone still gets the whole
+    # cycle, and one team's backlog never holds up another team's new item (a window function takes no row locks:
+    # the outer select does).
+    rank = func.row_number().over(partition_by=Workflow.team_id, order_by=(wr.started_at, wr.id)).label("rank")
+    ranked = select(wr.id, wr.started_at, rank).join(Workflow, Workflow.id == wr.workflow_id).where(startable)
+    fair = ranked.subquery()
+    ids = select(fair.c.id).order_by(fair.c.rank, fair.c.started_at).limit(limit)
+    query = select(wr).where(wr.id.in_(ids), startable).order_by(wr.started_at)
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     claimed = []
