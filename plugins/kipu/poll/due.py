@@ -6,6 +6,7 @@ import hashlib
 import logging
 import uuid
 from datetime import datetime, timedelta
+from itertools import zip_longest
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
@@ -30,6 +31,7 @@ class Source(BaseModel):
     connection_id: str
     platform: str
     workflow_ids: list[str]
+    team_id: str | None = None
 
 
 def jitter_factor(workflow_id: str, last_checked: datetime) -> float:
@@ -84,9 +86,14 @@ def due_sources(session: Session, now: datetime, limit: int = 10_000) -> list[So
         if conn[4] in NOT_POLLED or (conn[5] is not None and conn[5] > now):
             continue
         key = str(conn[0])
-        src = groups.setdefault(key, Source(connection_id=key, platform=conn[2], workflow_ids=[]))
+        src = groups.setdefault(key, Source(connection_id=key, platform=conn[2], workflow_ids=[], team_id=str(team_id)))
         src.workflow_ids.append(str(wf_id))
         since = last_checked or datetime.min.replace(tzinfo=now.tzinfo)
         overdue[key] = min(overdue.get(key, since), since)
-    ordered = sorted(groups.values(), key=lambda s: overdue[s.connection_id])
+    # The teams in turn, each team's most overdue first: one team's many sources (failing ones sort as most overdue,
+    # cycle after cycle) never take every slot before another team's first source.
+    by_team: dict[str | None, list[Source]] = {}
+    for src in sorted(groups.values(), key=lambda s: overdue[s.connection_id]):
+        by_team.setdefault(src.team_id, []).append(src)
+    ordered = [src for turn in zip_longest(*by_team.values()) for src in turn if src is not None]
     return ordered[:limit]

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -209,8 +209,14 @@ async def run_cycle(
             if batch:
                 totals.update(await asyncio.to_thread(write_batch, batch, now))  # type: ignore[arg-type]
 
+    # With other teams in the cycle, no team holds more than half of its slots: the rest always serves the others.
+    slots = (limits or Limits()).global_concurrency
+    share = slots if len({c.source.team_id for c in contexts.values()}) <= 1 else max(1, slots // 2)
+    team_slots: dict[str | None, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(share))
+
     async def one(ctx: SourceContext, http: LimitedClient) -> None:
-        outcome = await fetch_one(ctx, http)
+        async with team_slots[ctx.source.team_id]:
+            outcome = await fetch_one(ctx, http)
         if outcome.error is None:
             report.fetched += 1
         else:
