@@ -177,6 +177,38 @@ def test_a_text_over_the_models_limit_is_rewritten_offline_without_a_call(
     assert fake.requests == [] and usage_rows() == []
 
 
+def test_calls_at_once_cannot_all_pass_the_budget_check(pg_demo_team: dict) -> None:
+    """Each call holds its estimated tokens while in flight, under a lock on the team's row (PostgreSQL, as in
+    production): four rewrites at once against a 50-token budget made 8 model calls (3,188 tokens) before; now one
+    reaches the model."""
+    import threading
+
+    with session_scope() as s:
+        team_id = find_team(s, "demo").id
+
+    with OpenAIServer(latency=1.0) as slow:
+        conn = conn_for(slow, daily_token_budget=50)
+        barrier = threading.Barrier(4)
+        engines: list[str] = []
+
+        def one(i: int) -> None:
+            barrier.wait()
+            engines.append(rewrite_caption(req(f"post {i} " + "words " * 60), team_id=team_id, conn=conn).engine)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        calls = len(slow.requests)
+    # One rewrite reached the model (its call, and the re-ask of an overlong answer); the others waited for its hold.
+    assert calls <= 2 and sorted(engines) == ["offline", "offline", "offline", "openai"], (calls, engines)
+    rows = usage_rows()
+    assert all(r.purpose != "reserved" for r in rows)  # every hold became the real figures, or went away
+    with session_scope() as s:
+        assert [t["calls"] for t in team_totals(s)] == [1]
+
+
 def test_the_daily_token_budget_switches_to_offline(fake: OpenAIServer, team_id: uuid.UUID) -> None:
     conn = conn_for(fake, daily_token_budget=10)
     assert rewrite_caption(req("first post"), team_id=team_id, conn=conn).engine == "openai"

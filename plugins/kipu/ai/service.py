@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import regex
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from kipu.ai import connection as ai_connection
@@ -23,12 +24,13 @@ from kipu.ai.postconditions import clean_tags, enforce
 from kipu.ai.prompts import CAPTION_SCHEMA, HASHTAGS_SCHEMA, hashtag_messages, rewrite_messages
 from kipu.ai.usage import cache_get, cache_key, cache_put, record_usage, team_budget, tokens_today
 from kipu.captions.hashtags import extract_hashtags, normalise_tag
-from kipu.captions.platforms import rules_for
+from kipu.captions.platforms import CaptionRules, rules_for
 from kipu.captions.rewriter import RewriteRequest, RewriteResult, rewrite
 from kipu.notify.events import emit
 from kipu.specs.items import ContentItem
 from kipu.specs.steps import AIRewriteConfig
 from kipu.store.engine import session_scope
+from kipu.store.models import AIUsage, Team
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,31 @@ def _over_budget(session: Session, team_id: uuid.UUID | None, conn: AIConnection
     return f"the team's daily AI token budget of {budget} is used up ({used} today)"
 
 
+RESERVED = "reserved"  # the purpose of a call's hold on the budget while it is in flight
+
+
+def _hold(
+    session: Session, team_id: uuid.UUID | None, conn: AIConnection, now: datetime, estimate: int
+) -> tuple[str | None, uuid.UUID | None]:
+    """The budget check and, when it passes, a hold of ``estimate`` tokens until the call is accounted for, under a
+    lock on the team's row: calls at once see each other's holds, so they cannot all pass one check."""
+    if team_id is None or team_budget(session, team_id, conn.daily_token_budget) is None:
+        return None, None
+    session.execute(select(Team.id).where(Team.id == team_id).with_for_update())
+    reason = _over_budget(session, team_id, conn, now)
+    if reason:
+        return reason, None
+    hold = AIUsage(id=uuid.uuid4(), team_id=team_id, purpose=RESERVED, model=conn.model, tokens_in=estimate)
+    session.add(hold)
+    return None, hold.id
+
+
+def _release(hold: uuid.UUID | None) -> None:
+    if hold is not None:
+        with session_scope() as session:
+            session.execute(delete(AIUsage).where(AIUsage.id == hold))
+
+
 def _account(
     team_id: uuid.UUID | None,
     run_id: uuid.UUID | None,
@@ -75,9 +102,12 @@ def _account(
     tin: int,
     tout: int,
     cached: bool,
+    hold: uuid.UUID | None = None,
 ) -> float:
     cost = 0.0 if cached else conn.cost(tin, tout)
     with session_scope() as session:
+        if hold is not None:  # the real figures replace the hold, in one transaction
+            session.execute(delete(AIUsage).where(AIUsage.id == hold))
         record_usage(
             session,
             team_id=team_id,
@@ -128,7 +158,9 @@ def rewrite_caption(
                 cost_usd=0.0,
                 cached=True,
             )
-        reason = None if hit is not None else _over_budget(session, team_id, conn, now)
+        # A call may cost about its prompt and its longest answer (characters / 4), twice with the re-ask.
+        estimate = 2 * ((len(req.text) + limit) // 4 + 300)
+        reason, hold = (None, None) if hit is not None else _hold(session, team_id, conn, now, estimate)
     if hit is not None:
         checked = enforce(hit.get("caption", ""), hit.get("hashtags", []), req, rules, limit, final=True)
         return RewriteResult(
@@ -136,7 +168,24 @@ def rewrite_caption(
         )
     if reason:
         return _offline(req, reason, model=conn.model)
+    try:
+        return _ask_rewrite(req, conn, rules, limit, key, team_id, run_id, hold)
+    except BaseException:
+        _release(hold)  # an unexpected end holds nothing (a hold already accounted for is gone: a no-op)
+        raise
 
+
+def _ask_rewrite(
+    req: RewriteRequest,
+    conn: AIConnection,
+    rules: CaptionRules,
+    limit: int,
+    key: str,
+    team_id: uuid.UUID | None,
+    run_id: uuid.UUID | None,
+    hold: uuid.UUID | None,
+) -> RewriteResult:
+    """The model's rewrite; every way out accounts for the call (its real tokens replace ``hold``)."""
     deadline = time.monotonic() + conn.time_budget
     client = _client(conn)
     tin = tout = 0
@@ -145,7 +194,7 @@ def rewrite_caption(
         tin, tout = reply.tokens_in, reply.tokens_out
         if reply.refusal or not (reply.data or {}).get("caption", "").strip():
             why = "the model refused" if reply.refusal else "the model's answer was empty"
-            cost = _account(team_id, run_id, "rewrite", conn, tin, tout, cached=False)
+            cost = _account(team_id, run_id, "rewrite", conn, tin, tout, cached=False, hold=hold)
             return _offline(req, why, model=conn.model, tokens_in=tin, tokens_out=tout, cost_usd=cost)
         data = reply.data or {}
         checked = enforce(
@@ -161,13 +210,17 @@ def rewrite_caption(
             )
     except AIUnavailable as exc:
         tin, tout = tin + exc.tokens_in, tout + exc.tokens_out  # billed though unusable
-        cost = _account(team_id, run_id, "rewrite", conn, tin, tout, cached=False) if tin or tout else 0.0
+        if tin or tout:
+            cost = _account(team_id, run_id, "rewrite", conn, tin, tout, cached=False, hold=hold)
+        else:
+            cost = 0.0
+            _release(hold)
         return _offline(req, str(exc), model=conn.model, tokens_in=tin, tokens_out=tout, cost_usd=cost)
     with session_scope() as session:
         cache_put(
             session, key, conn.model, {"caption": data.get("caption", ""), "hashtags": data.get("hashtags") or []}
         )
-    cost = _account(team_id, run_id, "rewrite", conn, tin, tout, cached=False)
+    cost = _account(team_id, run_id, "rewrite", conn, tin, tout, cached=False, hold=hold)
     return RewriteResult(
         checked.caption,
         checked.hashtags,
@@ -283,7 +336,7 @@ def generate_hashtags(
         _account(team_id, run_id, "hashtags", conn, 0, 0, cached=True)
         return clean_tags(hit.get("hashtags", []))[:count], "cache", None
     with session_scope() as session:
-        reason = _over_budget(session, team_id, conn, datetime.now(UTC))
+        reason, hold = _hold(session, team_id, conn, datetime.now(UTC), len(text) // 4 + 300)
     if reason:
         return offline_hashtags(text, count), "offline", reason
     try:
@@ -292,9 +345,14 @@ def generate_hashtags(
         )
     except AIUnavailable as exc:
         if exc.tokens_in or exc.tokens_out:  # billed though unusable
-            _account(team_id, run_id, "hashtags", conn, exc.tokens_in, exc.tokens_out, cached=False)
+            _account(team_id, run_id, "hashtags", conn, exc.tokens_in, exc.tokens_out, cached=False, hold=hold)
+        else:
+            _release(hold)
         return offline_hashtags(text, count), "offline", str(exc)
-    _account(team_id, run_id, "hashtags", conn, reply.tokens_in, reply.tokens_out, cached=False)
+    except BaseException:
+        _release(hold)
+        raise
+    _account(team_id, run_id, "hashtags", conn, reply.tokens_in, reply.tokens_out, cached=False, hold=hold)
     tags = clean_tags(list((reply.data or {}).get("hashtags") or []))[:count]
     if not tags:
         return offline_hashtags(text, count), "offline", "the model suggested no usable hashtags"

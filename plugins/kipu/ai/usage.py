@@ -90,6 +90,7 @@ def team_totals(session: Session, since: datetime | None = None) -> list[dict[st
             func.coalesce(func.sum(AIUsage.cost_usd), 0.0),
         )
         .join(Team, Team.id == AIUsage.team_id, isouter=True)
+        .where(AIUsage.purpose != "reserved")  # a call in flight holds budget, but is no call yet
         .group_by(Team.slug)
         .order_by(Team.slug)
     )
