@@ -13,6 +13,9 @@ with DAG(
     start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
+    # A backstop: whatever Airflow loses in an outage (a trigger's end, a triggerer), one cycle never holds the next
+    # for longer than this; a cut cycle loses nothing (its items are recorded runs or still on the source).
+    dagrun_timeout=timedelta(minutes=5),
     tags=["kipu", "kipu:engine"],
     # A cycle's tasks outrank every workflow task (whose weights are their step counts): a burst of items queued on
     # the workers never delays the cycle that finds the next ones.

@@ -420,6 +420,7 @@ def test_a_cycle_starts_in_the_triggerer_and_selects_its_own_sources(team: dict,
     args = task.start_trigger_args
     assert args.trigger_cls == "kipu.triggers.poll.KipuPollTrigger" and args.next_method == "execute_complete"
     assert args.timeout.total_seconds() == 240  # a cycle whose end was lost holds kipu_poll at most 4 minutes
+    assert dag.dagrun_timeout.total_seconds() == 300  # and whatever else an outage loses, a run ends in 5
     # The trigger row's kwargs, as the scheduler stores them and the triggerer reads them back.
     stored = Trigger._decrypt_kwargs(Trigger.encrypt_kwargs(args.trigger_kwargs))
     kwargs = {k: smart_decode_trigger_kwargs(v) for k, v in stored.items()}

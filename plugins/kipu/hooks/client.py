@@ -324,6 +324,10 @@ async def _bounded_body(response: httpx.Response, platform: str, limit: int = MA
                     raise too_big
                 if inflate and not piece and data:  # no room left though input remains
                     raise too_big
+        if inflate:
+            out += inflate.flush()  # what the decoder still holds (at most its window)
+            if len(out) > limit:
+                raise too_big
     except zlib.error:
         raise Transient(f"{platform}: the answer's {encoding} encoding is broken") from None
     return bytes(out)
