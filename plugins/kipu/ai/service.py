@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import regex
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from kipu.ai import connection as ai_connection
@@ -29,8 +29,9 @@ from kipu.captions.rewriter import RewriteRequest, RewriteResult, rewrite
 from kipu.notify.events import emit
 from kipu.specs.items import ContentItem
 from kipu.specs.steps import AIRewriteConfig
+from kipu.store.accounts import lock_team
 from kipu.store.engine import session_scope
-from kipu.store.models import AIUsage, Team
+from kipu.store.models import AIUsage
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def _hold(
     lock on the team's row: calls at once see each other's holds, so they cannot all pass one check."""
     if team_id is None or team_budget(session, team_id, conn.daily_token_budget) is None:
         return None, None
-    session.execute(select(Team.id).where(Team.id == team_id).with_for_update())
+    lock_team(session, team_id)
     reason = _over_budget(session, team_id, conn, now)
     if reason:
         return reason, None

@@ -141,9 +141,9 @@ def to_out(row: NotificationChannel) -> ChannelOut:
 def create(session: Session, team_id: uuid.UUID, body: ChannelIn) -> tuple[NotificationChannel, str | None]:
     """A new channel and, for a webhook, its signing secret (returned once, stored encrypted). The team's row is
     locked first, so two at once cannot both take the last place."""
-    from kipu.store.models import Team
+    from kipu.store.accounts import lock_team
 
-    session.execute(select(Team.id).where(Team.id == team_id).with_for_update())
+    lock_team(session, team_id)
     count = session.scalar(select(func.count()).where(NotificationChannel.team_id == team_id)) or 0
     if count >= MAX_CHANNELS:
         raise TooManyChannels(f"a team has at most {MAX_CHANNELS} notification channels; it has {count}")

@@ -45,6 +45,12 @@ def get_or_create_team(session: Session, name: str, owner: Profile, slug: str | 
     return team
 
 
+def lock_team(session: Session, team_id: uuid.UUID) -> None:
+    """Take the team's row lock until the transaction ends: a count against a team limit (members, channels,
+    invitations, the AI budget) and the write that follows cannot interleave with another request's."""
+    session.execute(select(Team.id).where(Team.id == team_id).with_for_update())
+
+
 def add_member(session: Session, team: Team, profile: Profile, role: str = "member") -> TeamMember:
     if role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)} (a member creates and runs workflows)")

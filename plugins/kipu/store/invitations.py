@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from kipu.billing.plans import check
 from kipu.config import env_number
-from kipu.store.accounts import ROLE_RANK, ROLES, add_member
+from kipu.store.accounts import ROLE_RANK, ROLES, add_member, lock_team
 from kipu.store.models import Profile, Team, TeamInvitation, TeamMember
 
 MAX_PENDING = 50  # per team: a team cannot fill strangers' invitation lists
@@ -46,7 +46,7 @@ def invite(session: Session, team_id: uuid.UUID, email: str, role: str, invited_
     two invitations at once neither collide nor pass the limits together."""
     if role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
-    session.execute(select(Team.id).where(Team.id == team_id).with_for_update())
+    lock_team(session, team_id)
     now = datetime.now(UTC)
     session.execute(delete(TeamInvitation).where(TeamInvitation.team_id == team_id, TeamInvitation.expires_at <= now))
     email = normal_email(email)

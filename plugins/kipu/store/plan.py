@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, selectinload
 from kipu.naming import workflow_slug
 from kipu.specs.document import DocumentError, check_document_limits, load_document
 from kipu.specs.workflow import WorkflowSpecError, parse_workflow
+from kipu.store.accounts import lock_team
 from kipu.store.models import Team, Workflow
 from kipu.store.workflows import REDACTED, export_workflow, save_workflow, set_status, validate_document
 
@@ -222,7 +223,7 @@ def apply_plan(
     Applies for one team are serialized by a lock on its row, so two CI jobs cannot interleave. With the
     fingerprints of a printed plan, a store or folder that moved since raises ``StoreChanged``.
     """
-    session.execute(select(Team.id).where(Team.id == team.id).with_for_update())
+    lock_team(session, team.id)
     plan, wanted = _make(session, team, files, prune)
     if plan.errors:
         raise PlanInvalid(plan.errors)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, object_session
 from kipu.naming import workflow_dag_id, workflow_slug
 from kipu.specs.steps import ApprovalStep, PublishStep
 from kipu.specs.workflow import WorkflowSpec, WorkflowSpecError, parse_workflow
-from kipu.store.accounts import find_team, resolve_connection
+from kipu.store.accounts import find_team, lock_team, resolve_connection
 from kipu.store.crypto import get_cipher
 from kipu.store.models import Profile, Team, TeamMember, Workflow, WorkflowRun, WorkflowStep
 
@@ -126,7 +126,7 @@ def save_workflow(session: Session, data: Any, *, mode: str = "upsert", replacin
     else:
         slug = spec.slug or workflow_slug(spec.name)
         # The team's row locked first: two creates of one slug at once are a 201 and a 409, never a unique-key 500.
-        session.execute(select(Team.id).where(Team.id == team.id).with_for_update())
+        lock_team(session, team.id)
         wf = session.scalar(select(Workflow).where(Workflow.team_id == team.id, Workflow.slug == slug))
         if wf is not None and mode == "create":
             field = "slug" if spec.slug else "name"
